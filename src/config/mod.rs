@@ -1,0 +1,79 @@
+//! Configuration: TOML as written (`file`) -> validated `Config` (`validate`).
+//! Loading never panics: every problem becomes a `ConfigError` that names the file and the key.
+
+pub mod file;
+pub mod secret;
+pub mod units;
+mod validate;
+
+pub use validate::*;
+
+use std::path::{Path, PathBuf};
+
+/// The embedded default configuration, used when sluice runs with no arguments.
+pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
+
+/// A configuration problem, printed as `FILE: KEY: MESSAGE`.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {key}{sep}{message}", sep = if key.is_empty() { "" } else { ": " })]
+pub struct ConfigError {
+    /// The file, or "<embedded default>" / "<command line>".
+    pub file: String,
+    /// Dotted key path, e.g. `upstreams.app.endpoints[2].weight`.
+    pub key: String,
+    /// What was expected and what was found.
+    pub message: String,
+}
+
+/// Where a configuration came from; reloads re-read `File`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A file on disk.
+    File(PathBuf),
+    /// The compiled-in default.
+    Embedded,
+    /// Built from command-line flags.
+    CommandLine,
+}
+
+impl Source {
+    /// How the source is named in messages.
+    pub fn label(&self) -> String {
+        match self {
+            Source::File(p) => p.display().to_string(),
+            Source::Embedded => "<embedded default>".into(),
+            Source::CommandLine => "<command line>".into(),
+        }
+    }
+}
+
+/// Reads and validates a file.
+pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.display().to_string(),
+        key: String::new(),
+        message: format!("cannot read: {e}"),
+    })?;
+    parse(&text, Source::File(path.to_path_buf()))
+}
+
+/// Parses and validates TOML text from `source`.
+pub fn parse(text: &str, source: Source) -> Result<Config, ConfigError> {
+    let label = source.label();
+    let de = toml::Deserializer::new(text);
+    let raw: file::ConfigToml = serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        let inner = e.into_inner();
+        let mut message = inner.message().to_string();
+        if let Some(span) = inner.span() {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            message.push_str(&format!(" (line {line})"));
+        }
+        ConfigError {
+            file: label.clone(),
+            key: if key == "." { String::new() } else { key },
+            message,
+        }
+    })?;
+    validate::validate(raw, source)
+}

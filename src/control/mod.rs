@@ -1,0 +1,96 @@
+//! The control thread: a small runtime off the hot path. It runs active health checks and DNS
+//! re-resolution for the current snapshot and broadcasts verdicts to workers. Nothing here is on a
+//! request path; it may block briefly (DNS) without slowing any worker.
+
+mod dns;
+mod health;
+
+use crate::link::{Inbox, Link};
+use crate::snapshot::Snapshot;
+use crate::worker::{ToWorker, WorkerLink};
+use std::cell::Cell;
+use std::io;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+/// Messages to the control thread.
+#[derive(Debug)]
+pub enum ToControl {
+    /// A new snapshot: restart checks for it.
+    Snapshot(Arc<Snapshot>),
+    /// Exit.
+    Stop,
+}
+
+/// Handle to the control thread.
+pub struct ControlHandle {
+    /// Messaging.
+    pub link: Link<ToControl>,
+    /// The thread.
+    pub join: JoinHandle<()>,
+}
+
+/// Fans a message out to every worker.
+pub struct Broadcast(Vec<WorkerLink>);
+
+impl Broadcast {
+    /// Sends one message per worker, built by `make`.
+    pub fn send(&self, make: impl Fn() -> ToWorker) {
+        for l in &self.0 {
+            l.send(make());
+        }
+    }
+}
+
+/// Starts the control thread.
+pub fn spawn(workers: Vec<WorkerLink>, first: Arc<Snapshot>) -> io::Result<ControlHandle> {
+    let (link, inbox) = crate::link::pair()?;
+    let dns_thread = dns::spawn(
+        Broadcast(
+            workers
+                .iter()
+                .map(|l| l.try_clone())
+                .collect::<io::Result<_>>()?,
+        ),
+        first.clone(),
+    )?;
+    let join = std::thread::Builder::new()
+        .name("sluice-control".into())
+        .spawn(move || {
+            let res = crate::runtime::block_on(crate::config::Driver::Epoll, |_| {
+                control_main(Broadcast(workers), first, inbox, dns_thread)
+            });
+            if let Err(e) = res {
+                tracing::error!(error = %e, "control thread failed to start");
+            }
+        })?;
+    Ok(ControlHandle { link, join })
+}
+
+async fn control_main(
+    workers: Broadcast,
+    first: Arc<Snapshot>,
+    inbox: Inbox<ToControl>,
+    dns: dns::DnsHandle,
+) {
+    let workers = Rc::new(workers);
+    let current = Rc::new(Cell::new(first.generation));
+    let mut state = health::HealthState::default();
+    health::start(&first, &workers, &current, &mut state);
+    let Ok(mut inbox) = inbox.into_async() else {
+        tracing::error!("control thread cannot watch its inbox");
+        return;
+    };
+    while let Some(msg) = inbox.recv().await {
+        match msg {
+            ToControl::Snapshot(s) => {
+                current.set(s.generation);
+                dns.update(s.clone());
+                health::start(&s, &workers, &current, &mut state);
+            }
+            ToControl::Stop => break,
+        }
+    }
+    dns.stop();
+}

@@ -1,0 +1,94 @@
+//! The downstream HTTP/1.1 connection: read a head (with header and idle timeouts), hand it to the proxy,
+//! repeat while keep-alive holds. Pipelined requests wait in the read buffer and are answered in order,
+//! because each is served to completion before the next head is parsed.
+
+use crate::http1::head::RequestHead;
+use crate::http1::io::{read_more_timeout, write_vec, Timed, READ_CHUNK};
+use crate::proxy::{handle, After, Downstream};
+use crate::respond::{message_for, status_for, write_error, ProxyError};
+use crate::worker::Worker;
+use bytes::BytesMut;
+use monoio::net::TcpStream;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Instant;
+
+/// Serves one client connection until it closes.
+pub async fn serve(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
+    let _conn = w.begin_connection();
+    let mut c = Downstream {
+        stream,
+        buf: BytesMut::with_capacity(READ_CHUNK),
+        out: Vec::with_capacity(1024),
+        peer_ip: peer.ip().to_string().into_boxed_str(),
+    };
+    let mut head = RequestHead::default();
+    let mut snap = w.snapshot();
+    let mut first = true;
+    loop {
+        if snap.generation != w.generation() {
+            snap = w.snapshot();
+        }
+        match read_head(&w, &snap, &mut c, &mut head, first).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                let status = status_for(&e);
+                w.count_status(status);
+                let mut id = [0u8; 32];
+                w.next_request_id(&mut id);
+                c.out.clear();
+                write_error(&mut c.out, status, message_for(&e), &id, true);
+                let _ = write_vec(&mut c.stream, &mut c.out).await;
+                return;
+            }
+        }
+        first = false;
+        let after = {
+            let _req = w.begin_request();
+            handle(&w, &snap, &mut c, &head).await
+        };
+        if after == After::Close || w.is_draining() {
+            return;
+        }
+    }
+}
+
+/// Reads until a complete head is parsed. Ok(false) = the client closed or idled out between requests.
+async fn read_head(
+    w: &Worker,
+    snap: &crate::snapshot::Snapshot,
+    c: &mut Downstream,
+    head: &mut RequestHead,
+    first: bool,
+) -> Result<bool, ProxyError> {
+    let mut started: Option<Instant> = None;
+    loop {
+        if !c.buf.is_empty() {
+            if head.parse(&mut c.buf, &snap.limits)?.is_some() {
+                return Ok(true);
+            }
+            started.get_or_insert_with(Instant::now);
+        } else if w.is_draining() && !first {
+            return Ok(false);
+        }
+        let wait = match started {
+            Some(t) => snap.http.header_timeout.saturating_sub(t.elapsed()),
+            None if first => snap.http.header_timeout,
+            None => snap.http.idle_timeout,
+        };
+        match read_more_timeout(&mut c.stream, &mut c.buf, READ_CHUNK, wait).await {
+            Timed::Done(Ok(0)) | Timed::Done(Err(_)) => {
+                return Ok(false);
+            }
+            Timed::Done(Ok(_)) => {}
+            Timed::Elapsed => {
+                return if started.is_some() {
+                    Err(ProxyError::HeadTimeout)
+                } else {
+                    Ok(false)
+                };
+            }
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! Owned-buffer I/O helpers over monoio: read appends after existing bytes, writes hand buffers back.
+//! A timed-out operation drops its future and with it the buffer, so callers close the connection then.
+
+use bytes::BytesMut;
+use monoio::buf::{IoBuf, IoBufMut};
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use std::io;
+use std::time::Duration;
+
+/// Read size for heads and small bodies.
+pub const READ_CHUNK: usize = 16 * 1024;
+
+/// Outcome of a timed operation.
+pub enum Timed<T> {
+    /// Finished in time.
+    Done(T),
+    /// The timer fired first.
+    Elapsed,
+}
+
+/// Reads more bytes onto the end of `buf`; 0 = EOF.
+pub async fn read_more<S: AsyncReadRent>(
+    s: &mut S,
+    buf: &mut BytesMut,
+    chunk: usize,
+) -> io::Result<usize> {
+    if buf.capacity() - buf.len() < chunk / 4 {
+        buf.reserve(chunk);
+    }
+    let b = std::mem::take(buf);
+    let len = b.len();
+    let cap = b.capacity();
+    let (res, slice) = s.read(b.slice_mut(len..cap)).await;
+    *buf = slice.into_inner();
+    res
+}
+
+/// `read_more` bounded by `d`.
+pub async fn read_more_timeout<S: AsyncReadRent>(
+    s: &mut S,
+    buf: &mut BytesMut,
+    chunk: usize,
+    d: Duration,
+) -> Timed<io::Result<usize>> {
+    match monoio::time::timeout(d, read_more(s, buf, chunk)).await {
+        Ok(r) => Timed::Done(r),
+        Err(_) => Timed::Elapsed,
+    }
+}
+
+/// Writes all of `out` and gives it back cleared.
+pub async fn write_vec<S: AsyncWriteRentExt>(s: &mut S, out: &mut Vec<u8>) -> io::Result<()> {
+    let v = std::mem::take(out);
+    let (res, mut v) = s.write_all(v).await;
+    v.clear();
+    *out = v;
+    res.map(|_| ())
+}
+
+/// Writes `buf[..n]` and removes it from `buf`, keeping the allocation.
+pub async fn write_front<S: AsyncWriteRentExt>(
+    s: &mut S,
+    buf: &mut BytesMut,
+    n: usize,
+) -> io::Result<()> {
+    if n == 0 {
+        return Ok(());
+    }
+    let b = std::mem::take(buf);
+    let (res, slice) = s.write_all(b.slice(0..n)).await;
+    let mut b = slice.into_inner();
+    if res.is_ok() {
+        let _ = bytes::Buf::advance(&mut b, n);
+        if b.is_empty() {
+            // Keep the allocation and start again at its front.
+            b.clear();
+        }
+    }
+    *buf = b;
+    res.map(|_| ())
+}
+
+/// Helper for IoBuf bounds in generic code.
+pub fn is_io_buf<T: IoBuf + IoBufMut>(_: &T) {}

@@ -1,0 +1,21 @@
+//! sluice: a thread-per-core API gateway and reverse proxy on io_uring.
+//! Modules in request-path order: config -> listener -> worker -> http1 -> router -> proxy -> upstream -> respond.
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod config;
+pub mod control;
+pub mod listener;
+pub mod runtime;
+pub mod server;
+pub mod snapshot;
+pub mod worker;
+
+pub mod http1;
+pub mod link;
+pub mod proxy;
+pub mod respond;
+pub mod router;
+pub mod sys;
+pub mod upstream;

@@ -1,0 +1,11 @@
+//! Routing: a trie per host class, compiled once per config off the workers (`compile`), and a lookup
+//! that allocates nothing (`lookup`). Each worker owns its own clone of the compiled table.
+
+mod compile;
+mod lookup;
+
+pub use compile::*;
+pub use lookup::*;
+
+/// Most `{param}` captures one path pattern may have; captures live on the stack.
+pub const MAX_PARAMS: usize = 8;

@@ -1,0 +1,157 @@
+//! The main thread after start-up: binds listeners, starts workers and the control thread, then waits
+//! for signals. SIGHUP reloads the file (a bad file keeps the old config); SIGTERM/SIGINT drain.
+
+use crate::config::{self, Config, ConfigError, Source};
+use crate::control::{self, ToControl};
+use crate::snapshot::Snapshot;
+use crate::worker::{self, ToWorker, WorkerHandle, WorkerSpec};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use std::io;
+use std::sync::Arc;
+
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The configuration is invalid.
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    /// Binding, threads or signals failed.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// The CPU plan does not fit the machine.
+    #[error("{0}")]
+    Cpus(String),
+}
+
+/// Chooses the CPU for each worker: `cpus` if set, else the process affinity mask in order.
+pub fn plan_cpus(cfg: &Config) -> Result<Vec<Option<core_affinity::CoreId>>, ServerError> {
+    let allowed = core_affinity::get_core_ids().unwrap_or_default();
+    let chosen: Vec<core_affinity::CoreId> = match &cfg.cpus {
+        Some(list) => list
+            .iter()
+            .map(|&id| core_affinity::CoreId { id })
+            .collect(),
+        None => allowed.clone(),
+    };
+    if let Some(list) = &cfg.cpus {
+        if let Some(bad) = list.iter().find(|id| !allowed.iter().any(|c| c.id == **id)) {
+            return Err(ServerError::Cpus(format!(
+                "cpus: CPU {bad} is not in this process's affinity mask {:?}",
+                allowed.iter().map(|c| c.id).collect::<Vec<_>>()
+            )));
+        }
+    }
+    let n = cfg.workers.unwrap_or(chosen.len().max(1));
+    Ok((0..n)
+        .map(|i| {
+            if chosen.is_empty() {
+                None
+            } else {
+                Some(chosen[i % chosen.len()])
+            }
+        })
+        .collect())
+}
+
+/// Runs until drained. Logging must already be initialised.
+pub fn run(cfg: Config) -> Result<(), ServerError> {
+    let cfg = Arc::new(cfg);
+    let mut generation = 1u64;
+    let snapshot = Snapshot::build(cfg.clone(), generation)?;
+    let cpus = plan_cpus(&cfg)?;
+    let (addrs, sockets) = crate::listener::bind_all(&cfg.listeners, cpus.len())?;
+    // Register signals before any worker runs, so an early SIGTERM drains instead of killing.
+    let mut signals = Signals::new([SIGHUP, SIGTERM, SIGINT])?;
+    for (l, a) in cfg.listeners.iter().zip(&addrs) {
+        tracing::info!(listener = %l.name, "listening on {a}");
+    }
+    let mut workers: Vec<WorkerHandle> = Vec::new();
+    for (id, (cpu, listeners)) in cpus.iter().zip(sockets).enumerate() {
+        workers.push(worker::spawn(WorkerSpec {
+            id,
+            workers: cpus.len(),
+            cpu: *cpu,
+            driver: cfg.driver,
+            listeners,
+            snapshot: snapshot.clone(),
+        })?);
+    }
+    let links = workers
+        .iter()
+        .map(|w| w.link.try_clone())
+        .collect::<io::Result<Vec<_>>>()?;
+    let control = control::spawn(links, Arc::new(snapshot))?;
+    tracing::info!(workers = workers.len(), config = %cfg.source.label(), "sluice ready");
+
+    let mut current = cfg;
+    for sig in signals.forever() {
+        match sig {
+            SIGHUP => {
+                if let Some(next) = reload(&current, generation + 1, &workers, &control) {
+                    generation += 1;
+                    current = next;
+                }
+            }
+            _ => {
+                let grace = current.shutdown_timeout;
+                tracing::info!(grace = ?grace, "draining: no new connections; finishing requests in flight");
+                for w in &workers {
+                    w.link.send(ToWorker::Drain(grace));
+                }
+                break;
+            }
+        }
+    }
+    control.link.send(ToControl::Stop);
+    for w in workers {
+        let _ = w.join.join();
+    }
+    let _ = control.join.join();
+    tracing::info!("drained; exiting");
+    Ok(())
+}
+
+/// Loads, validates and compiles the file again; on success hands every worker its copy.
+fn reload(
+    current: &Arc<Config>,
+    generation: u64,
+    workers: &[WorkerHandle],
+    control: &control::ControlHandle,
+) -> Option<Arc<Config>> {
+    let Source::File(path) = &current.source else {
+        tracing::warn!("reload rejected: the running config did not come from a file");
+        return None;
+    };
+    let started = std::time::Instant::now();
+    let next = match config::load_file(path).and_then(|c| {
+        let c = Arc::new(c);
+        Snapshot::build(c.clone(), generation).map(|s| (c, s))
+    }) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(error = %e, "reload rejected; keeping the running config");
+            return None;
+        }
+    };
+    let (cfg, snap) = next;
+    let listeners_changed = cfg.listeners.len() != current.listeners.len()
+        || cfg
+            .listeners
+            .iter()
+            .zip(&current.listeners)
+            .any(|(a, b)| a.addr != b.addr);
+    if listeners_changed
+        || cfg.workers != current.workers
+        || cfg.cpus != current.cpus
+        || cfg.driver != current.driver
+    {
+        tracing::warn!("listeners, workers, cpus and driver changes take effect on restart; the rest is applied now");
+    }
+    for w in workers {
+        w.link.send(ToWorker::Snapshot(Box::new(snap.clone())));
+    }
+    control.link.send(ToControl::Snapshot(Arc::new(snap)));
+    tracing::info!(generation, elapsed = ?started.elapsed(), routes = cfg.routes.len(), "config reloaded");
+    Some(cfg)
+}

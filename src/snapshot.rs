@@ -1,0 +1,77 @@
+//! A config snapshot compiled for workers: route table, upstream specs with resolved addresses, limits.
+//! Built once per load or reload on the main thread; each worker receives its own clone and never rebuilds it.
+
+use crate::config::{Config, ConfigError, Http};
+use crate::http1::head::Limits;
+use crate::router::RouteTable;
+use crate::upstream::{EndpointAddr, UpstreamSpec};
+use std::net::ToSocketAddrs;
+use std::sync::Arc;
+
+/// What a worker runs on.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Increments on every successful load.
+    pub generation: u64,
+    /// The validated config it came from.
+    pub config: Arc<Config>,
+    /// Downstream limits.
+    pub http: Http,
+    /// Parser limits.
+    pub limits: Limits,
+    /// Routes.
+    pub routes: RouteTable,
+    /// Upstream groups by index (same order as `config.upstreams`).
+    pub upstreams: Vec<UpstreamSpec>,
+}
+
+impl Snapshot {
+    /// Compiles a validated config; resolves endpoint names once (blocking: never call on a worker).
+    pub fn build(config: Arc<Config>, generation: u64) -> Result<Snapshot, ConfigError> {
+        let mut upstreams = Vec::new();
+        for u in &config.upstreams {
+            let mut endpoints = Vec::new();
+            for (i, e) in u.endpoints.iter().enumerate() {
+                match e.literal {
+                    Some(addr) => endpoints.push(EndpointAddr {
+                        addr,
+                        weight: e.weight,
+                    }),
+                    None => {
+                        let addrs = (e.host.as_str(), e.port).to_socket_addrs().map_err(|err| {
+                            ConfigError {
+                                file: config.source.label(),
+                                key: format!("upstreams.{}.endpoints[{i}]", u.name),
+                                message: format!("cannot resolve {}: {err}", e.host),
+                            }
+                        })?;
+                        for addr in addrs {
+                            if !endpoints.iter().any(|x: &EndpointAddr| x.addr == addr) {
+                                endpoints.push(EndpointAddr {
+                                    addr,
+                                    weight: e.weight,
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+            upstreams.push(UpstreamSpec {
+                cfg: u.clone(),
+                endpoints,
+            });
+        }
+        Ok(Snapshot {
+            generation,
+            http: config.http.clone(),
+            limits: Limits {
+                max_header_bytes: config.http.max_header_bytes,
+                max_headers: config.http.max_headers,
+                max_uri_bytes: config.http.max_uri_bytes,
+            },
+            routes: RouteTable::compile(&config),
+            upstreams,
+            config,
+        })
+    }
+}

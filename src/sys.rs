@@ -1,0 +1,30 @@
+//! The few socket calls monoio does not expose. This module alone opts into `unsafe`, for plain libc calls
+//! on file descriptors that the caller owns for the duration of the call.
+#![allow(unsafe_code)]
+
+use std::os::fd::RawFd;
+
+/// True when the peer has closed (or reset) an idle connection: a non-blocking peek reads EOF or an error.
+/// Costs one syscall, so callers use it only for connections that sat idle long enough to go stale.
+pub fn peer_closed(fd: RawFd) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: `fd` is an open socket owned by the caller for the duration of this call; the buffer is one
+    // valid byte on our stack; MSG_DONTWAIT keeps the call from blocking on io_uring-mode (blocking) sockets.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    if n == 0 {
+        return true;
+    }
+    if n < 0 {
+        let err = std::io::Error::last_os_error();
+        return !matches!(err.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EINTR));
+    }
+    // Unsolicited bytes on an idle connection mean the exchange is out of step: do not reuse it.
+    true
+}

@@ -1,0 +1,122 @@
+//! Per-worker idle connection pools, keyed by endpoint address so that a reload keeps them warm.
+//! LIFO: the most recently used connection is the one least likely to have been closed by the peer.
+
+use bytes::BytesMut;
+use monoio::net::TcpStream;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// A connection to an upstream endpoint with its read buffer.
+pub struct UpConn {
+    /// The socket.
+    pub stream: TcpStream,
+    /// Bytes read from the upstream and not yet consumed.
+    pub buf: BytesMut,
+    /// Endpoint address.
+    pub addr: SocketAddr,
+    /// Taken from the pool rather than freshly connected.
+    pub reused: bool,
+    /// When it went idle (set by `Pools::put`).
+    idle_since: Option<Instant>,
+}
+
+impl UpConn {
+    /// Wraps a fresh connection.
+    pub fn new(stream: TcpStream, addr: SocketAddr, buf: BytesMut) -> UpConn {
+        UpConn {
+            stream,
+            buf,
+            addr,
+            reused: false,
+            idle_since: None,
+        }
+    }
+
+    /// How long it sat in the pool before this use.
+    pub fn idle_for(&self, now: Instant) -> Duration {
+        self.idle_since
+            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t))
+    }
+}
+
+struct Idle {
+    conn: UpConn,
+    expires: Instant,
+}
+
+/// All idle upstream connections of one worker.
+#[derive(Default)]
+pub struct Pools {
+    by_addr: HashMap<SocketAddr, Vec<Idle>, ahash::RandomState>,
+    spare_bufs: Vec<BytesMut>,
+}
+
+impl Pools {
+    /// Takes the freshest unexpired idle connection to `addr`.
+    pub fn take(&mut self, addr: SocketAddr, now: Instant) -> Option<UpConn> {
+        let list = self.by_addr.get_mut(&addr)?;
+        while let Some(idle) = list.pop() {
+            if idle.expires > now {
+                let mut c = idle.conn;
+                c.reused = true;
+                return Some(c);
+            }
+        }
+        None
+    }
+
+    /// Returns a connection for reuse; drops it when the pool for that address is full.
+    pub fn put(&mut self, mut conn: UpConn, max_idle: usize, idle_timeout: Duration, now: Instant) {
+        if max_idle == 0 || !conn.buf.is_empty() {
+            return;
+        }
+        let list = self.by_addr.entry(conn.addr).or_default();
+        if list.len() >= max_idle {
+            return;
+        }
+        conn.idle_since = Some(now);
+        list.push(Idle {
+            conn,
+            expires: now + idle_timeout,
+        });
+    }
+
+    /// Closes expired idle connections; called about once a second.
+    pub fn sweep(&mut self, now: Instant) {
+        for list in self.by_addr.values_mut() {
+            list.retain(|i| i.expires > now);
+        }
+        self.by_addr.retain(|_, l| !l.is_empty());
+        self.spare_bufs.truncate(16);
+    }
+
+    /// Idle connections to `addr`.
+    pub fn idle(&self, addr: &SocketAddr) -> usize {
+        self.by_addr.get(addr).map_or(0, Vec::len)
+    }
+
+    /// Total idle connections.
+    pub fn total_idle(&self) -> usize {
+        self.by_addr.values().map(Vec::len).sum()
+    }
+
+    /// A read buffer for a new connection, recycled when possible.
+    pub fn buffer(&mut self, capacity: usize) -> BytesMut {
+        match self.spare_bufs.pop() {
+            Some(mut b) => {
+                b.clear();
+                b.reserve(capacity);
+                b
+            }
+            None => BytesMut::with_capacity(capacity),
+        }
+    }
+
+    /// Keeps the buffer of a closed connection for the next one.
+    pub fn recycle(&mut self, buf: BytesMut) {
+        if self.spare_bufs.len() < 64 && buf.capacity() >= 4096 {
+            self.spare_bufs.push(buf);
+        }
+    }
+}

@@ -1,0 +1,456 @@
+//! A worker: one pinned OS thread running one monoio runtime (io_uring, or epoll where io_uring is not
+//! allowed). It accepts on its own SO_REUSEPORT listeners, serves its connections to the end, and owns
+//! every piece of per-request state (route table copy, upstream groups, pools). Messages from the main
+//! and control threads arrive on a crossbeam channel, with a byte on a socketpair to wake the ring.
+
+use crate::config::{Driver, SplitTarget};
+use crate::http1::conn;
+use crate::link::{Inbox, Link};
+use crate::snapshot::Snapshot;
+use crate::upstream::gate::Gate;
+use crate::upstream::pool::{Pools, UpConn};
+use crate::upstream::{EndpointAddr, Group};
+use bytes::BytesMut;
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Messages to a worker.
+#[derive(Debug)]
+pub enum ToWorker {
+    /// A new config snapshot: used for requests that start after it arrives.
+    Snapshot(Box<Snapshot>),
+    /// Active health verdict for an endpoint.
+    Health {
+        /// Snapshot generation the verdict is for.
+        generation: u64,
+        /// Upstream index.
+        upstream: usize,
+        /// Endpoint.
+        addr: SocketAddr,
+        /// Up or down.
+        healthy: bool,
+    },
+    /// A new endpoint list after DNS re-resolution.
+    Endpoints {
+        /// Snapshot generation.
+        generation: u64,
+        /// Upstream index.
+        upstream: usize,
+        /// The resolved endpoints.
+        list: Vec<EndpointAddr>,
+    },
+    /// Stop accepting, finish in-flight requests within the grace period, exit.
+    Drain(Duration),
+}
+
+/// How other threads reach a worker.
+pub type WorkerLink = Link<ToWorker>;
+
+/// A running worker thread.
+#[derive(Debug)]
+pub struct WorkerHandle {
+    /// Messaging.
+    pub link: WorkerLink,
+    /// The thread.
+    pub join: JoinHandle<()>,
+}
+
+/// What a worker starts with.
+pub struct WorkerSpec {
+    /// Index.
+    pub id: usize,
+    /// Total workers.
+    pub workers: usize,
+    /// CPU to pin to.
+    pub cpu: Option<core_affinity::CoreId>,
+    /// Driver choice.
+    pub driver: Driver,
+    /// This worker's listening sockets.
+    pub listeners: Vec<std::net::TcpListener>,
+    /// The first snapshot.
+    pub snapshot: Snapshot,
+}
+
+/// A one-shot local event several tasks can wait on.
+#[derive(Default)]
+pub struct LocalEvent {
+    fired: Cell<bool>,
+    waiters: RefCell<Vec<Waker>>,
+}
+
+impl LocalEvent {
+    /// Fires the event, waking all waiters.
+    pub fn fire(&self) {
+        self.fired.set(true);
+        for w in self.waiters.borrow_mut().drain(..) {
+            w.wake();
+        }
+    }
+    /// Resolves once fired.
+    pub fn wait(&self) -> EventWait<'_> {
+        EventWait(self)
+    }
+}
+
+/// Future of `LocalEvent::wait`.
+pub struct EventWait<'a>(&'a LocalEvent);
+
+impl Future for EventWait<'_> {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0.fired.get() {
+            Poll::Ready(())
+        } else {
+            self.0.waiters.borrow_mut().push(cx.waker().clone());
+            Poll::Pending
+        }
+    }
+}
+
+/// Everything worker k owns. Not Send; nothing locked.
+pub struct Worker {
+    /// Worker index.
+    pub id: usize,
+    workers: usize,
+    snap: RefCell<Rc<Snapshot>>,
+    generation: Cell<u64>,
+    groups: RefCell<Vec<Group>>,
+    pools: RefCell<Pools>,
+    draining: Cell<bool>,
+    in_flight: Cell<usize>,
+    connections: Cell<usize>,
+    id_seed: u64,
+    id_counter: Cell<u64>,
+    split_counters: RefCell<Vec<i64>>,
+    stop: LocalEvent,
+    status_counts: RefCell<[u64; 6]>,
+}
+
+impl Worker {
+    fn new(id: usize, workers: usize, snap: Snapshot) -> Worker {
+        let groups = snap
+            .upstreams
+            .iter()
+            .map(|u| Group::new(u, id, workers))
+            .collect();
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        Worker {
+            id,
+            workers,
+            generation: Cell::new(snap.generation),
+            snap: RefCell::new(Rc::new(snap)),
+            groups: RefCell::new(groups),
+            pools: RefCell::new(Pools::default()),
+            draining: Cell::new(false),
+            in_flight: Cell::new(0),
+            connections: Cell::new(0),
+            id_seed: seed ^ (std::process::id() as u64).rotate_left(32) ^ ((id as u64) << 56),
+            id_counter: Cell::new(0),
+            split_counters: RefCell::new(Vec::new()),
+            stop: LocalEvent::default(),
+            status_counts: RefCell::new([0; 6]),
+        }
+    }
+
+    /// The current snapshot (an Rc clone; connections re-fetch only when the generation changed).
+    pub fn snapshot(&self) -> Rc<Snapshot> {
+        self.snap.borrow().clone()
+    }
+
+    /// Generation of the current snapshot.
+    pub fn generation(&self) -> u64 {
+        self.generation.get()
+    }
+
+    /// True once a drain started.
+    pub fn is_draining(&self) -> bool {
+        self.draining.get()
+    }
+
+    /// Request body timeout of the current snapshot.
+    pub fn body_timeout(&self) -> Duration {
+        self.snap.borrow().http.body_timeout
+    }
+
+    /// Marks a request as started; the guard ends it.
+    pub fn begin_request(&self) -> InFlight<'_> {
+        self.in_flight.set(self.in_flight.get() + 1);
+        InFlight(self)
+    }
+
+    /// Counts an open connection; the guard ends it.
+    pub fn begin_connection(&self) -> ConnGuard<'_> {
+        self.connections.set(self.connections.get() + 1);
+        ConnGuard(self)
+    }
+
+    /// Writes a fresh 32-hex-digit request id.
+    pub fn next_request_id(&self, buf: &mut [u8; 32]) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let n = self.id_counter.get().wrapping_add(1);
+        self.id_counter.set(n);
+        // Mix the counter so ids do not look sequential, but stay unique (an odd multiplier is a bijection).
+        let lo = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        for (i, b) in buf[..16].iter_mut().enumerate() {
+            *b = HEX[((self.id_seed >> ((15 - i) * 4)) & 0xf) as usize];
+        }
+        for (i, b) in buf[16..].iter_mut().enumerate() {
+            *b = HEX[((lo >> ((15 - i) * 4)) & 0xf) as usize];
+        }
+    }
+
+    /// Counts a response by status class.
+    pub fn count_status(&self, status: u16) {
+        let class = (status / 100).min(5) as usize;
+        self.status_counts.borrow_mut()[class] += 1;
+    }
+
+    /// Weighted split among targets (smooth weighted round robin, per worker).
+    pub fn split_pick(&self, targets: &[SplitTarget]) -> usize {
+        let mut cur = self.split_counters.borrow_mut();
+        // Counters are keyed by position; a route change resizes them (a new snapshot resets them).
+        if cur.len() < targets.len() {
+            cur.resize(targets.len(), 0);
+        }
+        let mut total = 0i64;
+        let mut best = None;
+        for (i, t) in targets.iter().enumerate() {
+            if t.weight == 0 {
+                continue;
+            }
+            cur[i] += t.weight as i64;
+            total += t.weight as i64;
+            if best.is_none_or(|b: usize| cur[i] > cur[b]) {
+                best = Some(i);
+            }
+        }
+        match best {
+            Some(b) => {
+                cur[b] -= total;
+                targets[b].upstream
+            }
+            None => targets[0].upstream,
+        }
+    }
+
+    /// The circuit breaker of upstream `gi`.
+    pub fn gate(&self, gi: usize) -> Gate {
+        self.groups.borrow()[gi].gate.clone()
+    }
+
+    /// Runs `f` on upstream group `gi` if the snapshot generation still matches.
+    pub fn with_group<R>(
+        &self,
+        generation: u64,
+        gi: usize,
+        f: impl FnOnce(&mut Group) -> R,
+    ) -> Option<R> {
+        if generation != self.generation.get() {
+            return None;
+        }
+        self.groups.borrow_mut().get_mut(gi).map(f)
+    }
+
+    /// Takes an idle pooled connection.
+    pub fn pool_take(&self, addr: SocketAddr, now: Instant) -> Option<UpConn> {
+        self.pools.borrow_mut().take(addr, now)
+    }
+
+    /// Returns a connection to the pool.
+    pub fn pool_put(&self, conn: UpConn, max_idle: usize, idle_timeout: Duration) {
+        self.pools
+            .borrow_mut()
+            .put(conn, max_idle, idle_timeout, Instant::now());
+    }
+
+    /// A read buffer for a new upstream connection.
+    pub fn pool_buffer(&self) -> BytesMut {
+        self.pools.borrow_mut().buffer(crate::http1::io::READ_CHUNK)
+    }
+
+    /// Keeps a buffer for reuse.
+    pub fn pool_recycle(&self, buf: BytesMut) {
+        self.pools.borrow_mut().recycle(buf);
+    }
+
+    /// Idle pooled connections to `addr`.
+    pub fn pool_idle(&self, addr: &SocketAddr) -> usize {
+        self.pools.borrow().idle(addr)
+    }
+
+    fn apply(&self, msg: ToWorker) -> Option<Duration> {
+        match msg {
+            ToWorker::Snapshot(s) => {
+                let groups = s
+                    .upstreams
+                    .iter()
+                    .map(|u| Group::new(u, self.id, self.workers))
+                    .collect();
+                *self.groups.borrow_mut() = groups;
+                self.split_counters.borrow_mut().clear();
+                self.generation.set(s.generation);
+                *self.snap.borrow_mut() = Rc::new(*s);
+                tracing::debug!(
+                    worker = self.id,
+                    generation = self.generation.get(),
+                    "snapshot applied"
+                );
+            }
+            ToWorker::Health {
+                generation,
+                upstream,
+                addr,
+                healthy,
+            } => {
+                self.with_group(generation, upstream, |g| g.set_active(addr, healthy));
+            }
+            ToWorker::Endpoints {
+                generation,
+                upstream,
+                list,
+            } => {
+                self.with_group(generation, upstream, |g| g.set_endpoints(&list));
+            }
+            ToWorker::Drain(grace) => return Some(grace),
+        }
+        None
+    }
+}
+
+/// Ends a request on drop.
+pub struct InFlight<'a>(&'a Worker);
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.set(self.0.in_flight.get() - 1);
+    }
+}
+
+/// Ends a connection on drop.
+pub struct ConnGuard<'a>(&'a Worker);
+impl Drop for ConnGuard<'_> {
+    fn drop(&mut self) {
+        self.0.connections.set(self.0.connections.get() - 1);
+    }
+}
+
+/// Starts a worker thread.
+pub fn spawn(spec: WorkerSpec) -> io::Result<WorkerHandle> {
+    let (link, inbox) = crate::link::pair()?;
+    let join = std::thread::Builder::new()
+        .name(format!("sluice-w{}", spec.id))
+        .spawn(move || run(spec, inbox))?;
+    Ok(WorkerHandle { link, join })
+}
+
+fn run(spec: WorkerSpec, inbox: Inbox<ToWorker>) {
+    if let Some(cpu) = spec.cpu {
+        if !core_affinity::set_for_current(cpu) {
+            tracing::warn!(
+                worker = spec.id,
+                cpu = cpu.id,
+                "could not pin worker to cpu"
+            );
+        }
+    }
+    let cpu = spec.cpu.map(|c| c.id as i64).unwrap_or(-1);
+    let id = spec.id;
+    let result = crate::runtime::block_on(spec.driver, |driver| {
+        tracing::info!(worker = id, cpu, driver, "worker started");
+        worker_main(spec, inbox)
+    });
+    if let Err(e) = result {
+        tracing::error!(worker = id, error = %e, "worker failed to start its runtime");
+    }
+}
+
+async fn worker_main(spec: WorkerSpec, inbox: Inbox<ToWorker>) {
+    let w = Rc::new(Worker::new(spec.id, spec.workers, spec.snapshot));
+    for l in spec.listeners {
+        match monoio::net::TcpListener::from_std(l) {
+            Ok(l) => {
+                monoio::spawn(accept_loop(w.clone(), l));
+            }
+            Err(e) => tracing::error!(worker = w.id, error = %e, "cannot use listener"),
+        }
+    }
+    monoio::spawn(sweeper(w.clone()));
+    let grace = control_loop(&w, inbox).await;
+    w.draining.set(true);
+    w.stop.fire();
+    let deadline = Instant::now() + grace;
+    while w.in_flight.get() > 0 && Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(5)).await;
+    }
+    if w.in_flight.get() > 0 {
+        tracing::warn!(
+            worker = w.id,
+            in_flight = w.in_flight.get(),
+            "grace period over; closing requests still in flight"
+        );
+    }
+    tracing::debug!(
+        worker = w.id,
+        connections = w.connections.get(),
+        "worker stopped"
+    );
+}
+
+/// Applies messages until a drain is requested; returns the grace period.
+async fn control_loop(w: &Rc<Worker>, inbox: Inbox<ToWorker>) -> Duration {
+    let mut inbox = match inbox.into_async() {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::error!(worker = w.id, error = %e, "cannot watch the control socket");
+            return Duration::ZERO;
+        }
+    };
+    loop {
+        match inbox.recv().await {
+            Some(msg) => {
+                if let Some(grace) = w.apply(msg) {
+                    return grace;
+                }
+            }
+            // The main thread is gone: drain with a short grace.
+            None => return Duration::from_secs(1),
+        }
+    }
+}
+
+async fn accept_loop(w: Rc<Worker>, listener: monoio::net::TcpListener) {
+    loop {
+        let accepted = monoio::select! {
+            r = listener.accept() => Some(r),
+            _ = w.stop.wait() => None,
+        };
+        match accepted {
+            None => return,
+            Some(Ok((stream, peer))) => {
+                let _ = stream.set_nodelay(true);
+                monoio::spawn(conn::serve(w.clone(), stream, peer));
+            }
+            Some(Err(e)) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(worker = w.id, error = %e, "accept failed");
+                monoio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn sweeper(w: Rc<Worker>) {
+    loop {
+        monoio::time::sleep(Duration::from_secs(1)).await;
+        w.pools.borrow_mut().sweep(Instant::now());
+    }
+}
