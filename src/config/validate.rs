@@ -514,12 +514,14 @@ fn upstream(cx: &Ctx, name: String, u: UpstreamToml) -> Result<Upstream, ConfigE
         "round_robin" => Balancer::RoundRobin,
         "least_request" => Balancer::LeastRequest,
         "consistent_hash" => Balancer::ConsistentHash(hash_on.clone().unwrap_or(HashOn::ClientIp)),
-        other => return Err(cx.err(
-            format!("{base}.balancer"),
-            format!(
+        other => {
+            return Err(cx.err(
+                format!("{base}.balancer"),
+                format!(
                 "expected \"round_robin\", \"least_request\" or \"consistent_hash\", got {other:?}"
             ),
-        )),
+            ))
+        }
     };
     if hash_on.is_some() && !matches!(balancer, Balancer::ConsistentHash(_)) {
         return Err(cx.err(
@@ -959,7 +961,7 @@ mod tests {
     #[test]
     fn unknown_key_is_named() {
         let e = parse(&format!("{MIN}[http]\nheader_timout = \"5s\"\n")).unwrap_err();
-        assert_eq!(e.key, "http");
+        assert_eq!(e.key, "http.header_timout");
         assert!(e.message.contains("header_timout"), "{e}");
     }
 

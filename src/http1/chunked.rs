@@ -258,7 +258,7 @@ mod tests {
             decode(b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-T: 1\r\n\r\nNEXT").unwrap();
         assert_eq!(out, b"hello world");
         assert!(p.done);
-        assert_eq!(p.consumed, 41);
+        assert_eq!(p.consumed, 40);
     }
 
     #[test]

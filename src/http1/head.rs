@@ -297,30 +297,25 @@ impl RequestHead {
         // RFC 9112 §3.2: origin-form, absolute-form, or "*" for OPTIONS.
         let t = target.as_bytes();
         self.authority = None;
-        let path_bytes: &[u8] = if t.first() == Some(&b'/') {
-            t
-        } else if t == b"*" && kind == Method::Options {
-            t
-        } else if t.len() > 7
-            && (t[..7].eq_ignore_ascii_case(b"http://")
-                || (t.len() > 8 && t[..8].eq_ignore_ascii_case(b"https://")))
-        {
-            let rest = &t[if t[4] == b':' { 7 } else { 8 }..];
-            let slash = memchr::memchr(b'/', rest).unwrap_or(rest.len());
-            let auth = &rest[..slash];
-            if auth.is_empty() || auth.contains(&b'@') {
-                return Err(HeadError::Syntax);
-            }
-            self.authority = Some(Span::of(base, auth));
-            if slash == rest.len() {
-                // "http://host" has an empty path; treat it as "/" by pointing at nothing and fixing up below.
+        let path_bytes: &[u8] =
+            if t.first() == Some(&b'/') || (t == b"*" && kind == Method::Options) {
+                t
+            } else if t.len() > 7
+                && (t[..7].eq_ignore_ascii_case(b"http://")
+                    || (t.len() > 8 && t[..8].eq_ignore_ascii_case(b"https://")))
+            {
+                let rest = &t[if t[4] == b':' { 7 } else { 8 }..];
+                let slash = memchr::memchr(b'/', rest).unwrap_or(rest.len());
+                let auth = &rest[..slash];
+                if auth.is_empty() || auth.contains(&b'@') {
+                    return Err(HeadError::Syntax);
+                }
+                self.authority = Some(Span::of(base, auth));
+                // "http://host" leaves an empty path; the router and the forwarder read it as "/".
                 &rest[slash..]
             } else {
-                &rest[slash..]
-            }
-        } else {
-            return Err(HeadError::Syntax);
-        };
+                return Err(HeadError::Syntax);
+            };
         match memchr::memchr(b'?', path_bytes) {
             Some(q) => {
                 self.path = Span::of(base, &path_bytes[..q]);
@@ -378,10 +373,8 @@ impl RequestHead {
                         }
                     }
                 }
-                HeaderKind::Expect => {
-                    if trim(value).eq_ignore_ascii_case(b"100-continue") {
-                        self.expect_continue = true;
-                    }
+                HeaderKind::Expect if trim(value).eq_ignore_ascii_case(b"100-continue") => {
+                    self.expect_continue = true;
                 }
                 _ => {}
             }

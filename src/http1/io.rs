@@ -3,6 +3,7 @@
 
 use bytes::BytesMut;
 use monoio::buf::{IoBuf, IoBufMut};
+
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use std::io;
 use std::time::Duration;
@@ -70,7 +71,7 @@ pub async fn write_front<S: AsyncWriteRentExt>(
     let (res, slice) = s.write_all(b.slice(0..n)).await;
     let mut b = slice.into_inner();
     if res.is_ok() {
-        let _ = bytes::Buf::advance(&mut b, n);
+        bytes::Buf::advance(&mut b, n);
         if b.is_empty() {
             // Keep the allocation and start again at its front.
             b.clear();
@@ -79,6 +80,3 @@ pub async fn write_front<S: AsyncWriteRentExt>(
     *buf = b;
     res.map(|_| ())
 }
-
-/// Helper for IoBuf bounds in generic code.
-pub fn is_io_buf<T: IoBuf + IoBufMut>(_: &T) {}

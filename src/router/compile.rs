@@ -180,7 +180,7 @@ fn template(t: &str, pattern: &str) -> Vec<Piece> {
             break;
         };
         if open > 0 {
-            out.push(Piece::Lit(rest[..open].as_bytes().into()));
+            out.push(Piece::Lit(rest.as_bytes()[..open].into()));
         }
         let name = &rest[open + 1..close];
         if name == "*" {

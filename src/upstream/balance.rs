@@ -231,7 +231,7 @@ mod tests {
         e[0].ejected_until = Some(now + Duration::from_secs(1));
         let mut rr = SmoothWrr::new(2);
         assert!((0..10).all(|_| rr.next(&e, now) == Some(1)));
-        assert_eq!(rr.next(&e, now + Duration::from_secs(2)).is_some(), true);
+        assert!(rr.next(&e, now + Duration::from_secs(2)).is_some());
     }
 
     #[test]
