@@ -1,1 +1,110 @@
-fn main() {}
+//! Micro-benchmarks of the per-request CPU work: head parse, route lookup, endpoint pick, chunked scan.
+
+use bytes::BytesMut;
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use sluice::config::{parse, Source};
+use sluice::http1::chunked::ChunkedDecoder;
+use sluice::http1::head::{Limits, RequestHead};
+use sluice::router::RouteTable;
+use sluice::snapshot::Snapshot;
+use sluice::upstream::Group;
+use std::sync::Arc;
+use std::time::Instant;
+
+const BROWSER: &[u8] = b"GET /static/app.js?v=3 HTTP/1.1\r\nHost: www.example.com\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36\r\nAccept: */*\r\nAccept-Language: en-US,en;q=0.9\r\nAccept-Encoding: gzip, deflate, br\r\nReferer: https://www.example.com/\r\nCookie: session=abc123; theme=dark\r\nConnection: keep-alive\r\n\r\n";
+
+fn api_request() -> Vec<u8> {
+    let mut r =
+        b"POST /v1/orders/12345/items HTTP/1.1\r\nHost: api.example.com\r\nContent-Length: 0\r\n"
+            .to_vec();
+    for i in 0..27 {
+        r.extend_from_slice(
+            format!("X-Custom-Header-{i}: value-{i}-abcdefghijklmnop\r\n").as_bytes(),
+        );
+    }
+    r.extend_from_slice(b"\r\n");
+    r
+}
+
+const LIMITS: Limits = Limits {
+    max_header_bytes: 65536,
+    max_headers: 100,
+    max_uri_bytes: 8192,
+};
+
+fn bench_parse(c: &mut Criterion) {
+    let api = api_request();
+    let mut head = RequestHead::default();
+    let mut buf = BytesMut::with_capacity(16384);
+    for (name, req) in [
+        ("parse_browser_8_headers", BROWSER),
+        ("parse_api_30_headers", &api[..]),
+    ] {
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                buf.clear();
+                buf.extend_from_slice(req);
+                black_box(head.parse(&mut buf, &LIMITS).unwrap());
+            })
+        });
+    }
+}
+
+fn many_routes() -> String {
+    let mut s = String::from(
+        "[listeners.a]\nlisten = \"127.0.0.1:0\"\n[upstreams.u]\nendpoints = [\"127.0.0.1:1\"]\n",
+    );
+    for i in 0..10_000 {
+        s.push_str(&format!("[routes.r{i}]\nhost = \"h{}.example.com\"\npath = \"/api/v{}/items/{{id}}\"\nupstream = \"u\"\n", i % 1000, i / 1000));
+    }
+    s
+}
+
+fn bench_route(c: &mut Criterion) {
+    let cfg = parse(&many_routes(), Source::Embedded).unwrap();
+    let table = RouteTable::compile(&cfg);
+    let mut head = RequestHead::default();
+    let mut buf =
+        BytesMut::from(&b"GET /api/v7/items/42 HTTP/1.1\r\nHost: h777.example.com\r\n\r\n"[..]);
+    head.parse(&mut buf, &LIMITS).unwrap();
+    c.bench_function("route_lookup_10k_routes", |b| {
+        b.iter(|| black_box(table.lookup(head.host(), head.path(), &head).unwrap().route))
+    });
+}
+
+fn bench_pick(c: &mut Criterion) {
+    let cfg = parse(
+        "[listeners.a]\nlisten = \"127.0.0.1:0\"\n[upstreams.u]\nendpoints = [\"127.0.0.1:1\", \"127.0.0.1:2\", \"127.0.0.1:3\", \"127.0.0.1:4\"]\nbalancer = \"least_request\"\n[upstreams.rr]\nendpoints = [\"127.0.0.1:1\", \"127.0.0.1:2\", \"127.0.0.1:3\", \"127.0.0.1:4\"]\n",
+        Source::Embedded,
+    )
+    .unwrap();
+    let snap = Snapshot::build(Arc::new(cfg), 1).unwrap();
+    let now = Instant::now();
+    let mut lr = Group::new(&snap.upstreams[0], 0, 1);
+    let mut rr = Group::new(&snap.upstreams[1], 0, 1);
+    c.bench_function("pick_least_request_4", |b| {
+        b.iter(|| black_box(lr.pick(None, None, now)))
+    });
+    c.bench_function("pick_round_robin_4", |b| {
+        b.iter(|| black_box(rr.pick(None, None, now)))
+    });
+}
+
+fn bench_chunked(c: &mut Criterion) {
+    let mut body = Vec::new();
+    for _ in 0..16 {
+        body.extend_from_slice(b"1000\r\n");
+        body.extend_from_slice(&[b'x'; 4096]);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(b"0\r\n\r\n");
+    c.bench_function("chunked_scan_64k", |b| {
+        b.iter(|| {
+            let mut d = ChunkedDecoder::new();
+            black_box(d.feed(&body, |_| ()).unwrap())
+        })
+    });
+}
+
+criterion_group!(benches, bench_parse, bench_route, bench_pick, bench_chunked);
+criterion_main!(benches);

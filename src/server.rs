@@ -66,6 +66,20 @@ pub fn run(cfg: Config) -> Result<(), ServerError> {
     for (l, a) in cfg.listeners.iter().zip(&addrs) {
         tracing::info!(listener = %l.name, "listening on {a}");
     }
+    let admin = match &cfg.admin {
+        None => None,
+        Some(a) => {
+            let listener = std::net::TcpListener::bind(a.listen).map_err(|e| {
+                io::Error::new(e.kind(), format!("admin: cannot bind {}: {e}", a.listen))
+            })?;
+            listener.set_nonblocking(true)?;
+            tracing::info!("admin listening on {}", listener.local_addr()?);
+            Some(control::AdminSetup {
+                listener,
+                token: a.token.clone(),
+            })
+        }
+    };
     let mut workers: Vec<WorkerHandle> = Vec::new();
     for (id, (cpu, listeners)) in cpus.iter().zip(sockets).enumerate() {
         workers.push(worker::spawn(WorkerSpec {
@@ -81,7 +95,7 @@ pub fn run(cfg: Config) -> Result<(), ServerError> {
         .iter()
         .map(|w| w.link.try_clone())
         .collect::<io::Result<Vec<_>>>()?;
-    let control = control::spawn(links, Arc::new(snapshot))?;
+    let control = control::spawn(links, Arc::new(snapshot), admin)?;
     tracing::info!(workers = workers.len(), config = %cfg.source.label(), "sluice ready");
 
     let mut current = cfg;

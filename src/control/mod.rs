@@ -2,6 +2,7 @@
 //! re-resolution for the current snapshot and broadcasts verdicts to workers. Nothing here is on a
 //! request path; it may block briefly (DNS) without slowing any worker.
 
+pub mod admin;
 mod dns;
 mod health;
 
@@ -43,8 +44,20 @@ impl Broadcast {
     }
 }
 
+/// The admin listener and what it reports.
+pub struct AdminSetup {
+    /// Bound socket.
+    pub listener: std::net::TcpListener,
+    /// Bearer token.
+    pub token: Option<crate::config::secret::Secret>,
+}
+
 /// Starts the control thread.
-pub fn spawn(workers: Vec<WorkerLink>, first: Arc<Snapshot>) -> io::Result<ControlHandle> {
+pub fn spawn(
+    workers: Vec<WorkerLink>,
+    first: Arc<Snapshot>,
+    admin: Option<AdminSetup>,
+) -> io::Result<ControlHandle> {
     let (link, inbox) = crate::link::pair()?;
     let dns_thread = dns::spawn(
         Broadcast(
@@ -59,7 +72,7 @@ pub fn spawn(workers: Vec<WorkerLink>, first: Arc<Snapshot>) -> io::Result<Contr
         .name("sluice-control".into())
         .spawn(move || {
             let res = crate::runtime::block_on(crate::config::Driver::Epoll, |_| {
-                control_main(Broadcast(workers), first, inbox, dns_thread)
+                control_main(Broadcast(workers), first, inbox, dns_thread, admin)
             });
             if let Err(e) = res {
                 tracing::error!(error = %e, "control thread failed to start");
@@ -73,9 +86,20 @@ async fn control_main(
     first: Arc<Snapshot>,
     inbox: Inbox<ToControl>,
     dns: dns::DnsHandle,
+    admin: Option<AdminSetup>,
 ) {
-    let workers = Rc::new(workers);
     let current = Rc::new(Cell::new(first.generation));
+    if let Some(a) = admin {
+        let state = admin::AdminState {
+            started: std::time::Instant::now(),
+            workers: workers.0.len(),
+            generation: current.clone(),
+            config: first.config.source.label(),
+            token: a.token,
+        };
+        monoio::spawn(admin::serve(a.listener, Rc::new(state)));
+    }
+    let workers = Rc::new(workers);
     let mut state = health::HealthState::default();
     health::start(&first, &workers, &current, &mut state);
     let Ok(mut inbox) = inbox.into_async() else {
