@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod dns;
 pub mod listener;
 pub mod runtime;
 pub mod server;

@@ -5,7 +5,6 @@ use crate::config::{Config, ConfigError, Http};
 use crate::http1::head::Limits;
 use crate::router::RouteTable;
 use crate::upstream::{EndpointAddr, UpstreamSpec};
-use std::net::ToSocketAddrs;
 use std::sync::Arc;
 
 /// What a worker runs on.
@@ -38,14 +37,15 @@ impl Snapshot {
                         weight: e.weight,
                     }),
                     None => {
-                        let addrs = (e.host.as_str(), e.port).to_socket_addrs().map_err(|err| {
-                            ConfigError {
-                                file: config.source.label(),
-                                key: format!("upstreams.{}.endpoints[{i}]", u.name),
-                                message: format!("cannot resolve {}: {err}", e.host),
-                            }
-                        })?;
-                        for addr in addrs {
+                        let answer =
+                            crate::dns::resolve(&e.host, e.port, &config.dns).map_err(|err| {
+                                ConfigError {
+                                    file: config.source.label(),
+                                    key: format!("upstreams.{}.endpoints[{i}]", u.name),
+                                    message: format!("cannot resolve {}: {err}", e.host),
+                                }
+                            })?;
+                        for addr in answer.addrs {
                             if !endpoints.iter().any(|x: &EndpointAddr| x.addr == addr) {
                                 endpoints.push(EndpointAddr {
                                     addr,

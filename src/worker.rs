@@ -114,32 +114,92 @@ impl Future for EventWait<'_> {
     }
 }
 
+/// One config generation as a worker runs it: the snapshot plus the upstream state built from it.
+/// A request holds its `Rc<Gen>` to the end, so a reload mid-request never mixes generations.
+pub struct Gen {
+    snap: Snapshot,
+    groups: RefCell<Vec<Group>>,
+    split_counters: RefCell<Vec<i64>>,
+}
+
+impl std::ops::Deref for Gen {
+    type Target = Snapshot;
+    fn deref(&self) -> &Snapshot {
+        &self.snap
+    }
+}
+
+impl Gen {
+    fn new(snap: Snapshot, worker: usize, workers: usize) -> Gen {
+        let groups = snap
+            .upstreams
+            .iter()
+            .map(|u| Group::new(u, worker, workers))
+            .collect();
+        Gen {
+            snap,
+            groups: RefCell::new(groups),
+            split_counters: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Runs `f` on upstream group `gi`.
+    pub fn with_group<R>(&self, gi: usize, f: impl FnOnce(&mut Group) -> R) -> Option<R> {
+        self.groups.borrow_mut().get_mut(gi).map(f)
+    }
+
+    /// The circuit breaker of upstream `gi`.
+    pub fn gate(&self, gi: usize) -> Option<Gate> {
+        self.groups.borrow().get(gi).map(|g| g.gate.clone())
+    }
+
+    /// Weighted split among targets (smooth weighted round robin, per worker).
+    pub fn split_pick(&self, targets: &[SplitTarget]) -> usize {
+        let mut cur = self.split_counters.borrow_mut();
+        if cur.len() < targets.len() {
+            cur.resize(targets.len(), 0);
+        }
+        let mut total = 0i64;
+        let mut best = None;
+        for (i, t) in targets.iter().enumerate() {
+            if t.weight == 0 {
+                continue;
+            }
+            cur[i] += t.weight as i64;
+            total += t.weight as i64;
+            if best.is_none_or(|b: usize| cur[i] > cur[b]) {
+                best = Some(i);
+            }
+        }
+        match best {
+            Some(b) => {
+                cur[b] -= total;
+                targets[b].upstream
+            }
+            None => targets[0].upstream,
+        }
+    }
+}
+
 /// Everything worker k owns. Not Send; nothing locked.
 pub struct Worker {
     /// Worker index.
     pub id: usize,
     workers: usize,
-    snap: RefCell<Rc<Snapshot>>,
+    current: RefCell<Rc<Gen>>,
     generation: Cell<u64>,
-    groups: RefCell<Vec<Group>>,
     pools: RefCell<Pools>,
     draining: Cell<bool>,
     in_flight: Cell<usize>,
     connections: Cell<usize>,
     id_seed: u64,
     id_counter: Cell<u64>,
-    split_counters: RefCell<Vec<i64>>,
     stop: LocalEvent,
     status_counts: RefCell<[u64; 6]>,
 }
 
 impl Worker {
     fn new(id: usize, workers: usize, snap: Snapshot) -> Worker {
-        let groups = snap
-            .upstreams
-            .iter()
-            .map(|u| Group::new(u, id, workers))
-            .collect();
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -148,23 +208,21 @@ impl Worker {
             id,
             workers,
             generation: Cell::new(snap.generation),
-            snap: RefCell::new(Rc::new(snap)),
-            groups: RefCell::new(groups),
+            current: RefCell::new(Rc::new(Gen::new(snap, id, workers))),
             pools: RefCell::new(Pools::default()),
             draining: Cell::new(false),
             in_flight: Cell::new(0),
             connections: Cell::new(0),
             id_seed: seed ^ (std::process::id() as u64).rotate_left(32) ^ ((id as u64) << 56),
             id_counter: Cell::new(0),
-            split_counters: RefCell::new(Vec::new()),
             stop: LocalEvent::default(),
             status_counts: RefCell::new([0; 6]),
         }
     }
 
-    /// The current snapshot (an Rc clone; connections re-fetch only when the generation changed).
-    pub fn snapshot(&self) -> Rc<Snapshot> {
-        self.snap.borrow().clone()
+    /// The current generation (an Rc clone; connections re-fetch only when the generation changed).
+    pub fn snapshot(&self) -> Rc<Gen> {
+        self.current.borrow().clone()
     }
 
     /// Generation of the current snapshot.
@@ -179,7 +237,7 @@ impl Worker {
 
     /// Request body timeout of the current snapshot.
     pub fn body_timeout(&self) -> Duration {
-        self.snap.borrow().http.body_timeout
+        self.current.borrow().http.body_timeout
     }
 
     /// Marks a request as started; the guard ends it.
@@ -215,52 +273,6 @@ impl Worker {
         self.status_counts.borrow_mut()[class] += 1;
     }
 
-    /// Weighted split among targets (smooth weighted round robin, per worker).
-    pub fn split_pick(&self, targets: &[SplitTarget]) -> usize {
-        let mut cur = self.split_counters.borrow_mut();
-        // Counters are keyed by position; a route change resizes them (a new snapshot resets them).
-        if cur.len() < targets.len() {
-            cur.resize(targets.len(), 0);
-        }
-        let mut total = 0i64;
-        let mut best = None;
-        for (i, t) in targets.iter().enumerate() {
-            if t.weight == 0 {
-                continue;
-            }
-            cur[i] += t.weight as i64;
-            total += t.weight as i64;
-            if best.is_none_or(|b: usize| cur[i] > cur[b]) {
-                best = Some(i);
-            }
-        }
-        match best {
-            Some(b) => {
-                cur[b] -= total;
-                targets[b].upstream
-            }
-            None => targets[0].upstream,
-        }
-    }
-
-    /// The circuit breaker of upstream `gi`.
-    pub fn gate(&self, gi: usize) -> Gate {
-        self.groups.borrow()[gi].gate.clone()
-    }
-
-    /// Runs `f` on upstream group `gi` if the snapshot generation still matches.
-    pub fn with_group<R>(
-        &self,
-        generation: u64,
-        gi: usize,
-        f: impl FnOnce(&mut Group) -> R,
-    ) -> Option<R> {
-        if generation != self.generation.get() {
-            return None;
-        }
-        self.groups.borrow_mut().get_mut(gi).map(f)
-    }
-
     /// Takes an idle pooled connection.
     pub fn pool_take(&self, addr: SocketAddr, now: Instant) -> Option<UpConn> {
         self.pools.borrow_mut().take(addr, now)
@@ -291,15 +303,8 @@ impl Worker {
     fn apply(&self, msg: ToWorker) -> Option<Duration> {
         match msg {
             ToWorker::Snapshot(s) => {
-                let groups = s
-                    .upstreams
-                    .iter()
-                    .map(|u| Group::new(u, self.id, self.workers))
-                    .collect();
-                *self.groups.borrow_mut() = groups;
-                self.split_counters.borrow_mut().clear();
                 self.generation.set(s.generation);
-                *self.snap.borrow_mut() = Rc::new(*s);
+                *self.current.borrow_mut() = Rc::new(Gen::new(*s, self.id, self.workers));
                 tracing::debug!(
                     worker = self.id,
                     generation = self.generation.get(),
@@ -312,14 +317,20 @@ impl Worker {
                 addr,
                 healthy,
             } => {
-                self.with_group(generation, upstream, |g| g.set_active(addr, healthy));
+                let cur = self.snapshot();
+                if cur.generation == generation {
+                    cur.with_group(upstream, |g| g.set_active(addr, healthy));
+                }
             }
             ToWorker::Endpoints {
                 generation,
                 upstream,
                 list,
             } => {
-                self.with_group(generation, upstream, |g| g.set_endpoints(&list));
+                let cur = self.snapshot();
+                if cur.generation == generation {
+                    cur.with_group(upstream, |g| g.set_endpoints(&list));
+                }
             }
             ToWorker::Drain(grace) => return Some(grace),
         }

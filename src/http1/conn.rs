@@ -8,6 +8,7 @@ use crate::proxy::{handle, After, Downstream};
 use crate::respond::{message_for, status_for, write_error, ProxyError};
 use crate::worker::Worker;
 use bytes::BytesMut;
+use monoio::io::Splitable;
 use monoio::net::TcpStream;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -16,8 +17,10 @@ use std::time::Instant;
 /// Serves one client connection until it closes.
 pub async fn serve(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
     let _conn = w.begin_connection();
+    let (rd, wr) = stream.into_split();
     let mut c = Downstream {
-        stream,
+        rd,
+        wr,
         buf: BytesMut::with_capacity(READ_CHUNK),
         out: Vec::with_capacity(1024),
         peer_ip: peer.ip().to_string().into_boxed_str(),
@@ -39,11 +42,15 @@ pub async fn serve(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
                 w.next_request_id(&mut id);
                 c.out.clear();
                 write_error(&mut c.out, status, message_for(&e), &id, true);
-                let _ = write_vec(&mut c.stream, &mut c.out).await;
+                let _ = write_vec(&mut c.wr, &mut c.out).await;
                 return;
             }
         }
         first = false;
+        // A reload may have landed while this connection waited for the head.
+        if snap.generation != w.generation() {
+            snap = w.snapshot();
+        }
         let after = {
             let _req = w.begin_request();
             handle(&w, &snap, &mut c, &head).await
@@ -77,7 +84,7 @@ async fn read_head(
             None if first => snap.http.header_timeout,
             None => snap.http.idle_timeout,
         };
-        match read_more_timeout(&mut c.stream, &mut c.buf, READ_CHUNK, wait).await {
+        match read_more_timeout(&mut c.rd, &mut c.buf, READ_CHUNK, wait).await {
             Timed::Done(Ok(0)) | Timed::Done(Err(_)) => {
                 return Ok(false);
             }

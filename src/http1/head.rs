@@ -273,7 +273,7 @@ impl RequestHead {
             Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) => return Ok(None),
             Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyHeaders),
-            Err(httparse::Error::Version) => return Err(HeadError::Version),
+            Err(httparse::Error::Version) => return Err(version_error(buf)),
             Err(_) => {
                 // httparse stops at the first bad byte; a missing line end may still be incomplete input.
                 return Err(HeadError::Syntax);
@@ -640,6 +640,28 @@ fn mark_connection_named(headers: &mut [Header], buf: &[u8]) {
                 h.kind = HeaderKind::HopByHop;
             }
         }
+    }
+}
+
+/// 505 only for a well-formed request line naming another version (`GET / HTTP/2.0`); anything else
+/// that trips httparse's version check (`GET /a b HTTP/1.1`, `GET / FOO/1.1`) is a malformed line: 400.
+fn version_error(buf: &[u8]) -> HeadError {
+    let line = &buf[..memchr::memchr(b'\r', buf).unwrap_or(buf.len())];
+    let mut parts = line.split(|&b| b == b' ');
+    let (Some(_), Some(_), Some(v), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return HeadError::Syntax;
+    };
+    if v.len() == 8
+        && v.starts_with(b"HTTP/")
+        && v[5].is_ascii_digit()
+        && v[6] == b'.'
+        && v[7].is_ascii_digit()
+    {
+        HeadError::Version
+    } else {
+        HeadError::Syntax
     }
 }
 

@@ -83,12 +83,15 @@ pub fn p2c(
         return None;
     }
     let ok = |i: usize| eps[i].available(now) && Some(i) != avoid;
-    let mut pick = || {
+    // Two distinct candidates: comparing an endpoint with itself would ignore load a quarter of the time.
+    let mut pick = |skip: Option<usize>| {
         let start = (next_rand(rng) % n as u64) as usize;
-        (0..n).map(|k| (start + k) % n).find(|&i| ok(i))
+        (0..n)
+            .map(|k| (start + k) % n)
+            .find(|&i| ok(i) && Some(i) != skip)
     };
-    let a = pick()?;
-    let b = pick().unwrap_or(a);
+    let a = pick(None)?;
+    let b = pick(Some(a)).unwrap_or(a);
     let load = |i: usize| (eps[i].in_flight as u64 + 1) * 1000 / eps[i].weight.max(1) as u64;
     Some(if load(b) < load(a) { b } else { a })
 }

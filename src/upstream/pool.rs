@@ -2,15 +2,21 @@
 //! LIFO: the most recently used connection is the one least likely to have been closed by the peer.
 
 use bytes::BytesMut;
+use monoio::io::{OwnedReadHalf, OwnedWriteHalf, Splitable};
 use monoio::net::TcpStream;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 /// A connection to an upstream endpoint with its read buffer.
 pub struct UpConn {
-    /// The socket.
-    pub stream: TcpStream,
+    /// Read half of the socket (split once, so request and response can flow at the same time).
+    pub rd: OwnedReadHalf<TcpStream>,
+    /// Write half.
+    pub wr: OwnedWriteHalf<TcpStream>,
+    /// The socket's descriptor, for the stale-connection peek.
+    pub fd: RawFd,
     /// Bytes read from the upstream and not yet consumed.
     pub buf: BytesMut,
     /// Endpoint address.
@@ -24,8 +30,12 @@ pub struct UpConn {
 impl UpConn {
     /// Wraps a fresh connection.
     pub fn new(stream: TcpStream, addr: SocketAddr, buf: BytesMut) -> UpConn {
+        let fd = stream.as_raw_fd();
+        let (rd, wr) = stream.into_split();
         UpConn {
-            stream,
+            rd,
+            wr,
+            fd,
             buf,
             addr,
             reused: false,

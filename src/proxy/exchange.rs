@@ -1,0 +1,565 @@
+//! One attempt at an upstream exchange: take a pooled connection (or connect), send the request, relay the
+//! response. When the request body streams, the body pump (client -> upstream) and the response relay
+//! (upstream -> client) run concurrently, so an upstream that answers while still reading (echo, early
+//! 413) cannot deadlock against full socket buffers.
+
+use super::{After, Downstream, Fail};
+use crate::config::{Sticky, Upstream};
+use crate::http1::chunked::ChunkedDecoder;
+use crate::http1::head::{Framing, HeadError, HeaderKind, Method, RequestHead, ResponseHead};
+use crate::http1::io::{read_more_timeout, write_front, write_vec, Timed, READ_CHUNK};
+use crate::respond::{ProxyError, UpstreamError};
+use crate::upstream::pool::UpConn;
+use crate::worker::Worker;
+use bytes::{Buf, BytesMut};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use std::cell::Cell;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+/// Body chunk for large transfers: fewer, larger sends.
+const BODY_CHUNK: usize = 64 * 1024;
+/// Response bodies up to this size are appended to the head and sent in one write.
+const COALESCE_MAX: usize = 16 * 1024;
+/// A response head larger than this from an upstream is a bad response.
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// Idle pooled connections older than this are checked for a peer close before reuse.
+const STALE_CHECK_AFTER: Duration = Duration::from_secs(1);
+
+/// State of the request body relative to what has been sent.
+pub enum ReqBody {
+    /// Entirely in the request buffer (replayable on retry).
+    Buffered,
+    /// Must be streamed from the client after the head.
+    Stream(Framing),
+}
+
+/// How one attempt failed.
+pub struct AttemptErr {
+    /// What to tell the client.
+    pub fail: Fail,
+    /// Safe to try another endpoint.
+    pub retryable: bool,
+    /// A stale pooled connection: retry without spending budget.
+    pub stale: bool,
+    /// Counts toward passive health.
+    pub endpoint_fault: bool,
+}
+
+impl AttemptErr {
+    fn upstream(e: UpstreamError, retryable: bool, endpoint_fault: bool) -> Self {
+        AttemptErr {
+            fail: Fail::Before(ProxyError::Upstream(e)),
+            retryable,
+            stale: false,
+            endpoint_fault,
+        }
+    }
+    fn stale(addr: SocketAddr) -> Self {
+        AttemptErr {
+            stale: true,
+            ..AttemptErr::upstream(UpstreamError::Reset(addr), true, false)
+        }
+    }
+    fn client(e: ProxyError) -> Self {
+        AttemptErr {
+            fail: Fail::Before(e),
+            retryable: false,
+            stale: false,
+            endpoint_fault: false,
+        }
+    }
+    fn after() -> Self {
+        AttemptErr {
+            fail: Fail::After,
+            retryable: false,
+            stale: false,
+            endpoint_fault: false,
+        }
+    }
+}
+
+/// Everything an attempt needs to know about the request.
+pub struct Attempt<'a> {
+    /// The parsed request.
+    pub head: &'a RequestHead,
+    /// Upstream settings.
+    pub ucfg: &'a Upstream,
+    /// Endpoint.
+    pub addr: SocketAddr,
+    /// Body state.
+    pub body: &'a ReqBody,
+    /// Total deadline.
+    pub deadline: Option<Instant>,
+    /// The client wants keep-alive (and we are not draining).
+    pub keep: bool,
+    /// Route body limit.
+    pub max_body: u64,
+    /// Affinity cookie to set.
+    pub set_cookie: Option<(&'a Sticky, u64)>,
+    /// Request id.
+    pub id: &'a [u8],
+}
+
+fn remaining(deadline: Option<Instant>, d: Duration) -> Duration {
+    match deadline {
+        Some(t) => d.min(t.saturating_duration_since(Instant::now())),
+        None => d,
+    }
+}
+
+async fn connect(w: &Worker, addr: SocketAddr, timeout: Duration) -> Result<UpConn, AttemptErr> {
+    let now = Instant::now();
+    while let Some(conn) = w.pool_take(addr, now) {
+        if conn.idle_for(now) >= STALE_CHECK_AFTER && crate::sys::peer_closed(conn.fd) {
+            w.pool_recycle(conn.buf);
+            continue;
+        }
+        return Ok(conn);
+    }
+    match monoio::time::timeout(timeout, monoio::net::TcpStream::connect_addr(addr)).await {
+        Ok(Ok(s)) => {
+            let _ = s.set_nodelay(true);
+            Ok(UpConn::new(s, addr, w.pool_buffer()))
+        }
+        Ok(Err(e)) => Err(AttemptErr::upstream(
+            UpstreamError::Connect { addr, source: e },
+            true,
+            true,
+        )),
+        Err(_) => Err(AttemptErr::upstream(
+            UpstreamError::ConnectTimeout(addr),
+            true,
+            true,
+        )),
+    }
+}
+
+/// What the response relay reports.
+struct Relayed {
+    after: After,
+    /// The upstream message was read to its end and the upstream keeps the connection.
+    reusable: bool,
+}
+
+/// Runs one attempt against `a.addr`.
+pub async fn attempt(w: &Worker, c: &mut Downstream, a: &Attempt<'_>) -> Result<After, AttemptErr> {
+    let mut up = connect(w, a.addr, remaining(a.deadline, a.ucfg.connect_timeout)).await?;
+    let reused = up.reused;
+    let replayable = matches!(a.body, ReqBody::Buffered);
+
+    // Send the request (kept in c.out for a retry).
+    let req = std::mem::take(&mut c.out);
+    let (res, req) = up.wr.write_all(req).await;
+    c.out = req;
+    if res.is_err() {
+        // A write to a pooled connection fails when the peer closed it while idle: nothing was processed.
+        return Err(if reused && replayable {
+            AttemptErr::stale(a.addr)
+        } else {
+            AttemptErr::upstream(
+                UpstreamError::Reset(a.addr),
+                replayable && a.head.method_kind().is_idempotent(),
+                true,
+            )
+        });
+    }
+
+    let body_done = Cell::new(matches!(a.body, ReqBody::Buffered));
+    let started = Cell::new(false);
+    let relayed = match a.body {
+        ReqBody::Buffered => {
+            relay(
+                w,
+                &mut up.rd,
+                &mut up.buf,
+                &mut c.wr,
+                &mut c.out,
+                a,
+                reused,
+                &body_done,
+                &started,
+            )
+            .await?
+        }
+        ReqBody::Stream(framing) => {
+            if a.head.expect_continue && a.head.minor == 1 {
+                c.out.clear();
+                c.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                if write_vec(&mut c.wr, &mut c.out).await.is_err() {
+                    return Err(AttemptErr::client(ProxyError::ClientClosed));
+                }
+            }
+            let pump = pump_body(
+                &mut c.rd,
+                &mut c.buf,
+                &mut up.wr,
+                *framing,
+                a.max_body,
+                w.body_timeout(),
+                &body_done,
+            );
+            let relay = relay(
+                w,
+                &mut up.rd,
+                &mut up.buf,
+                &mut c.wr,
+                &mut c.out,
+                a,
+                reused,
+                &body_done,
+                &started,
+            );
+            duplex(pump, relay, &started).await?
+        }
+    };
+    if relayed.reusable && up.buf.is_empty() {
+        w.pool_put(up, a.ucfg.pool_max_idle, a.ucfg.pool_idle_timeout);
+    } else {
+        w.pool_recycle(std::mem::take(&mut up.buf));
+    }
+    Ok(relayed.after)
+}
+
+/// Why the body pump stopped early.
+enum PumpErr {
+    /// The client failed: the request cannot complete.
+    Client(ProxyError),
+    /// The upstream stopped reading (it may still answer, e.g. 413 then close).
+    Upstream,
+}
+
+/// Drives the body pump and the relay together. A client-side pump failure ends the exchange; an
+/// upstream-side one leaves the relay to report what the upstream said. A response that completes before
+/// the body was fully sent closes both connections, as the rest of the body is unread.
+async fn duplex(
+    pump: impl Future<Output = Result<(), PumpErr>>,
+    relay: impl Future<Output = Result<Relayed, AttemptErr>>,
+    started: &Cell<bool>,
+) -> Result<Relayed, AttemptErr> {
+    let mut pump = pin!(pump);
+    let mut relay = pin!(relay);
+    let mut pumped: Option<bool> = None;
+    std::future::poll_fn(|cx| {
+        if pumped.is_none() {
+            match pump.as_mut().poll(cx) {
+                Poll::Ready(Ok(())) => pumped = Some(true),
+                Poll::Ready(Err(PumpErr::Upstream)) => pumped = Some(false),
+                Poll::Ready(Err(PumpErr::Client(e))) => {
+                    return Poll::Ready(Err(if started.get() {
+                        AttemptErr::after()
+                    } else {
+                        AttemptErr::client(e)
+                    }));
+                }
+                Poll::Pending => {}
+            }
+        }
+        match relay.as_mut().poll(cx) {
+            Poll::Ready(Ok(mut r)) => {
+                if pumped != Some(true) {
+                    r.after = After::Close;
+                    r.reusable = false;
+                }
+                Poll::Ready(Ok(r))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
+}
+
+/// Streams the rest of the request body from the client to the upstream, enforcing size and time limits.
+async fn pump_body<R: AsyncReadRent, W: AsyncWriteRent>(
+    rd: &mut R,
+    buf: &mut BytesMut,
+    up: &mut W,
+    framing: Framing,
+    max: u64,
+    timeout: Duration,
+    done: &Cell<bool>,
+) -> Result<(), PumpErr> {
+    let deadline = Instant::now() + timeout;
+    let mut dec = ChunkedDecoder::new();
+    let mut left = match framing {
+        Framing::Length(n) => n,
+        _ => u64::MAX,
+    };
+    loop {
+        if !buf.is_empty() {
+            let n = match framing {
+                Framing::Chunked => {
+                    let p = dec
+                        .feed(buf, |_| ())
+                        .map_err(|e| PumpErr::Client(ProxyError::Chunk(e)))?;
+                    if dec.data_bytes() > max {
+                        return Err(PumpErr::Client(ProxyError::BodyTooLarge));
+                    }
+                    p.consumed
+                }
+                _ => (buf.len() as u64).min(left) as usize,
+            };
+            write_front(up, buf, n)
+                .await
+                .map_err(|_| PumpErr::Upstream)?;
+            if framing != Framing::Chunked {
+                left -= n as u64;
+            }
+            if (framing == Framing::Chunked && dec.is_done()) || left == 0 {
+                done.set(true);
+                return Ok(());
+            }
+        }
+        let wait = deadline.saturating_duration_since(Instant::now());
+        match read_more_timeout(rd, buf, BODY_CHUNK, wait).await {
+            Timed::Done(Ok(0)) | Timed::Done(Err(_)) => {
+                return Err(PumpErr::Client(ProxyError::ClientClosed))
+            }
+            Timed::Done(Ok(_)) => {}
+            Timed::Elapsed => return Err(PumpErr::Client(ProxyError::BodyTimeout)),
+        }
+    }
+}
+
+fn format_hex(v: u64, buf: &mut [u8; 16]) -> &[u8] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = HEX[((v >> ((15 - i) * 4)) & 0xf) as usize];
+    }
+    &buf[..]
+}
+
+/// Reads the response head (skipping 1xx), rewrites it for the client, and relays the body.
+#[allow(clippy::too_many_arguments)]
+async fn relay<R: AsyncReadRent, W: AsyncWriteRent>(
+    w: &Worker,
+    up: &mut R,
+    ubuf: &mut BytesMut,
+    client: &mut W,
+    out: &mut Vec<u8>,
+    a: &Attempt<'_>,
+    reused: bool,
+    body_done: &Cell<bool>,
+    started: &Cell<bool>,
+) -> Result<Relayed, AttemptErr> {
+    let mut resp = ResponseHead::default();
+    let head_req = a.head.method_kind() == Method::Head;
+    let replayable = matches!(a.body, ReqBody::Buffered);
+    let idempotent = a.head.method_kind().is_idempotent();
+    loop {
+        match resp.parse(ubuf, head_req, MAX_RESPONSE_HEAD) {
+            Ok(Some(())) if resp.status == 101 => {
+                return Err(AttemptErr::upstream(
+                    UpstreamError::BadResponse(HeadError::Syntax),
+                    false,
+                    true,
+                ));
+            }
+            // RFC 9110 §15.2: interim responses are absorbed; the final one follows.
+            Ok(Some(())) if (100..200).contains(&resp.status) => continue,
+            Ok(Some(())) => break,
+            Ok(None) => {}
+            Err(e) => {
+                return Err(AttemptErr::upstream(
+                    UpstreamError::BadResponse(e),
+                    false,
+                    true,
+                ))
+            }
+        }
+        // While the body still uploads, the response clock has not started: allow the upload's time too.
+        let base = if body_done.get() {
+            a.ucfg.response_timeout
+        } else {
+            a.ucfg.response_timeout + w.body_timeout()
+        };
+        match read_more_timeout(up, ubuf, READ_CHUNK, remaining(a.deadline, base)).await {
+            Timed::Done(Ok(0)) | Timed::Done(Err(_)) => {
+                let nothing = ubuf.is_empty();
+                if reused && nothing && replayable {
+                    return Err(AttemptErr::stale(a.addr));
+                }
+                return Err(AttemptErr::upstream(
+                    UpstreamError::Reset(a.addr),
+                    nothing && replayable && idempotent,
+                    true,
+                ));
+            }
+            Timed::Done(Ok(_)) => {}
+            Timed::Elapsed => {
+                let e = if a.deadline.is_some_and(|d| Instant::now() >= d) {
+                    UpstreamError::Timeout
+                } else {
+                    UpstreamError::HeadTimeout(a.ucfg.response_timeout)
+                };
+                return Err(AttemptErr::upstream(e, false, true));
+            }
+        }
+    }
+
+    let framing = resp.body();
+    let dechunk = framing == Framing::Chunked && a.head.minor == 0;
+    let client_keep = a.keep && framing != Framing::Close && !dechunk;
+    write_response_head(out, &resp, a, framing, dechunk, client_keep);
+    w.count_status(resp.status);
+    started.set(true);
+    let complete = relay_body(client, out, up, ubuf, framing, dechunk, a.ucfg, a.deadline).await?;
+    Ok(Relayed {
+        after: if client_keep {
+            After::KeepAlive
+        } else {
+            After::Close
+        },
+        reusable: complete && resp.keep_alive,
+    })
+}
+
+fn write_response_head(
+    out: &mut Vec<u8>,
+    resp: &ResponseHead,
+    a: &Attempt<'_>,
+    framing: Framing,
+    dechunk: bool,
+    client_keep: bool,
+) {
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(itoa::Buffer::new().format(resp.status).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(resp.reason());
+    out.extend_from_slice(b"\r\n");
+    let mut has_id = false;
+    let mut cl_written = false;
+    for h in &resp.headers {
+        let (name, value) = resp.header(h);
+        match h.kind {
+            HeaderKind::HopByHop => continue,
+            HeaderKind::ContentLength if cl_written => continue,
+            HeaderKind::ContentLength => cl_written = true,
+            HeaderKind::RequestId => has_id = true,
+            _ => {}
+        }
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+    if !has_id {
+        out.extend_from_slice(b"x-request-id: ");
+        out.extend_from_slice(a.id);
+        out.extend_from_slice(b"\r\n");
+    }
+    if let Some((s, key)) = a.set_cookie {
+        out.extend_from_slice(b"set-cookie: ");
+        out.extend_from_slice(s.cookie.as_bytes());
+        out.push(b'=');
+        out.extend_from_slice(format_hex(key, &mut [0u8; 16]));
+        out.extend_from_slice(b"; Path=/; HttpOnly");
+        if let Some(ttl) = s.ttl {
+            out.extend_from_slice(b"; Max-Age=");
+            out.extend_from_slice(itoa::Buffer::new().format(ttl.as_secs()).as_bytes());
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+    if framing == Framing::Chunked && !dechunk {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    if !client_keep {
+        out.extend_from_slice(b"connection: close\r\n");
+    } else if a.head.minor == 0 {
+        out.extend_from_slice(b"connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Sends the response head (in `out`) and body to the client. Returns whether the upstream message was
+/// read to its end.
+#[allow(clippy::too_many_arguments)]
+async fn relay_body<R: AsyncReadRent, W: AsyncWriteRent>(
+    client: &mut W,
+    out: &mut Vec<u8>,
+    up: &mut R,
+    ubuf: &mut BytesMut,
+    framing: Framing,
+    dechunk: bool,
+    ucfg: &Upstream,
+    deadline: Option<Instant>,
+) -> Result<bool, AttemptErr> {
+    let idle = || remaining(deadline, ucfg.idle_timeout);
+    let client_err = |_| AttemptErr::after();
+    match framing {
+        Framing::None => {
+            write_vec(client, out).await.map_err(client_err)?;
+            Ok(true)
+        }
+        Framing::Length(total) => {
+            let mut left = total;
+            // Small bodies ride along with the head: one write.
+            let first = (ubuf.len() as u64).min(left) as usize;
+            if first <= COALESCE_MAX {
+                out.extend_from_slice(&ubuf[..first]);
+                ubuf.advance(first);
+                left -= first as u64;
+            }
+            write_vec(client, out).await.map_err(client_err)?;
+            while left > 0 {
+                if ubuf.is_empty() {
+                    match read_more_timeout(up, ubuf, BODY_CHUNK, idle()).await {
+                        Timed::Done(Ok(n)) if n > 0 => {}
+                        _ => return Err(AttemptErr::after()),
+                    }
+                }
+                let n = (ubuf.len() as u64).min(left) as usize;
+                write_front(client, ubuf, n).await.map_err(client_err)?;
+                left -= n as u64;
+            }
+            Ok(true)
+        }
+        Framing::Chunked => {
+            let mut dec = ChunkedDecoder::new();
+            write_vec(client, out).await.map_err(client_err)?;
+            loop {
+                if !ubuf.is_empty() {
+                    if dechunk {
+                        let p = dec
+                            .feed(ubuf, |d| out.extend_from_slice(d))
+                            .map_err(|_| AttemptErr::after())?;
+                        ubuf.advance(p.consumed);
+                        write_vec(client, out).await.map_err(client_err)?;
+                    } else {
+                        let p = dec.feed(ubuf, |_| ()).map_err(|_| AttemptErr::after())?;
+                        write_front(client, ubuf, p.consumed)
+                            .await
+                            .map_err(client_err)?;
+                    }
+                    if dec.is_done() {
+                        return Ok(true);
+                    }
+                }
+                match read_more_timeout(up, ubuf, BODY_CHUNK, idle()).await {
+                    Timed::Done(Ok(n)) if n > 0 => {}
+                    _ => return Err(AttemptErr::after()),
+                }
+            }
+        }
+        Framing::Close => {
+            out.extend_from_slice(ubuf);
+            ubuf.clear();
+            write_vec(client, out).await.map_err(client_err)?;
+            loop {
+                match read_more_timeout(up, ubuf, BODY_CHUNK, idle()).await {
+                    Timed::Done(Ok(0)) => return Ok(false),
+                    Timed::Done(Ok(_)) => {
+                        let n = ubuf.len();
+                        write_front(client, ubuf, n).await.map_err(client_err)?;
+                    }
+                    _ => return Err(AttemptErr::after()),
+                }
+            }
+        }
+    }
+}

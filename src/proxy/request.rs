@@ -1,0 +1,142 @@
+//! The request as it leaves for the upstream: request id, cookies, and the rewritten head
+//! (path rewrite, hop-by-hop headers removed, X-Forwarded-* and X-Request-Id set), written into a reusable buffer.
+
+use crate::http1::head::{Framing, HeaderKind, Method, RequestHead};
+use crate::router::{upstream_path, CompiledRoute, Match};
+use crate::worker::Worker;
+
+/// Request id: the client's when it is sane, else a fresh one written into `buf`.
+pub fn request_id<'a>(w: &Worker, head: &'a RequestHead, buf: &'a mut [u8; 32]) -> &'a [u8] {
+    if let Some(h) = head
+        .headers
+        .iter()
+        .find(|h| h.kind == HeaderKind::RequestId)
+    {
+        let v = head.header(h).1;
+        if !v.is_empty()
+            && v.len() <= 128
+            && v.iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:+/=".contains(b))
+        {
+            return v;
+        }
+    }
+    w.next_request_id(buf);
+    &buf[..]
+}
+
+pub fn cookie<'a>(head: &'a RequestHead, name: &[u8]) -> Option<&'a [u8]> {
+    for h in &head.headers {
+        let (n, v) = head.header(h);
+        if !n.eq_ignore_ascii_case(b"cookie") {
+            continue;
+        }
+        for pair in v.split(|&b| b == b';') {
+            let pair = crate::http1::head::trim(pair);
+            if let Some(eq) = memchr::memchr(b'=', pair) {
+                if &pair[..eq] == name {
+                    return Some(&pair[eq + 1..]);
+                }
+            }
+        }
+    }
+    None
+}
+
+pub fn parse_hex(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > 16 {
+        return None;
+    }
+    std::str::from_utf8(v)
+        .ok()
+        .and_then(|s| u64::from_str_radix(s, 16).ok())
+}
+
+/// Writes the request head sent upstream.
+pub fn build_request_head(
+    out: &mut Vec<u8>,
+    head: &RequestHead,
+    route: &CompiledRoute,
+    m: &Match,
+    peer_ip: &str,
+    id: &[u8],
+    body: Framing,
+    fallback_host: &str,
+) {
+    out.extend_from_slice(head.method());
+    out.push(b' ');
+    if head.path() == b"*" {
+        out.push(b'*');
+    } else {
+        upstream_path(route, m, head.path(), out);
+    }
+    if let Some(q) = head.query() {
+        out.push(b'?');
+        out.extend_from_slice(q);
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    let orig_host = head.host();
+    match (&route.host_rewrite, orig_host) {
+        (Some(h), _) => out.extend_from_slice(h),
+        (None, Some(h)) => out.extend_from_slice(h),
+        (None, None) => out.extend_from_slice(fallback_host.as_bytes()),
+    }
+    out.extend_from_slice(b"\r\n");
+    let mut xff_started = false;
+    for h in &head.headers {
+        let (name, value) = head.header(h);
+        match h.kind {
+            HeaderKind::Other => {
+                out.extend_from_slice(name);
+                out.extend_from_slice(b": ");
+                out.extend_from_slice(value);
+                out.extend_from_slice(b"\r\n");
+            }
+            HeaderKind::XForwardedFor => {
+                out.extend_from_slice(if xff_started {
+                    &b", "[..]
+                } else {
+                    b"x-forwarded-for: "
+                });
+                out.extend_from_slice(crate::http1::head::trim(value));
+                xff_started = true;
+            }
+            HeaderKind::HopByHop
+            | HeaderKind::Host
+            | HeaderKind::ContentLength
+            | HeaderKind::XForwardedOther
+            | HeaderKind::RequestId
+            | HeaderKind::Expect => {}
+        }
+    }
+    out.extend_from_slice(if xff_started {
+        &b", "[..]
+    } else {
+        b"x-forwarded-for: "
+    });
+    out.extend_from_slice(peer_ip.as_bytes());
+    out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n");
+    if let Some(h) = orig_host {
+        out.extend_from_slice(b"x-forwarded-host: ");
+        out.extend_from_slice(h);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"x-request-id: ");
+    out.extend_from_slice(id);
+    out.extend_from_slice(b"\r\n");
+    match body {
+        Framing::Length(n) => {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        Framing::None | Framing::Close => {
+            // RFC 9110 §8.6: a user agent should send Content-Length: 0 for POST/PUT without a body.
+            if matches!(head.method_kind(), Method::Post | Method::Put) {
+                out.extend_from_slice(b"content-length: 0\r\n");
+            }
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+}
