@@ -23,6 +23,7 @@ pub async fn serve(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
         wr,
         buf: BytesMut::with_capacity(READ_CHUNK),
         out: Vec::with_capacity(1024),
+        resp: Default::default(),
         peer_ip: peer.ip().to_string().into_boxed_str(),
     };
     let mut head = RequestHead::default();

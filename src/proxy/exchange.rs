@@ -178,6 +178,7 @@ pub async fn attempt(w: &Worker, c: &mut Downstream, a: &Attempt<'_>) -> Result<
                 &mut up.buf,
                 &mut c.wr,
                 &mut c.out,
+                &mut c.resp,
                 a,
                 reused,
                 &body_done,
@@ -208,6 +209,7 @@ pub async fn attempt(w: &Worker, c: &mut Downstream, a: &Attempt<'_>) -> Result<
                 &mut up.buf,
                 &mut c.wr,
                 &mut c.out,
+                &mut c.resp,
                 a,
                 reused,
                 &body_done,
@@ -341,12 +343,12 @@ async fn relay<R: AsyncReadRent, W: AsyncWriteRent>(
     ubuf: &mut BytesMut,
     client: &mut W,
     out: &mut Vec<u8>,
+    resp: &mut ResponseHead,
     a: &Attempt<'_>,
     reused: bool,
     body_done: &Cell<bool>,
     started: &Cell<bool>,
 ) -> Result<Relayed, AttemptErr> {
-    let mut resp = ResponseHead::default();
     let head_req = a.head.method_kind() == Method::Head;
     let replayable = matches!(a.body, ReqBody::Buffered);
     let idempotent = a.head.method_kind().is_idempotent();
@@ -404,7 +406,7 @@ async fn relay<R: AsyncReadRent, W: AsyncWriteRent>(
     let framing = resp.body();
     let dechunk = framing == Framing::Chunked && a.head.minor == 0;
     let client_keep = a.keep && framing != Framing::Close && !dechunk;
-    write_response_head(out, &resp, a, framing, dechunk, client_keep);
+    write_response_head(out, resp, a, framing, dechunk, client_keep);
     w.count_status(resp.status);
     started.set(true);
     let complete = relay_body(client, out, up, ubuf, framing, dechunk, a.ucfg, a.deadline).await?;

@@ -33,6 +33,8 @@ pub struct Downstream {
     pub buf: BytesMut,
     /// Reusable output buffer.
     pub out: Vec<u8>,
+    /// Reusable upstream response head (its header list keeps its capacity).
+    pub resp: crate::http1::head::ResponseHead,
     /// Client address as text, formatted once per connection for X-Forwarded-For.
     pub peer_ip: Box<str>,
 }
@@ -195,11 +197,6 @@ async fn proxy(
     }
     // The request (head, and the body when it is already here) is built once and kept for retries.
     c.out.clear();
-    let fallback_host = spec
-        .endpoints
-        .first()
-        .map(|e| e.addr.to_string())
-        .unwrap_or_default();
     build_request_head(
         &mut c.out,
         head,
@@ -208,7 +205,7 @@ async fn proxy(
         &c.peer_ip,
         id,
         framing,
-        &fallback_host,
+        spec.endpoints.first().map(|e| e.addr),
     );
     let body = match framing {
         Framing::None | Framing::Close => ReqBody::Buffered,

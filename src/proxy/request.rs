@@ -61,7 +61,7 @@ pub fn build_request_head(
     peer_ip: &str,
     id: &[u8],
     body: Framing,
-    fallback_host: &str,
+    fallback_host: Option<std::net::SocketAddr>,
 ) {
     out.extend_from_slice(head.method());
     out.push(b' ');
@@ -79,7 +79,13 @@ pub fn build_request_head(
     match (&route.host_rewrite, orig_host) {
         (Some(h), _) => out.extend_from_slice(h),
         (None, Some(h)) => out.extend_from_slice(h),
-        (None, None) => out.extend_from_slice(fallback_host.as_bytes()),
+        // HTTP/1.0 without Host: name the first endpoint (formatting happens only in this rare case).
+        (None, None) => {
+            if let Some(a) = fallback_host {
+                use std::io::Write;
+                let _ = write!(out, "{a}");
+            }
+        }
     }
     out.extend_from_slice(b"\r\n");
     let mut xff_started = false;
