@@ -223,6 +223,8 @@ pub struct UpstreamToml {
     pub passive_health: PassiveHealthToml,
     /// Optional active HTTP health checks.
     pub health_check: Option<HealthCheckToml>,
+    /// Endpoints each worker uses (a deterministic per-worker subset); absent = all of them.
+    pub subset_size: Option<u32>,
 }
 
 /// `sticky = { cookie, ttl }`.

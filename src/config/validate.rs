@@ -197,6 +197,8 @@ pub struct Upstream {
     pub cooldown: Duration,
     /// Active checks.
     pub health_check: Option<HealthCheck>,
+    /// Endpoints each worker balances over; None = every endpoint.
+    pub subset_size: Option<usize>,
 }
 
 /// A host matcher.
@@ -589,7 +591,33 @@ fn upstream(cx: &Ctx, name: String, u: UpstreamToml) -> Result<Upstream, ConfigE
             })
         }
     };
+    let subset_size = match u.subset_size {
+        None => None,
+        Some(0) => {
+            return Err(cx.err(
+                format!("{base}.subset_size"),
+                "expected at least 1, got 0 (leave it out to use every endpoint on every worker)",
+            ))
+        }
+        Some(n) => {
+            // A key must map to the same endpoint on every worker; subsets differ per worker.
+            if matches!(balancer, Balancer::ConsistentHash(_)) {
+                return Err(cx.err(
+                    format!("{base}.subset_size"),
+                    "cannot be used with balancer = \"consistent_hash\": each worker sees different endpoints",
+                ));
+            }
+            if sticky.is_some() {
+                return Err(cx.err(
+                    format!("{base}.subset_size"),
+                    "cannot be used with `sticky`: each worker sees different endpoints",
+                ));
+            }
+            Some(n as usize)
+        }
+    };
     Ok(Upstream {
+        subset_size,
         connect_timeout: nonzero(cx, &format!("{base}.connect_timeout"), u.connect_timeout)?,
         response_timeout: nonzero(cx, &format!("{base}.response_timeout"), u.response_timeout)?,
         idle_timeout: nonzero(cx, &format!("{base}.idle_timeout"), u.idle_timeout)?,
@@ -990,6 +1018,29 @@ mod tests {
     fn duration_needs_unit() {
         let e = parse(&format!("{MIN}[http]\nidle_timeout = \"5\"\n")).unwrap_err();
         assert_eq!(e.key, "http.idle_timeout");
+    }
+
+    #[test]
+    fn subset_size() {
+        let up = |extra: &str| {
+            parse(&format!(
+                "{MIN}[upstreams.api]\nendpoints = [\"127.0.0.1:1\", \"127.0.0.1:2\"]\n{extra}\n"
+            ))
+        };
+        assert_eq!(up("").unwrap().upstreams[0].subset_size, None);
+        assert_eq!(
+            up("subset_size = 1").unwrap().upstreams[0].subset_size,
+            Some(1)
+        );
+        let e = up("subset_size = 0").unwrap_err();
+        assert_eq!(e.key, "upstreams.api.subset_size");
+        assert!(e.message.starts_with("expected at least 1, got 0"), "{e}");
+        let e = up("subset_size = -1").unwrap_err();
+        assert_eq!(e.key, "upstreams.api.subset_size");
+        let e = up("subset_size = 1\nbalancer = \"consistent_hash\"").unwrap_err();
+        assert_eq!(e.key, "upstreams.api.subset_size");
+        let e = up("subset_size = 1\nsticky = {}").unwrap_err();
+        assert_eq!(e.key, "upstreams.api.subset_size");
     }
 
     #[test]

@@ -61,6 +61,37 @@ impl EndpointState {
     }
 }
 
+/// The endpoints worker `worker` of `workers` balances over when each worker may use at most
+/// `size` of them (`subset_size`); every endpoint when `size` is None or not below the count.
+///
+/// Why: per-worker pools multiply upstream connections by the worker count; with subsets a group
+/// holds at most `size` x `workers` of them. How: the endpoints are ordered by their fixed hash
+/// (`endpoint_key`), so the result depends neither on file nor DNS answer order and neighbouring
+/// addresses (one rack) spread over workers; worker k takes `size` consecutive ones starting at
+/// `k * n / workers`, wrapping. Starts are at most `ceil(n / workers)` apart, so whenever
+/// `size * workers >= n` every endpoint is in some worker's subset. Same inputs, same subset,
+/// on every worker and every run.
+pub fn subset(
+    list: &[EndpointAddr],
+    size: Option<usize>,
+    worker: usize,
+    workers: usize,
+) -> Vec<EndpointAddr> {
+    let n = list.len();
+    let size = match size {
+        Some(s) if s < n => s,
+        _ => return list.to_vec(),
+    };
+    let workers = workers.max(1);
+    let mut order: Vec<(u64, &EndpointAddr)> =
+        list.iter().map(|e| (endpoint_key(&e.addr), e)).collect();
+    order.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.addr.cmp(&b.1.addr)));
+    let start = (worker % workers) * n / workers;
+    (0..size)
+        .map(|i| order[(start + i) % n].1.clone())
+        .collect()
+}
+
 /// Per-worker runtime state of one upstream group.
 #[derive(Debug)]
 pub struct Group {
@@ -74,24 +105,26 @@ pub struct Group {
     /// Circuit breaker.
     pub gate: Gate,
     budget: balance::RetryBudget,
+    worker: usize,
+    workers: usize,
 }
 
 impl Group {
     /// Builds worker state; `worker`/`workers` stagger round robin and split limits.
     pub fn new(spec: &UpstreamSpec, worker: usize, workers: usize) -> Group {
-        let eps: Vec<EndpointState> = spec
-            .endpoints
-            .iter()
-            .map(|e| EndpointState {
-                addr: e.addr,
-                weight: e.weight,
-                key: endpoint_key(&e.addr),
-                in_flight: 0,
-                failures: 0,
-                ejected_until: None,
-                active_down: false,
-            })
-            .collect();
+        let eps: Vec<EndpointState> =
+            subset(&spec.endpoints, spec.cfg.subset_size, worker, workers)
+                .iter()
+                .map(|e| EndpointState {
+                    addr: e.addr,
+                    weight: e.weight,
+                    key: endpoint_key(&e.addr),
+                    in_flight: 0,
+                    failures: 0,
+                    ejected_until: None,
+                    active_down: false,
+                })
+                .collect();
         let per = |v: u32| v.div_ceil(workers.max(1) as u32).max(1);
         let ring = Ring::new(&eps);
         let mut rr = SmoothWrr::new(eps.len());
@@ -113,13 +146,16 @@ impl Group {
             rr,
             ring,
             rng: 0x9E37_79B9_7F4A_7C15 ^ ((worker as u64 + 1) << 32),
+            worker,
+            workers,
         }
     }
 
     /// Replaces the endpoint set (DNS change), keeping per-endpoint state where the address is unchanged.
+    /// With `subset_size`, this worker's subset is taken again from the new list.
     pub fn set_endpoints(&mut self, list: &[EndpointAddr]) {
         let old = std::mem::take(&mut self.eps);
-        self.eps = list
+        self.eps = subset(list, self.cfg.subset_size, self.worker, self.workers)
             .iter()
             .map(|e| match old.iter().find(|o| o.addr == e.addr) {
                 Some(o) => EndpointState {
@@ -217,5 +253,150 @@ impl Group {
     /// Cool-down to advertise when nothing is healthy.
     pub fn cooldown(&self) -> Duration {
         self.cfg.cooldown
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    fn list(n: usize) -> Vec<EndpointAddr> {
+        (0..n)
+            .map(|i| EndpointAddr {
+                addr: SocketAddr::from(([10, 0, (i / 250) as u8, (i % 250) as u8], 8000)),
+                weight: 1,
+            })
+            .collect()
+    }
+
+    fn addrs(v: &[EndpointAddr]) -> Vec<SocketAddr> {
+        v.iter().map(|e| e.addr).collect()
+    }
+
+    #[test]
+    fn no_subset_keeps_every_endpoint_in_order() {
+        let l = list(10);
+        assert_eq!(subset(&l, None, 1, 4), l);
+        assert_eq!(subset(&l, Some(10), 3, 4), l);
+        assert_eq!(subset(&l, Some(99), 0, 1), l);
+    }
+
+    #[test]
+    fn subsets_cover_every_endpoint_when_size_times_workers_suffices() {
+        for n in [1usize, 2, 7, 16, 63, 64, 65, 100, 257] {
+            for workers in 1..=12usize {
+                for size in (1..=n.min(12)).chain([n / 3, n - 1]).filter(|&s| s >= 1) {
+                    let mut seen = HashSet::new();
+                    for k in 0..workers {
+                        let s = subset(&list(n), Some(size), k, workers);
+                        assert_eq!(s.len(), size.min(n), "n={n} w={workers} size={size}");
+                        let distinct: HashSet<_> = s.iter().map(|e| e.addr).collect();
+                        assert_eq!(distinct.len(), s.len(), "duplicates in a subset");
+                        seen.extend(distinct);
+                    }
+                    if size * workers >= n {
+                        assert_eq!(seen.len(), n, "n={n} w={workers} size={size}: not covered");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn subsets_spread_load_evenly() {
+        // 64 endpoints, 6 workers, 16 each: every endpoint in one or two subsets.
+        let mut uses = std::collections::HashMap::new();
+        for k in 0..6 {
+            for e in subset(&list(64), Some(16), k, 6) {
+                *uses.entry(e.addr).or_insert(0) += 1;
+            }
+        }
+        assert_eq!(uses.len(), 64);
+        assert!(uses.values().all(|&c| (1..=2).contains(&c)), "{uses:?}");
+    }
+
+    #[test]
+    fn subset_is_deterministic_and_independent_of_list_order() {
+        let l = list(64);
+        let mut rev = l.clone();
+        rev.reverse();
+        for k in 0..4 {
+            let a = addrs(&subset(&l, Some(8), k, 4));
+            assert_eq!(a, addrs(&subset(&l, Some(8), k, 4)));
+            assert_eq!(a, addrs(&subset(&rev, Some(8), k, 4)));
+        }
+        // Different workers get different subsets.
+        assert_ne!(
+            addrs(&subset(&l, Some(8), 0, 4)),
+            addrs(&subset(&l, Some(8), 1, 4))
+        );
+    }
+
+    #[test]
+    fn one_new_endpoint_keeps_most_of_a_subset() {
+        let l = list(64);
+        let mut more = l.clone();
+        more.extend(list(65).pop());
+        for k in 0..4 {
+            let a: HashSet<_> = addrs(&subset(&l, Some(16), k, 4)).into_iter().collect();
+            let b: HashSet<_> = addrs(&subset(&more, Some(16), k, 4)).into_iter().collect();
+            assert!(
+                a.intersection(&b).count() >= 13,
+                "worker {k}: {a:?} vs {b:?}"
+            );
+        }
+    }
+
+    fn spec(n: usize, size: Option<usize>) -> UpstreamSpec {
+        let toml = format!(
+            "[listeners.a]\nlisten = \"127.0.0.1:0\"\n[upstreams.u]\nendpoints = [\"127.0.0.1:1\"]\n{}",
+            size.map(|s| format!("subset_size = {s}\n")).unwrap_or_default()
+        );
+        let cfg = crate::config::parse(&toml, crate::config::Source::Embedded).unwrap();
+        UpstreamSpec {
+            cfg: cfg.upstreams[0].clone(),
+            endpoints: list(n),
+        }
+    }
+
+    #[test]
+    fn group_balances_over_its_subset_only() {
+        let s = spec(64, Some(8));
+        let now = Instant::now();
+        for k in 0..2 {
+            let mut g = Group::new(&s, k, 2);
+            let want: HashSet<_> = addrs(&subset(&s.endpoints, Some(8), k, 2))
+                .into_iter()
+                .collect();
+            let got: HashSet<_> = (0..100)
+                .map(|_| {
+                    let i = g.pick(None, None, now).unwrap();
+                    g.eps[i].addr
+                })
+                .collect();
+            assert_eq!(got, want);
+        }
+        assert_eq!(Group::new(&spec(64, None), 0, 2).eps.len(), 64);
+    }
+
+    #[test]
+    fn set_endpoints_resubsets_and_keeps_state() {
+        let s = spec(64, Some(8));
+        let mut g = Group::new(&s, 1, 2);
+        let now = Instant::now();
+        let kept = g.eps[0].addr;
+        g.failure(0, now);
+        // Same set in another order (a DNS answer): same subset, state kept.
+        let mut rev = s.endpoints.clone();
+        rev.reverse();
+        g.set_endpoints(&rev);
+        let now_addrs: Vec<SocketAddr> = g.eps.iter().map(|e| e.addr).collect();
+        assert_eq!(now_addrs, addrs(&subset(&s.endpoints, Some(8), 1, 2)));
+        let e = g.eps.iter().find(|e| e.addr == kept).unwrap();
+        assert_eq!(e.failures, 1);
+        // Shrinks below the subset size: every endpoint.
+        g.set_endpoints(&list(5));
+        assert_eq!(g.eps.len(), 5);
     }
 }
