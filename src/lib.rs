@@ -8,6 +8,7 @@ pub mod config;
 pub mod control;
 pub mod dns;
 pub mod listener;
+pub mod metrics;
 pub mod runtime;
 pub mod server;
 pub mod snapshot;

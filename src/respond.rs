@@ -104,6 +104,26 @@ pub fn status_for(e: &ProxyError) -> u16 {
     }
 }
 
+/// Why the request ended, for metrics and the access log. Exhaustive like `status_for`.
+pub fn reason_for(e: &ProxyError) -> crate::metrics::EndReason {
+    use crate::metrics::EndReason as R;
+    use UpstreamError as U;
+    match e {
+        ProxyError::Head(_) | ProxyError::Chunk(_) | ProxyError::BodyTooLarge => R::BadRequest,
+        ProxyError::HeadTimeout | ProxyError::BodyTimeout => R::ClientTimeout,
+        ProxyError::ClientClosed => R::ClientAbort,
+        ProxyError::NoRoute => R::NoRoute,
+        ProxyError::Upstream(U::Connect { .. }) => R::UpstreamConnect,
+        ProxyError::Upstream(U::ConnectTimeout(_)) => R::UpstreamConnectTimeout,
+        ProxyError::Upstream(U::HeadTimeout(_)) => R::UpstreamResponseTimeout,
+        ProxyError::Upstream(U::Timeout) => R::UpstreamTimeout,
+        ProxyError::Upstream(U::Reset(_)) => R::UpstreamReset,
+        ProxyError::Upstream(U::BadResponse(_) | U::BadChunk(_)) => R::UpstreamProtocol,
+        ProxyError::Upstream(U::NoHealthy(_)) => R::NoHealthy,
+        ProxyError::Upstream(U::CircuitOpen(_)) => R::Overflow,
+    }
+}
+
 /// Short, stable text for the JSON body (no per-request formatting).
 pub fn message_for(e: &ProxyError) -> &'static str {
     use UpstreamError as U;

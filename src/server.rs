@@ -80,6 +80,7 @@ pub fn run(cfg: Config) -> Result<(), ServerError> {
             })
         }
     };
+    let (control_link, control_inbox) = crate::link::pair()?;
     let mut workers: Vec<WorkerHandle> = Vec::new();
     for (id, (cpu, listeners)) in cpus.iter().zip(sockets).enumerate() {
         workers.push(worker::spawn(WorkerSpec {
@@ -89,13 +90,20 @@ pub fn run(cfg: Config) -> Result<(), ServerError> {
             driver: cfg.driver,
             listeners,
             snapshot: snapshot.clone(),
+            to_control: control_link.try_clone()?,
         })?);
     }
     let links = workers
         .iter()
         .map(|w| w.link.try_clone())
         .collect::<io::Result<Vec<_>>>()?;
-    let control = control::spawn(links, Arc::new(snapshot), admin)?;
+    let control = control::spawn(
+        control_link,
+        control_inbox,
+        links,
+        Arc::new(snapshot),
+        admin,
+    )?;
     tracing::info!(workers = workers.len(), config = %cfg.source.label(), "sluice ready");
 
     let mut current = cfg;
@@ -117,10 +125,11 @@ pub fn run(cfg: Config) -> Result<(), ServerError> {
             }
         }
     }
-    control.link.send(ToControl::Stop);
+    // Workers first: their last reports reach the control thread before it stops.
     for w in workers {
         let _ = w.join.join();
     }
+    control.link.send(ToControl::Stop);
     let _ = control.join.join();
     tracing::info!("drained; exiting");
     Ok(())

@@ -4,8 +4,10 @@
 //! and control threads arrive on a crossbeam channel, with a byte on a socketpair to wake the ring.
 
 use crate::config::{Driver, SplitTarget};
+use crate::control::ToControl;
 use crate::http1::conn;
 use crate::link::{Inbox, Link};
+use crate::metrics::{EndpointGauge, GenStats, RequestRecord, StatsDelta, WorkerGauges};
 use crate::snapshot::Snapshot;
 use crate::upstream::gate::Gate;
 use crate::upstream::pool::{Pools, UpConn};
@@ -17,6 +19,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -76,6 +79,8 @@ pub struct WorkerSpec {
     pub listeners: Vec<std::net::TcpListener>,
     /// The first snapshot.
     pub snapshot: Snapshot,
+    /// Where statistics go.
+    pub to_control: Link<ToControl>,
 }
 
 /// A one-shot local event several tasks can wait on.
@@ -120,6 +125,9 @@ pub struct Gen {
     snap: Snapshot,
     groups: RefCell<Vec<Group>>,
     split_counters: RefCell<Vec<i64>>,
+    stats: RefCell<GenStats>,
+    route_names: Vec<Arc<str>>,
+    upstream_names: Vec<Arc<str>>,
 }
 
 impl std::ops::Deref for Gen {
@@ -136,10 +144,57 @@ impl Gen {
             .iter()
             .map(|u| Group::new(u, worker, workers))
             .collect();
+        let sizes: Vec<usize> = snap.upstreams.iter().map(|u| u.endpoints.len()).collect();
         Gen {
+            stats: RefCell::new(GenStats::new(snap.routes.routes.len(), &sizes)),
+            route_names: snap
+                .routes
+                .routes
+                .iter()
+                .map(|r| Arc::from(r.name.as_str()))
+                .collect(),
+            upstream_names: snap
+                .upstreams
+                .iter()
+                .map(|u| Arc::from(u.cfg.name.as_str()))
+                .collect(),
             snap,
             groups: RefCell::new(groups),
             split_counters: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Counts a finished request.
+    pub fn record(&self, rec: &RequestRecord, endpoint_failed: bool) {
+        self.stats.borrow_mut().record(rec, endpoint_failed);
+    }
+
+    /// Moves this generation's counts into a report.
+    fn drain_into(&self, out: &mut StatsDelta) {
+        let addrs: Vec<Vec<SocketAddr>> = self
+            .groups
+            .borrow()
+            .iter()
+            .map(|g| g.eps.iter().map(|e| e.addr).collect())
+            .collect();
+        self.stats
+            .borrow_mut()
+            .drain_into(out, &self.route_names, &self.upstream_names, &addrs);
+    }
+
+    fn endpoint_gauges(&self, pools: &Pools, out: &mut Vec<EndpointGauge>) {
+        let now = Instant::now();
+        for (name, g) in self.upstream_names.iter().zip(self.groups.borrow().iter()) {
+            for e in &g.eps {
+                out.push(EndpointGauge {
+                    upstream: name.clone(),
+                    addr: e.addr,
+                    in_flight: e.in_flight,
+                    ejected: e.ejected_until.is_some_and(|t| now < t),
+                    active_down: e.active_down,
+                    idle: pools.idle(&e.addr) as u32,
+                });
+            }
         }
     }
 
@@ -195,11 +250,15 @@ pub struct Worker {
     id_seed: u64,
     id_counter: Cell<u64>,
     stop: LocalEvent,
-    status_counts: RefCell<[u64; 6]>,
+    accepted: Cell<u64>,
+    driver: Cell<&'static str>,
+    cpu: Cell<i64>,
+    retired: RefCell<Vec<Rc<Gen>>>,
+    to_control: Link<ToControl>,
 }
 
 impl Worker {
-    fn new(id: usize, workers: usize, snap: Snapshot) -> Worker {
+    fn new(id: usize, workers: usize, snap: Snapshot, to_control: Link<ToControl>) -> Worker {
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -216,7 +275,11 @@ impl Worker {
             id_seed: seed ^ (std::process::id() as u64).rotate_left(32) ^ ((id as u64) << 56),
             id_counter: Cell::new(0),
             stop: LocalEvent::default(),
-            status_counts: RefCell::new([0; 6]),
+            accepted: Cell::new(0),
+            driver: Cell::new(""),
+            cpu: Cell::new(-1),
+            retired: RefCell::new(Vec::new()),
+            to_control,
         }
     }
 
@@ -267,10 +330,41 @@ impl Worker {
         }
     }
 
-    /// Counts a response by status class.
-    pub fn count_status(&self, status: u16) {
-        let class = (status / 100).min(5) as usize;
-        self.status_counts.borrow_mut()[class] += 1;
+    /// Counts an accepted connection.
+    pub fn count_accept(&self) {
+        self.accepted.set(self.accepted.get() + 1);
+    }
+
+    /// Builds this interval's report: every live generation's counts plus the worker's gauges.
+    fn report(&self) -> StatsDelta {
+        let cur = self.snapshot();
+        let mut d = StatsDelta {
+            worker: self.id,
+            generation: cur.generation,
+            ..Default::default()
+        };
+        // Requests that started on an older generation record there; collect those too, then let go of
+        // generations nobody else holds.
+        let mut retired = self.retired.borrow_mut();
+        for g in retired.iter() {
+            g.drain_into(&mut d);
+        }
+        retired.retain(|g| Rc::strong_count(g) > 1);
+        cur.drain_into(&mut d);
+        let pools = self.pools.borrow();
+        let mut endpoints = Vec::new();
+        cur.endpoint_gauges(&pools, &mut endpoints);
+        d.gauges = WorkerGauges {
+            driver: self.driver.get(),
+            cpu: self.cpu.get(),
+            connections: self.connections.get() as u64,
+            in_flight: self.in_flight.get() as u64,
+            accepted: self.accepted.get(),
+            cpu_ns: crate::metrics::thread_cpu_ns(),
+            pooled: pools.total_idle() as u64,
+            endpoints,
+        };
+        d
     }
 
     /// Takes an idle pooled connection.
@@ -304,7 +398,11 @@ impl Worker {
         match msg {
             ToWorker::Snapshot(s) => {
                 self.generation.set(s.generation);
-                *self.current.borrow_mut() = Rc::new(Gen::new(*s, self.id, self.workers));
+                let old = std::mem::replace(
+                    &mut *self.current.borrow_mut(),
+                    Rc::new(Gen::new(*s, self.id, self.workers)),
+                );
+                self.retired.borrow_mut().push(old);
                 tracing::debug!(
                     worker = self.id,
                     generation = self.generation.get(),
@@ -330,6 +428,7 @@ impl Worker {
                 let cur = self.snapshot();
                 if cur.generation == generation {
                     cur.with_group(upstream, |g| g.set_endpoints(&list));
+                    cur.stats.borrow_mut().resize_upstream(upstream, list.len());
                 }
             }
             ToWorker::Drain(grace) => return Some(grace),
@@ -377,15 +476,22 @@ fn run(spec: WorkerSpec, inbox: Inbox<ToWorker>) {
     let id = spec.id;
     let result = crate::runtime::block_on(spec.driver, |driver| {
         tracing::info!(worker = id, cpu, driver, "worker started");
-        worker_main(spec, inbox)
+        worker_main(spec, inbox, driver, cpu)
     });
     if let Err(e) = result {
         tracing::error!(worker = id, error = %e, "worker failed to start its runtime");
     }
 }
 
-async fn worker_main(spec: WorkerSpec, inbox: Inbox<ToWorker>) {
-    let w = Rc::new(Worker::new(spec.id, spec.workers, spec.snapshot));
+async fn worker_main(spec: WorkerSpec, inbox: Inbox<ToWorker>, driver: &'static str, cpu: i64) {
+    let w = Rc::new(Worker::new(
+        spec.id,
+        spec.workers,
+        spec.snapshot,
+        spec.to_control,
+    ));
+    w.driver.set(driver);
+    w.cpu.set(cpu);
     for l in spec.listeners {
         match monoio::net::TcpListener::from_std(l) {
             Ok(l) => {
@@ -395,6 +501,7 @@ async fn worker_main(spec: WorkerSpec, inbox: Inbox<ToWorker>) {
         }
     }
     monoio::spawn(sweeper(w.clone()));
+    monoio::spawn(reporter(w.clone()));
     let grace = control_loop(&w, inbox).await;
     w.draining.set(true);
     w.stop.fire();
@@ -402,6 +509,8 @@ async fn worker_main(spec: WorkerSpec, inbox: Inbox<ToWorker>) {
     while w.in_flight.get() > 0 && Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(5)).await;
     }
+    // The last counts of this worker, so totals stay exact across a drain.
+    w.to_control.send(ToControl::Stats(Box::new(w.report())));
     if w.in_flight.get() > 0 {
         tracing::warn!(
             worker = w.id,
@@ -448,6 +557,7 @@ async fn accept_loop(w: Rc<Worker>, listener: monoio::net::TcpListener) {
             None => return,
             Some(Ok((stream, peer))) => {
                 let _ = stream.set_nodelay(true);
+                w.count_accept();
                 monoio::spawn(conn::serve(w.clone(), stream, peer));
             }
             Some(Err(e)) => {
@@ -456,6 +566,16 @@ async fn accept_loop(w: Rc<Worker>, listener: monoio::net::TcpListener) {
                 monoio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+    }
+}
+
+/// Interval between statistics reports to the control thread.
+pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
+
+async fn reporter(w: Rc<Worker>) {
+    loop {
+        monoio::time::sleep(REPORT_INTERVAL).await;
+        w.to_control.send(ToControl::Stats(Box::new(w.report())));
     }
 }
 

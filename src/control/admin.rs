@@ -1,13 +1,22 @@
-//! The admin API on the control thread: `GET /status` and `POST /reload` (JSON), behind an optional
-//! bearer token. One request per connection; never on a worker. Later issues add metrics and endpoint control.
+//! The admin API on the control thread: JSON status, routes, upstreams and per-worker figures,
+//! Prometheus `/metrics`, the live stats page at `/`, and `POST /reload`, behind an optional bearer
+//! token. One request per connection; never on a worker.
 
+use super::stats::Store;
 use crate::config::secret::Secret;
 use crate::http1::head::{Limits, RequestHead};
 use crate::http1::io::{read_more_timeout, write_vec, Timed};
+use crate::router::Action;
+use crate::snapshot::Snapshot;
 use bytes::BytesMut;
-use std::cell::Cell;
+use serde_json::{json, Value};
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// The embedded stats page (no external assets).
+const STATS_PAGE: &str = include_str!("stats_page.html");
 
 /// What the admin API reports; shared inside the control thread only.
 pub struct AdminState {
@@ -21,6 +30,10 @@ pub struct AdminState {
     pub config: String,
     /// Bearer token.
     pub token: Option<Secret>,
+    /// Merged statistics.
+    pub store: Rc<RefCell<Store>>,
+    /// The snapshot in use.
+    pub snapshot: RefCell<Arc<Snapshot>>,
 }
 
 /// Serves the admin listener until the runtime stops.
@@ -58,6 +71,17 @@ fn token_ok(head: &RequestHead, token: &Option<Secret>) -> bool {
     given.len() == want.len() && given.iter().zip(want).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0
 }
 
+/// A response: status, content type, body.
+type Reply = (u16, &'static str, String);
+
+fn json_reply(status: u16, v: Value) -> Reply {
+    (status, "application/json", v.to_string())
+}
+
+fn error(status: u16, msg: &str) -> Reply {
+    json_reply(status, json!({ "error": msg, "status": status }))
+}
+
 async fn handle(mut s: monoio::net::TcpStream, st: Rc<AdminState>) {
     let mut buf = BytesMut::with_capacity(4096);
     let mut head = RequestHead::default();
@@ -71,7 +95,7 @@ async fn handle(mut s: monoio::net::TcpStream, st: Rc<AdminState>) {
         match head.parse(&mut buf, &limits) {
             Ok(Some(())) => break,
             Ok(None) => {}
-            Err(_) => return reply(&mut s, 400, "{\"error\":\"bad request\"}").await,
+            Err(_) => return send(&mut s, error(400, "bad request")).await,
         }
         match read_more_timeout(
             &mut s,
@@ -85,39 +109,194 @@ async fn handle(mut s: monoio::net::TcpStream, st: Rc<AdminState>) {
             _ => return,
         }
     }
-    if !token_ok(&head, &st.token) {
-        return reply(&mut s, 401, "{\"error\":\"missing or wrong bearer token\"}").await;
-    }
-    match (head.method(), head.path()) {
-        (b"GET", b"/status") => {
-            let body = format!(
-                "{{\"version\":\"{}\",\"uptime_seconds\":{},\"workers\":{},\"config_generation\":{},\"config\":{:?},\"pid\":{}}}",
-                env!("CARGO_PKG_VERSION"),
-                st.started.elapsed().as_secs(),
-                st.workers,
-                st.generation.get(),
-                st.config,
-                std::process::id()
-            );
-            reply(&mut s, 200, &body).await
+    let reply = if !token_ok(&head, &st.token) {
+        error(401, "missing or wrong bearer token")
+    } else {
+        route(&st, head.method(), head.path())
+    };
+    send(&mut s, reply).await
+}
+
+fn route(st: &AdminState, method: &[u8], path: &[u8]) -> Reply {
+    match (method, path) {
+        (b"GET", b"/") | (b"GET", b"/stats") => {
+            (200, "text/html; charset=utf-8", STATS_PAGE.to_string())
         }
+        (b"GET", b"/metrics") => (
+            200,
+            "text/plain; version=0.0.4; charset=utf-8",
+            st.store.borrow().prometheus(st.generation.get()),
+        ),
+        (b"GET", b"/status") => json_reply(200, status(st)),
+        (b"GET", b"/workers") => json_reply(200, workers(st)),
+        (b"GET", b"/routes") => json_reply(200, routes(st)),
+        (b"GET", b"/upstreams") => json_reply(200, upstreams(st)),
         (b"POST", b"/reload") => {
             // The main thread owns reloads; a SIGHUP to ourselves takes the same path as an operator's.
             match signal_hook::low_level::raise(signal_hook::consts::SIGHUP) {
-                Ok(()) => reply(&mut s, 202, "{\"reload\":\"requested\"}").await,
-                Err(_) => reply(&mut s, 500, "{\"error\":\"could not signal reload\"}").await,
+                Ok(()) => json_reply(
+                    202,
+                    json!({ "reload": "requested", "config_generation": st.generation.get() }),
+                ),
+                Err(_) => error(500, "could not signal reload"),
             }
         }
-        (_, b"/status") | (_, b"/reload") => {
-            reply(&mut s, 405, "{\"error\":\"method not allowed\"}").await
-        }
-        _ => reply(&mut s, 404, "{\"error\":\"not found\"}").await,
+        (
+            _,
+            b"/" | b"/stats" | b"/metrics" | b"/status" | b"/workers" | b"/routes" | b"/upstreams"
+            | b"/reload",
+        ) => error(405, "method not allowed"),
+        _ => error(404, "not found"),
     }
 }
 
-async fn reply(s: &mut monoio::net::TcpStream, status: u16, body: &str) {
+fn status(st: &AdminState) -> Value {
+    let store = st.store.borrow();
+    let drivers: Vec<&str> = store
+        .workers
+        .iter()
+        .map(|w| w.gauges.driver)
+        .filter(|d| !d.is_empty())
+        .collect();
+    let driver = drivers.first().copied().unwrap_or("starting");
+    json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "pid": std::process::id(),
+        "uptime_seconds": st.started.elapsed().as_secs(),
+        "workers": st.workers,
+        "io_driver": driver,
+        "config": st.config,
+        "config_generation": st.generation.get(),
+        "requests_total": store.global.requests,
+        "connections": store.workers.iter().map(|w| w.gauges.connections).sum::<u64>(),
+        "in_flight": store.workers.iter().map(|w| w.gauges.in_flight).sum::<u64>(),
+    })
+}
+
+fn round(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}
+
+fn workers(st: &AdminState) -> Value {
+    let store = st.store.borrow();
+    let list: Vec<Value> = store
+        .workers
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            json!({
+                "worker": i,
+                "cpu": w.gauges.cpu,
+                "io_driver": w.gauges.driver,
+                "utilization": round(w.utilization),
+                "requests_per_second": round(w.rps),
+                "errors_per_second": round(w.error_rate),
+                "accepts_per_second": round(w.accept_rate),
+                "p50_ms": round(w.p50_ms),
+                "p99_ms": round(w.p99_ms),
+                "connections": w.gauges.connections,
+                "in_flight": w.gauges.in_flight,
+                "requests_total": w.totals.requests,
+                "pooled_connections": w.gauges.pooled,
+                "config_generation": w.generation,
+            })
+        })
+        .collect();
+    json!({ "workers": list })
+}
+
+fn quantile(h: &Option<hdrhistogram::Histogram<u64>>, q: f64) -> f64 {
+    h.as_ref()
+        .filter(|h| !h.is_empty())
+        .map_or(0.0, |h| round(h.value_at_quantile(q) as f64 / 1000.0))
+}
+
+fn routes(st: &AdminState) -> Value {
+    let snap = st.snapshot.borrow().clone();
+    let store = st.store.borrow();
+    let list: Vec<Value> = snap
+        .config
+        .routes
+        .iter()
+        .zip(&snap.routes.routes)
+        .map(|(r, c)| {
+            let v = store.routes.get(r.name.as_str());
+            let action = match &c.action {
+                Action::Respond(d) => json!({ "respond": d.status }),
+                Action::Proxy(t) => json!({ "upstreams": t.iter().map(|t| json!({"upstream": snap.config.upstreams[t.upstream].name, "weight": t.weight, "header": t.when.as_ref().map(|m| &m.name)})).collect::<Vec<_>>() }),
+            };
+            let host = match &r.host {
+                crate::config::HostPattern::Any => None,
+                crate::config::HostPattern::Exact(h) => Some(h.clone()),
+                crate::config::HostPattern::Suffix(h) => Some(format!("*{h}")),
+            };
+            json!({
+                "name": r.name,
+                "host": host,
+                "path": r.path,
+                "methods": r.methods,
+                "action": action,
+                "requests": v.map_or(0, |v| v.c.requests),
+                "responses": v.map_or(json!({}), |v| json!({"2xx": v.c.status[2], "3xx": v.c.status[3], "4xx": v.c.status[4], "5xx": v.c.status[5], "none": v.c.status[0]})),
+                "bytes_in": v.map_or(0, |v| v.c.bytes_in),
+                "bytes_out": v.map_or(0, |v| v.c.bytes_out),
+                "p50_ms": v.map_or(0.0, |v| quantile(&v.hist, 0.5)),
+                "p99_ms": v.map_or(0.0, |v| quantile(&v.hist, 0.99)),
+            })
+        })
+        .collect();
+    json!({ "config_generation": snap.generation, "routes": list })
+}
+
+fn upstreams(st: &AdminState) -> Value {
+    let snap = st.snapshot.borrow().clone();
+    let store = st.store.borrow();
+    let configured = store.configured_endpoints();
+    let list: Vec<Value> = snap
+        .upstreams
+        .iter()
+        .map(|u| {
+            let mut addrs: Vec<(std::net::SocketAddr, u32)> = u.endpoints.iter().map(|e| (e.addr, e.weight)).collect();
+            // DNS may have changed the set since the snapshot: show what the workers use.
+            for (name, a) in configured.iter().filter(|(n, _)| &**n == u.cfg.name.as_str()) {
+                let _ = name;
+                if !addrs.iter().any(|(x, _)| x == a) {
+                    addrs.push((*a, 1));
+                }
+            }
+            let eps: Vec<Value> = addrs
+                .iter()
+                .map(|(a, weight)| {
+                    let (in_flight, idle, healthy, ejected, down) = store.endpoint_state(&u.cfg.name, *a);
+                    let v = store.endpoints.get(&(Arc::from(u.cfg.name.as_str()), *a));
+                    json!({
+                        "address": a.to_string(),
+                        "weight": weight,
+                        "healthy": healthy,
+                        "ejected": ejected,
+                        "health_check_down": down,
+                        "in_flight": in_flight,
+                        "idle_connections": idle,
+                        "requests": v.map_or(0, |v| v.requests),
+                        "failures": v.map_or(0, |v| v.failures),
+                        "ttfb_p99_ms": v.map_or(0.0, |v| quantile(&v.ttfb, 0.99)),
+                    })
+                })
+                .collect();
+            json!({
+                "name": u.cfg.name,
+                "balancer": format!("{:?}", u.cfg.balancer),
+                "health_check": u.cfg.health_check.as_ref().map(|h| json!({"path": h.path, "interval_ms": h.interval.as_millis() as u64})),
+                "endpoints": eps,
+            })
+        })
+        .collect();
+    json!({ "upstreams": list })
+}
+
+async fn send(s: &mut monoio::net::TcpStream, (status, ctype, body): Reply) {
     let mut out = format!(
-        "HTTP/1.1 {status} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status} {}\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n{body}",
         crate::router::reason(status),
         body.len()
     )

@@ -5,11 +5,12 @@
 pub mod admin;
 mod dns;
 mod health;
+pub mod stats;
 
 use crate::link::{Inbox, Link};
 use crate::snapshot::Snapshot;
 use crate::worker::{ToWorker, WorkerLink};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -20,6 +21,8 @@ use std::thread::JoinHandle;
 pub enum ToControl {
     /// A new snapshot: restart checks for it.
     Snapshot(Arc<Snapshot>),
+    /// A worker's statistics for the last interval.
+    Stats(Box<crate::metrics::StatsDelta>),
     /// Exit.
     Stop,
 }
@@ -54,11 +57,12 @@ pub struct AdminSetup {
 
 /// Starts the control thread.
 pub fn spawn(
+    link: Link<ToControl>,
+    inbox: Inbox<ToControl>,
     workers: Vec<WorkerLink>,
     first: Arc<Snapshot>,
     admin: Option<AdminSetup>,
 ) -> io::Result<ControlHandle> {
-    let (link, inbox) = crate::link::pair()?;
     let dns_thread = dns::spawn(
         Broadcast(
             workers
@@ -89,6 +93,7 @@ async fn control_main(
     admin: Option<AdminSetup>,
 ) {
     let current = Rc::new(Cell::new(first.generation));
+    let store = Rc::new(RefCell::new(stats::Store::new(workers.0.len())));
     if let Some(a) = admin {
         let state = admin::AdminState {
             started: std::time::Instant::now(),
@@ -96,9 +101,14 @@ async fn control_main(
             generation: current.clone(),
             config: first.config.source.label(),
             token: a.token,
+            store: store.clone(),
+            snapshot: RefCell::new(first.clone()),
         };
-        monoio::spawn(admin::serve(a.listener, Rc::new(state)));
+        let state = Rc::new(state);
+        ADMIN.with(|s| *s.borrow_mut() = Some(state.clone()));
+        monoio::spawn(admin::serve(a.listener, state));
     }
+    monoio::spawn(ticker(store.clone()));
     let workers = Rc::new(workers);
     let mut state = health::HealthState::default();
     health::start(&first, &workers, &current, &mut state);
@@ -108,8 +118,14 @@ async fn control_main(
     };
     while let Some(msg) = inbox.recv().await {
         match msg {
+            ToControl::Stats(d) => store.borrow_mut().apply(&d),
             ToControl::Snapshot(s) => {
                 current.set(s.generation);
+                ADMIN.with(|a| {
+                    if let Some(a) = a.borrow().as_ref() {
+                        *a.snapshot.borrow_mut() = s.clone();
+                    }
+                });
                 dns.update(s.clone());
                 health::start(&s, &workers, &current, &mut state);
             }
@@ -117,4 +133,17 @@ async fn control_main(
         }
     }
     dns.stop();
+}
+
+thread_local! {
+    /// The admin state of this control thread, so snapshot changes reach it.
+    static ADMIN: RefCell<Option<Rc<admin::AdminState>>> = const { RefCell::new(None) };
+}
+
+/// Closes per-second history buckets.
+async fn ticker(store: Rc<RefCell<stats::Store>>) {
+    loop {
+        monoio::time::sleep(std::time::Duration::from_millis(200)).await;
+        store.borrow_mut().tick();
+    }
 }

@@ -4,8 +4,9 @@
 
 use crate::http1::head::RequestHead;
 use crate::http1::io::{read_more_timeout, write_vec, Timed, READ_CHUNK};
+use crate::metrics::{ErrorKind, RequestRecord};
 use crate::proxy::{handle, After, Downstream};
-use crate::respond::{message_for, status_for, write_error, ProxyError};
+use crate::respond::{message_for, reason_for, status_for, write_error, ProxyError};
 use crate::worker::Worker;
 use bytes::BytesMut;
 use monoio::io::Splitable;
@@ -38,12 +39,16 @@ pub async fn serve(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
             Ok(false) => return,
             Err(e) => {
                 let status = status_for(&e);
-                w.count_status(status);
+                let mut rec = RequestRecord::new(c.buf.len() as u64);
+                rec.status = status;
+                rec.reason = reason_for(&e);
                 let mut id = [0u8; 32];
                 w.next_request_id(&mut id);
                 c.out.clear();
                 write_error(&mut c.out, status, message_for(&e), &id, true);
+                rec.bytes_out = c.out.len() as u64;
                 let _ = write_vec(&mut c.wr, &mut c.out).await;
+                snap.record(&rec, false);
                 return;
             }
         }
@@ -52,10 +57,18 @@ pub async fn serve(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
         if snap.generation != w.generation() {
             snap = w.snapshot();
         }
+        let mut rec = RequestRecord::new(head.bytes().len() as u64);
         let after = {
             let _req = w.begin_request();
-            handle(&w, &snap, &mut c, &head).await
+            handle(&w, &snap, &mut c, &head, &mut rec).await
         };
+        let upstream_fault = matches!(
+            rec.reason.error_kind(),
+            Some(
+                ErrorKind::UpstreamConnect | ErrorKind::UpstreamTimeout | ErrorKind::UpstreamReset
+            )
+        );
+        snap.record(&rec, upstream_fault);
         if after == After::Close || w.is_draining() {
             return;
         }

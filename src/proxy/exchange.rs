@@ -8,6 +8,7 @@ use crate::config::{Sticky, Upstream};
 use crate::http1::chunked::ChunkedDecoder;
 use crate::http1::head::{Framing, HeadError, HeaderKind, Method, RequestHead, ResponseHead};
 use crate::http1::io::{read_more_timeout, write_front, write_vec, Timed, READ_CHUNK};
+use crate::metrics::RequestRecord;
 use crate::respond::{ProxyError, UpstreamError};
 use crate::upstream::pool::UpConn;
 use crate::worker::Worker;
@@ -146,9 +147,20 @@ struct Relayed {
 }
 
 /// Runs one attempt against `a.addr`.
-pub async fn attempt(w: &Worker, c: &mut Downstream, a: &Attempt<'_>) -> Result<After, AttemptErr> {
+pub async fn attempt(
+    w: &Worker,
+    c: &mut Downstream,
+    a: &Attempt<'_>,
+    rec: &mut RequestRecord,
+) -> Result<After, AttemptErr> {
+    let t0 = Instant::now();
     let mut up = connect(w, a.addr, remaining(a.deadline, a.ucfg.connect_timeout)).await?;
     let reused = up.reused;
+    rec.connect_us = if reused {
+        0
+    } else {
+        t0.elapsed().as_micros().min(u32::MAX as u128) as u32
+    };
     let replayable = matches!(a.body, ReqBody::Buffered);
 
     // Send the request (kept in c.out for a retry).
@@ -170,6 +182,8 @@ pub async fn attempt(w: &Worker, c: &mut Downstream, a: &Attempt<'_>) -> Result<
 
     let body_done = Cell::new(matches!(a.body, ReqBody::Buffered));
     let started = Cell::new(false);
+    let pumped = Cell::new(0u64);
+    let sent_at = Instant::now();
     let relayed = match a.body {
         ReqBody::Buffered => {
             relay(
@@ -183,6 +197,7 @@ pub async fn attempt(w: &Worker, c: &mut Downstream, a: &Attempt<'_>) -> Result<
                 reused,
                 &body_done,
                 &started,
+                (rec, sent_at),
             )
             .await?
         }
@@ -202,6 +217,7 @@ pub async fn attempt(w: &Worker, c: &mut Downstream, a: &Attempt<'_>) -> Result<
                 a.max_body,
                 w.body_timeout(),
                 &body_done,
+                &pumped,
             );
             let relay = relay(
                 w,
@@ -214,8 +230,11 @@ pub async fn attempt(w: &Worker, c: &mut Downstream, a: &Attempt<'_>) -> Result<
                 reused,
                 &body_done,
                 &started,
+                (rec, sent_at),
             );
-            duplex(pump, relay, &started).await?
+            let r = duplex(pump, relay, &started).await;
+            rec.bytes_in += pumped.get();
+            r?
         }
     };
     if relayed.reusable && up.buf.is_empty() {
@@ -284,6 +303,7 @@ async fn pump_body<R: AsyncReadRent, W: AsyncWriteRent>(
     max: u64,
     timeout: Duration,
     done: &Cell<bool>,
+    pumped: &Cell<u64>,
 ) -> Result<(), PumpErr> {
     let deadline = Instant::now() + timeout;
     let mut dec = ChunkedDecoder::new();
@@ -308,6 +328,7 @@ async fn pump_body<R: AsyncReadRent, W: AsyncWriteRent>(
             write_front(up, buf, n)
                 .await
                 .map_err(|_| PumpErr::Upstream)?;
+            pumped.set(pumped.get() + n as u64);
             if framing != Framing::Chunked {
                 left -= n as u64;
             }
@@ -348,6 +369,7 @@ async fn relay<R: AsyncReadRent, W: AsyncWriteRent>(
     reused: bool,
     body_done: &Cell<bool>,
     started: &Cell<bool>,
+    (rec, sent_at): (&mut RequestRecord, Instant),
 ) -> Result<Relayed, AttemptErr> {
     let head_req = a.head.method_kind() == Method::Head;
     let replayable = matches!(a.body, ReqBody::Buffered);
@@ -407,9 +429,21 @@ async fn relay<R: AsyncReadRent, W: AsyncWriteRent>(
     let dechunk = framing == Framing::Chunked && a.head.minor == 0;
     let client_keep = a.keep && framing != Framing::Close && !dechunk;
     write_response_head(out, resp, a, framing, dechunk, client_keep);
-    w.count_status(resp.status);
+    rec.status = resp.status;
+    rec.ttfb_us = sent_at.elapsed().as_micros().min(u32::MAX as u128) as u32;
     started.set(true);
-    let complete = relay_body(client, out, up, ubuf, framing, dechunk, a.ucfg, a.deadline).await?;
+    let complete = relay_body(
+        client,
+        out,
+        up,
+        ubuf,
+        framing,
+        dechunk,
+        a.ucfg,
+        a.deadline,
+        &mut rec.bytes_out,
+    )
+    .await?;
     Ok(Relayed {
         after: if client_keep {
             After::KeepAlive
@@ -490,12 +524,13 @@ async fn relay_body<R: AsyncReadRent, W: AsyncWriteRent>(
     dechunk: bool,
     ucfg: &Upstream,
     deadline: Option<Instant>,
+    sent: &mut u64,
 ) -> Result<bool, AttemptErr> {
     let idle = || remaining(deadline, ucfg.idle_timeout);
     let client_err = |_| AttemptErr::after();
     match framing {
         Framing::None => {
-            write_vec(client, out).await.map_err(client_err)?;
+            counted_vec(client, out, sent).await.map_err(client_err)?;
             Ok(true)
         }
         Framing::Length(total) => {
@@ -507,7 +542,7 @@ async fn relay_body<R: AsyncReadRent, W: AsyncWriteRent>(
                 ubuf.advance(first);
                 left -= first as u64;
             }
-            write_vec(client, out).await.map_err(client_err)?;
+            counted_vec(client, out, sent).await.map_err(client_err)?;
             while left > 0 {
                 if ubuf.is_empty() {
                     match read_more_timeout(up, ubuf, BODY_CHUNK, idle()).await {
@@ -516,14 +551,16 @@ async fn relay_body<R: AsyncReadRent, W: AsyncWriteRent>(
                     }
                 }
                 let n = (ubuf.len() as u64).min(left) as usize;
-                write_front(client, ubuf, n).await.map_err(client_err)?;
+                counted_front(client, ubuf, n, sent)
+                    .await
+                    .map_err(client_err)?;
                 left -= n as u64;
             }
             Ok(true)
         }
         Framing::Chunked => {
             let mut dec = ChunkedDecoder::new();
-            write_vec(client, out).await.map_err(client_err)?;
+            counted_vec(client, out, sent).await.map_err(client_err)?;
             loop {
                 if !ubuf.is_empty() {
                     if dechunk {
@@ -531,10 +568,10 @@ async fn relay_body<R: AsyncReadRent, W: AsyncWriteRent>(
                             .feed(ubuf, |d| out.extend_from_slice(d))
                             .map_err(|_| AttemptErr::after())?;
                         ubuf.advance(p.consumed);
-                        write_vec(client, out).await.map_err(client_err)?;
+                        counted_vec(client, out, sent).await.map_err(client_err)?;
                     } else {
                         let p = dec.feed(ubuf, |_| ()).map_err(|_| AttemptErr::after())?;
-                        write_front(client, ubuf, p.consumed)
+                        counted_front(client, ubuf, p.consumed, sent)
                             .await
                             .map_err(client_err)?;
                     }
@@ -551,17 +588,38 @@ async fn relay_body<R: AsyncReadRent, W: AsyncWriteRent>(
         Framing::Close => {
             out.extend_from_slice(ubuf);
             ubuf.clear();
-            write_vec(client, out).await.map_err(client_err)?;
+            counted_vec(client, out, sent).await.map_err(client_err)?;
             loop {
                 match read_more_timeout(up, ubuf, BODY_CHUNK, idle()).await {
                     Timed::Done(Ok(0)) => return Ok(false),
                     Timed::Done(Ok(_)) => {
                         let n = ubuf.len();
-                        write_front(client, ubuf, n).await.map_err(client_err)?;
+                        counted_front(client, ubuf, n, sent)
+                            .await
+                            .map_err(client_err)?;
                     }
                     _ => return Err(AttemptErr::after()),
                 }
             }
         }
     }
+}
+
+async fn counted_vec<W: AsyncWriteRent>(
+    client: &mut W,
+    out: &mut Vec<u8>,
+    sent: &mut u64,
+) -> std::io::Result<()> {
+    *sent += out.len() as u64;
+    write_vec(client, out).await
+}
+
+async fn counted_front<W: AsyncWriteRent>(
+    client: &mut W,
+    buf: &mut BytesMut,
+    n: usize,
+    sent: &mut u64,
+) -> std::io::Result<()> {
+    *sent += n as u64;
+    write_front(client, buf, n).await
 }

@@ -11,7 +11,8 @@ use crate::config::HashOn;
 use crate::http1::chunked::ChunkedDecoder;
 use crate::http1::head::{Framing, Method, RequestHead};
 use crate::http1::io::write_vec;
-use crate::respond::{message_for, status_for, write_error, ProxyError, UpstreamError};
+use crate::metrics::{EndReason, RequestRecord};
+use crate::respond::{message_for, reason_for, status_for, write_error, ProxyError, UpstreamError};
 use crate::router::{Action, CompiledRoute, Match, RouteInput};
 use crate::upstream::balance::hash64;
 use crate::worker::{Gen, Worker};
@@ -75,17 +76,23 @@ impl From<ProxyError> for Fail {
 }
 
 /// Serves one parsed request. The head stays valid for the whole call.
-pub async fn handle(w: &Worker, snap: &Gen, c: &mut Downstream, head: &RequestHead) -> After {
+pub async fn handle(
+    w: &Worker,
+    snap: &Gen,
+    c: &mut Downstream,
+    head: &RequestHead,
+    rec: &mut RequestRecord,
+) -> After {
     let mut id_buf = [0u8; 32];
     let id = request_id(w, head, &mut id_buf);
     let keep = head.keep_alive && !w.is_draining();
     let Some(m) = snap.routes.lookup(head.host(), head.path(), head) else {
-        w.count_status(404);
         // A body we did not read would be taken for the next request: close instead.
         let close = !keep || head.body() != Framing::None;
-        return send_error(c, &ProxyError::NoRoute, id, close).await;
+        return send_error(c, &ProxyError::NoRoute, id, close, rec).await;
     };
     let route = &snap.routes.routes[m.route as usize];
+    rec.route = Some(m.route);
     match &route.action {
         Action::Respond(d) => {
             let close = !keep || head.body() != Framing::None;
@@ -111,7 +118,9 @@ pub async fn handle(w: &Worker, snap: &Gen, c: &mut Downstream, head: &RequestHe
             if head.method_kind() != Method::Head && d.status != 204 && d.status != 304 {
                 out.extend_from_slice(&d.body);
             }
-            w.count_status(d.status);
+            rec.status = d.status;
+            rec.reason = EndReason::Direct;
+            rec.bytes_out = c.out.len() as u64;
             if write_vec(&mut c.wr, &mut c.out).await.is_err() || close {
                 return After::Close;
             }
@@ -119,12 +128,14 @@ pub async fn handle(w: &Worker, snap: &Gen, c: &mut Downstream, head: &RequestHe
         }
         Action::Proxy(targets) => {
             let gi = choose_target(snap, targets, head);
-            match proxy(w, snap, c, head, route, &m, gi, id, keep).await {
+            match proxy(w, snap, c, head, route, &m, gi, id, keep, rec).await {
                 Ok(after) => after,
-                Err(Fail::After) => After::Close,
+                Err(Fail::After) => {
+                    rec.reason = EndReason::Aborted;
+                    After::Close
+                }
                 Err(Fail::Before(e)) => {
                     let status = status_for(&e);
-                    w.count_status(status);
                     if status >= 500 {
                         tracing::debug!(error = %e, route = %route.name, "upstream failure");
                     }
@@ -137,16 +148,25 @@ pub async fn handle(w: &Worker, snap: &Gen, c: &mut Downstream, head: &RequestHe
                             | ProxyError::BodyTimeout
                             | ProxyError::ClientClosed
                     );
-                    send_error(c, &e, id, !keep || body_unread).await
+                    send_error(c, &e, id, !keep || body_unread, rec).await
                 }
             }
         }
     }
 }
 
-async fn send_error(c: &mut Downstream, e: &ProxyError, id: &[u8], close: bool) -> After {
+async fn send_error(
+    c: &mut Downstream,
+    e: &ProxyError,
+    id: &[u8],
+    close: bool,
+    rec: &mut RequestRecord,
+) -> After {
     c.out.clear();
-    write_error(&mut c.out, status_for(e), message_for(e), id, close);
+    rec.status = status_for(e);
+    rec.reason = reason_for(e);
+    write_error(&mut c.out, rec.status, message_for(e), id, close);
+    rec.bytes_out += c.out.len() as u64;
     if write_vec(&mut c.wr, &mut c.out).await.is_err() || close {
         After::Close
     } else {
@@ -186,6 +206,7 @@ async fn proxy(
     gi: usize,
     id: &[u8],
     keep: bool,
+    rec: &mut RequestRecord,
 ) -> Result<After, Fail> {
     let spec = &snap.upstreams[gi];
     let ucfg = &spec.cfg;
@@ -213,6 +234,7 @@ async fn proxy(
             if c.buf.len() as u64 >= n {
                 c.out.extend_from_slice(&c.buf[..n as usize]);
                 c.buf.advance(n as usize);
+                rec.bytes_in += n;
                 ReqBody::Buffered
             } else {
                 ReqBody::Stream(framing)
@@ -227,6 +249,7 @@ async fn proxy(
             if p.done {
                 c.out.extend_from_slice(&c.buf[..p.consumed]);
                 c.buf.advance(p.consumed);
+                rec.bytes_in += p.consumed as u64;
                 ReqBody::Buffered
             } else {
                 ReqBody::Stream(framing)
@@ -289,6 +312,8 @@ async fn proxy(
         let Some(Some((ep, addr, key))) = picked else {
             return Err(ProxyError::Upstream(UpstreamError::NoHealthy(gi)).into());
         };
+        rec.endpoint = Some((gi as u32, ep as u32));
+        rec.attempts = rec.attempts.saturating_add(1);
         let set_cookie = match (&ucfg.sticky, sticky_key) {
             (Some(s), k) if k != Some(key) => Some((s, key)),
             _ => None,
@@ -304,7 +329,7 @@ async fn proxy(
             set_cookie,
             id,
         };
-        let res = attempt(w, c, &plan).await;
+        let res = attempt(w, c, &plan, rec).await;
         snap.with_group(gi, |g| {
             if let Some(e) = g.eps.get_mut(ep) {
                 e.in_flight = e.in_flight.saturating_sub(1);

@@ -1,0 +1,501 @@
+//! The merged view: what every worker reported, added up by name (route, upstream, endpoint), plus a
+//! short history of per-second figures for the stats page, alerts and scaling signals. Lives on the
+//! control thread only; workers never wait for it.
+
+use crate::metrics::{
+    new_hist_u64, Counters, StatsDelta, WorkerGauges, ERROR_KINDS, ERROR_KIND_NAMES,
+};
+use hdrhistogram::Histogram;
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Seconds of per-second history kept.
+pub const HISTORY: usize = 300;
+
+/// Prometheus histogram bucket bounds, seconds.
+const BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// One worker's latest state.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerView {
+    /// Latest gauges.
+    pub gauges: WorkerGauges,
+    /// Cumulative counters.
+    pub totals: Counters,
+    /// Share of wall time the worker thread was on a CPU over the last interval (0..1).
+    pub utilization: f64,
+    /// Requests per second over the last interval.
+    pub rps: f64,
+    /// Accepts per second over the last interval.
+    pub accept_rate: f64,
+    /// Errors (4xx+5xx+no response) per second over the last interval.
+    pub error_rate: f64,
+    /// Latency quantiles of the last interval, ms.
+    pub p50_ms: f64,
+    /// p99 of the last interval, ms.
+    pub p99_ms: f64,
+    /// Config generation the worker runs.
+    pub generation: u64,
+    last: Option<(Instant, u64, u64)>,
+}
+
+/// Cumulative per-route figures.
+#[derive(Debug, Clone)]
+pub struct RouteView {
+    /// Counters.
+    pub c: Counters,
+    /// Latency histogram (µs).
+    pub hist: Option<Histogram<u64>>,
+    /// Requests in the last interval (all workers).
+    pub last_requests: u64,
+    /// 5xx in the last interval.
+    pub last_5xx: u64,
+}
+
+/// Cumulative per-endpoint figures.
+#[derive(Debug, Clone)]
+pub struct EndpointView {
+    /// Requests.
+    pub requests: u64,
+    /// Failed attempts.
+    pub failures: u64,
+    /// Responses by class.
+    pub status: [u64; 6],
+    /// Time to first byte histogram (µs).
+    pub ttfb: Option<Histogram<u64>>,
+}
+
+/// One second of the whole instance.
+#[derive(Debug, Clone, Default)]
+pub struct Second {
+    /// Requests.
+    pub requests: u64,
+    /// 5xx responses (and requests with no response).
+    pub errors_5xx: u64,
+    /// Requests rejected by policy.
+    pub policy_rejections: u64,
+    /// Latency histogram of this second (µs).
+    pub hist: Option<Histogram<u64>>,
+}
+
+/// Everything the control thread knows.
+pub struct Store {
+    started: Instant,
+    /// Per worker.
+    pub workers: Vec<WorkerView>,
+    /// Cumulative totals.
+    pub global: Counters,
+    /// Cumulative latency (µs).
+    pub latency: Option<Histogram<u64>>,
+    /// Cumulative upstream time to first byte (µs).
+    pub ttfb: Option<Histogram<u64>>,
+    /// By route name.
+    pub routes: BTreeMap<Arc<str>, RouteView>,
+    /// By (upstream, endpoint).
+    pub endpoints: BTreeMap<(Arc<str>, SocketAddr), EndpointView>,
+    /// Per-second history, newest last.
+    pub seconds: VecDeque<Second>,
+    current: Second,
+    current_started: Instant,
+}
+
+fn add_hist(into: &mut Option<Histogram<u64>>, h: &Histogram<u32>) {
+    if into.is_none() {
+        *into = new_hist_u64();
+    }
+    if let Some(a) = into.as_mut() {
+        for v in h.iter_recorded() {
+            let _ = a.record_n(v.value_iterated_to(), v.count_at_value() as u64);
+        }
+    }
+}
+
+fn quantile_ms(h: &Option<Histogram<u64>>, q: f64) -> f64 {
+    h.as_ref()
+        .filter(|h| !h.is_empty())
+        .map_or(0.0, |h| h.value_at_quantile(q) as f64 / 1000.0)
+}
+
+impl Store {
+    /// An empty store for `workers` workers.
+    pub fn new(workers: usize) -> Store {
+        Store {
+            started: Instant::now(),
+            workers: vec![WorkerView::default(); workers],
+            global: Counters::default(),
+            latency: None,
+            ttfb: None,
+            routes: BTreeMap::new(),
+            endpoints: BTreeMap::new(),
+            seconds: VecDeque::new(),
+            current: Second::default(),
+            current_started: Instant::now(),
+        }
+    }
+
+    /// Seconds since the store was created.
+    pub fn uptime_secs(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
+    /// Adds one worker report.
+    pub fn apply(&mut self, d: &StatsDelta) {
+        let now = Instant::now();
+        if d.worker >= self.workers.len() {
+            self.workers.resize(d.worker + 1, WorkerView::default());
+        }
+        let mut interval_hist = None;
+        if let Some(h) = &d.latency {
+            add_hist(&mut self.latency, h);
+            add_hist(&mut interval_hist, h);
+            add_hist(&mut self.current.hist, h);
+        }
+        if let Some(h) = &d.ttfb {
+            add_hist(&mut self.ttfb, h);
+        }
+        self.global.merge(&d.global);
+        self.current.requests += d.global.requests;
+        self.current.errors_5xx += d.global.status[5] + d.global.status[0];
+        self.current.policy_rejections +=
+            d.global.errors[crate::metrics::ErrorKind::Policy as usize];
+
+        let w = &mut self.workers[d.worker];
+        w.totals.merge(&d.global);
+        w.generation = d.generation;
+        if let Some((t, cpu, accepted)) = w.last {
+            let secs = now.saturating_duration_since(t).as_secs_f64().max(1e-3);
+            w.utilization =
+                ((d.gauges.cpu_ns.saturating_sub(cpu)) as f64 / 1e9 / secs).clamp(0.0, 1.0);
+            w.rps = d.global.requests as f64 / secs;
+            w.accept_rate = d.gauges.accepted.saturating_sub(accepted) as f64 / secs;
+            w.error_rate =
+                (d.global.status[0] + d.global.status[4] + d.global.status[5]) as f64 / secs;
+        }
+        w.last = Some((now, d.gauges.cpu_ns, d.gauges.accepted));
+        w.p50_ms = quantile_ms(&interval_hist, 0.5);
+        w.p99_ms = quantile_ms(&interval_hist, 0.99);
+        w.gauges = d.gauges.clone();
+
+        for r in &d.routes {
+            let v = self
+                .routes
+                .entry(r.route.clone())
+                .or_insert_with(|| RouteView {
+                    c: Counters::default(),
+                    hist: None,
+                    last_requests: 0,
+                    last_5xx: 0,
+                });
+            v.c.merge(&r.c);
+            if let Some(h) = &r.total {
+                add_hist(&mut v.hist, h);
+            }
+        }
+        for e in &d.endpoints {
+            let v = self
+                .endpoints
+                .entry((e.upstream.clone(), e.addr))
+                .or_insert_with(|| EndpointView {
+                    requests: 0,
+                    failures: 0,
+                    status: [0; 6],
+                    ttfb: None,
+                });
+            v.requests += e.requests;
+            v.failures += e.failures;
+            for i in 0..6 {
+                v.status[i] += e.status[i];
+            }
+            if let Some(h) = &e.ttfb {
+                add_hist(&mut v.ttfb, h);
+            }
+        }
+    }
+
+    /// Closes the current second once a second has passed; call on every tick.
+    pub fn tick(&mut self) {
+        if self.current_started.elapsed().as_millis() < 1000 {
+            return;
+        }
+        self.current_started = Instant::now();
+        let s = std::mem::take(&mut self.current);
+        self.seconds.push_back(s);
+        while self.seconds.len() > HISTORY {
+            self.seconds.pop_front();
+        }
+    }
+
+    /// Summed figures of the last `n` seconds: (requests, 5xx, policy rejections, merged histogram).
+    pub fn window(&self, n: usize) -> (u64, u64, u64, Option<Histogram<u64>>) {
+        let mut req = 0;
+        let mut err = 0;
+        let mut pol = 0;
+        let mut hist: Option<Histogram<u64>> = None;
+        for s in self.seconds.iter().rev().take(n) {
+            req += s.requests;
+            err += s.errors_5xx;
+            pol += s.policy_rejections;
+            if let Some(h) = &s.hist {
+                match hist.as_mut() {
+                    Some(a) => {
+                        let _ = a.add(h);
+                    }
+                    None => hist = Some(h.clone()),
+                }
+            }
+        }
+        (req, err, pol, hist)
+    }
+
+    /// Endpoint health as the workers see it: (in flight, idle, healthy on every worker, ejected somewhere, active down).
+    pub fn endpoint_state(&self, upstream: &str, addr: SocketAddr) -> (u64, u64, bool, bool, bool) {
+        let mut in_flight = 0;
+        let mut idle = 0;
+        let mut ejected = false;
+        let mut down = false;
+        for w in &self.workers {
+            for g in w
+                .gauges
+                .endpoints
+                .iter()
+                .filter(|g| &*g.upstream == upstream && g.addr == addr)
+            {
+                in_flight += g.in_flight as u64;
+                idle += g.idle as u64;
+                ejected |= g.ejected;
+                down |= g.active_down;
+            }
+        }
+        (in_flight, idle, !ejected && !down, ejected, down)
+    }
+
+    /// All (upstream, endpoint) pairs currently configured on any worker.
+    pub fn configured_endpoints(&self) -> Vec<(Arc<str>, SocketAddr)> {
+        let mut out: Vec<(Arc<str>, SocketAddr)> = Vec::new();
+        for w in &self.workers {
+            for g in &w.gauges.endpoints {
+                if !out.iter().any(|(u, a)| *u == g.upstream && *a == g.addr) {
+                    out.push((g.upstream.clone(), g.addr));
+                }
+            }
+        }
+        out
+    }
+
+    /// Prometheus text exposition (version 0.0.4).
+    pub fn prometheus(&self, generation: u64) -> String {
+        let mut o = String::with_capacity(8192);
+        let _ = writeln!(o, "# HELP sluice_build_info Build information.\n# TYPE sluice_build_info gauge\nsluice_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
+        let _ = writeln!(o, "# HELP sluice_uptime_seconds Seconds since start.\n# TYPE sluice_uptime_seconds gauge\nsluice_uptime_seconds {}", self.uptime_secs());
+        let _ = writeln!(o, "# HELP sluice_config_generation Config generation in use (1 = as started; +1 per reload).\n# TYPE sluice_config_generation gauge\nsluice_config_generation {generation}");
+
+        let _ = writeln!(o, "# HELP sluice_requests_total Requests finished, by route.\n# TYPE sluice_requests_total counter");
+        for (name, r) in &self.routes {
+            let _ = writeln!(
+                o,
+                "sluice_requests_total{{route=\"{}\"}} {}",
+                esc(name),
+                r.c.requests
+            );
+        }
+        let _ = writeln!(o, "# HELP sluice_responses_total Responses by route and status class (\"none\" = closed without a response).\n# TYPE sluice_responses_total counter");
+        for (name, r) in &self.routes {
+            for (i, class) in ["none", "1xx", "2xx", "3xx", "4xx", "5xx"]
+                .iter()
+                .enumerate()
+            {
+                if r.c.status[i] > 0 {
+                    let _ = writeln!(
+                        o,
+                        "sluice_responses_total{{route=\"{}\",class=\"{class}\"}} {}",
+                        esc(name),
+                        r.c.status[i]
+                    );
+                }
+            }
+        }
+        let _ = writeln!(o, "# HELP sluice_errors_total Failed requests by kind.\n# TYPE sluice_errors_total counter");
+        for (i, kind) in ERROR_KIND_NAMES.iter().enumerate().take(ERROR_KINDS) {
+            let _ = writeln!(
+                o,
+                "sluice_errors_total{{kind=\"{kind}\"}} {}",
+                self.global.errors[i]
+            );
+        }
+        let _ = writeln!(o, "# HELP sluice_received_bytes_total Bytes received from clients, by route.\n# TYPE sluice_received_bytes_total counter");
+        for (name, r) in &self.routes {
+            let _ = writeln!(
+                o,
+                "sluice_received_bytes_total{{route=\"{}\"}} {}",
+                esc(name),
+                r.c.bytes_in
+            );
+        }
+        let _ = writeln!(o, "# HELP sluice_sent_bytes_total Bytes sent to clients, by route.\n# TYPE sluice_sent_bytes_total counter");
+        for (name, r) in &self.routes {
+            let _ = writeln!(
+                o,
+                "sluice_sent_bytes_total{{route=\"{}\"}} {}",
+                esc(name),
+                r.c.bytes_out
+            );
+        }
+        let _ = writeln!(o, "# HELP sluice_request_duration_seconds Time from complete request head to the end of the response, by route.\n# TYPE sluice_request_duration_seconds histogram");
+        for (name, r) in &self.routes {
+            histogram(
+                &mut o,
+                "sluice_request_duration_seconds",
+                &format!("route=\"{}\"", esc(name)),
+                r.hist.as_ref(),
+                r.c.latency_sum_us,
+                r.c.requests,
+            );
+        }
+
+        let _ = writeln!(o, "# HELP sluice_upstream_requests_total Requests sent to an upstream endpoint (each attempt).\n# TYPE sluice_upstream_requests_total counter");
+        for ((u, a), e) in &self.endpoints {
+            let _ = writeln!(
+                o,
+                "sluice_upstream_requests_total{{upstream=\"{}\",endpoint=\"{a}\"}} {}",
+                esc(u),
+                e.requests
+            );
+        }
+        let _ = writeln!(o, "# HELP sluice_upstream_failures_total Failed attempts (connect, reset, timeout, bad response).\n# TYPE sluice_upstream_failures_total counter");
+        for ((u, a), e) in &self.endpoints {
+            let _ = writeln!(
+                o,
+                "sluice_upstream_failures_total{{upstream=\"{}\",endpoint=\"{a}\"}} {}",
+                esc(u),
+                e.failures
+            );
+        }
+        let _ = writeln!(o, "# HELP sluice_upstream_responses_total Responses relayed or generated per endpoint, by status class.\n# TYPE sluice_upstream_responses_total counter");
+        for ((u, a), e) in &self.endpoints {
+            for (i, class) in ["none", "1xx", "2xx", "3xx", "4xx", "5xx"]
+                .iter()
+                .enumerate()
+            {
+                if e.status[i] > 0 {
+                    let _ = writeln!(o, "sluice_upstream_responses_total{{upstream=\"{}\",endpoint=\"{a}\",class=\"{class}\"}} {}", esc(u), e.status[i]);
+                }
+            }
+        }
+        let _ = writeln!(o, "# HELP sluice_upstream_ttfb_seconds Upstream time to first byte of the response head.\n# TYPE sluice_upstream_ttfb_seconds histogram");
+        for ((u, a), e) in &self.endpoints {
+            let sum_us = e
+                .ttfb
+                .as_ref()
+                .map_or(0, |h| (h.mean() * h.len() as f64) as u64);
+            let count = e.ttfb.as_ref().map_or(0, |h| h.len());
+            histogram(
+                &mut o,
+                "sluice_upstream_ttfb_seconds",
+                &format!("upstream=\"{}\",endpoint=\"{a}\"", esc(u)),
+                e.ttfb.as_ref(),
+                sum_us,
+                count,
+            );
+        }
+        let eps = self.configured_endpoints();
+        let _ = writeln!(o, "# HELP sluice_upstream_healthy 1 when the endpoint passes active checks and no worker has ejected it.\n# TYPE sluice_upstream_healthy gauge");
+        for (u, a) in &eps {
+            let (_, _, healthy, _, _) = self.endpoint_state(u, *a);
+            let _ = writeln!(
+                o,
+                "sluice_upstream_healthy{{upstream=\"{}\",endpoint=\"{a}\"}} {}",
+                esc(u),
+                healthy as u8
+            );
+        }
+        let _ = writeln!(o, "# HELP sluice_upstream_in_flight Requests in flight to the endpoint, all workers.\n# TYPE sluice_upstream_in_flight gauge");
+        for (u, a) in &eps {
+            let (inf, _, _, _, _) = self.endpoint_state(u, *a);
+            let _ = writeln!(
+                o,
+                "sluice_upstream_in_flight{{upstream=\"{}\",endpoint=\"{a}\"}} {inf}",
+                esc(u)
+            );
+        }
+        let _ = writeln!(o, "# HELP sluice_upstream_idle_connections Idle pooled connections to the endpoint, all workers.\n# TYPE sluice_upstream_idle_connections gauge");
+        for (u, a) in &eps {
+            let (_, idle, _, _, _) = self.endpoint_state(u, *a);
+            let _ = writeln!(
+                o,
+                "sluice_upstream_idle_connections{{upstream=\"{}\",endpoint=\"{a}\"}} {idle}",
+                esc(u)
+            );
+        }
+
+        let _ = writeln!(o, "# HELP sluice_worker_utilization Share of the last interval the worker thread spent on a CPU (0..1).\n# TYPE sluice_worker_utilization gauge");
+        for (i, w) in self.workers.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "sluice_worker_utilization{{worker=\"{i}\"}} {:.4}",
+                w.utilization
+            );
+        }
+        let _ = writeln!(o, "# HELP sluice_worker_requests_total Requests finished by the worker.\n# TYPE sluice_worker_requests_total counter");
+        for (i, w) in self.workers.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "sluice_worker_requests_total{{worker=\"{i}\"}} {}",
+                w.totals.requests
+            );
+        }
+        let _ = writeln!(o, "# HELP sluice_worker_connections Open client connections.\n# TYPE sluice_worker_connections gauge");
+        for (i, w) in self.workers.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "sluice_worker_connections{{worker=\"{i}\"}} {}",
+                w.gauges.connections
+            );
+        }
+        let _ = writeln!(o, "# HELP sluice_worker_in_flight Requests in flight on the worker.\n# TYPE sluice_worker_in_flight gauge");
+        for (i, w) in self.workers.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "sluice_worker_in_flight{{worker=\"{i}\"}} {}",
+                w.gauges.in_flight
+            );
+        }
+        let _ = writeln!(o, "# HELP sluice_connections_accepted_total Client connections accepted.\n# TYPE sluice_connections_accepted_total counter");
+        for (i, w) in self.workers.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "sluice_connections_accepted_total{{worker=\"{i}\"}} {}",
+                w.gauges.accepted
+            );
+        }
+        o
+    }
+}
+
+/// Escapes a label value (backslash, quote, newline).
+pub fn esc(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn histogram(
+    o: &mut String,
+    name: &str,
+    labels: &str,
+    h: Option<&Histogram<u64>>,
+    sum_us: u64,
+    count: u64,
+) {
+    for le in BUCKETS {
+        let n = h.map_or(0, |h| h.count_between(0, (le * 1e6) as u64));
+        let _ = writeln!(o, "{name}_bucket{{{labels},le=\"{le}\"}} {n}");
+    }
+    let _ = writeln!(o, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
+    let _ = writeln!(o, "{name}_sum{{{labels}}} {}", sum_us as f64 / 1e6);
+    let _ = writeln!(o, "{name}_count{{{labels}}} {count}");
+}

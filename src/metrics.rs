@@ -1,0 +1,510 @@
+//! Per-worker statistics: plain integers and lazily created hdrhistograms, owned by one generation of one
+//! worker and never shared. Every request ends in one `record` call; once a second the worker turns what
+//! it counted into a `StatsDelta` keyed by names (route, upstream, endpoint) and resets, so the control
+//! thread can merge workers and generations without any lock on the request path.
+
+use hdrhistogram::Histogram;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Histogram range: 1 µs to 60 s, two significant digits (about 10 KiB, created on first use).
+pub const HIST_MAX_US: u64 = 60_000_000;
+
+/// Why a request ended, in the spirit of Envoy's response flags and HAProxy's termination state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EndReason {
+    /// A complete response was sent.
+    #[default]
+    Completed,
+    /// Answered directly by a route (`respond`).
+    Direct,
+    /// No route matched.
+    NoRoute,
+    /// Rejected before routing: bad request, limits, smuggling.
+    BadRequest,
+    /// The client closed or stalled the request.
+    ClientAbort,
+    /// The client's head or body timed out.
+    ClientTimeout,
+    /// Upstream connect refused or failed.
+    UpstreamConnect,
+    /// Upstream connect timed out.
+    UpstreamConnectTimeout,
+    /// No response head within the response timeout.
+    UpstreamResponseTimeout,
+    /// The upstream stalled mid-body or the total timeout passed.
+    UpstreamTimeout,
+    /// The upstream reset or closed the connection.
+    UpstreamReset,
+    /// The upstream sent an invalid response.
+    UpstreamProtocol,
+    /// No healthy endpoint.
+    NoHealthy,
+    /// Circuit breaker rejected the request.
+    Overflow,
+    /// The response started but could not be finished.
+    Aborted,
+}
+
+impl EndReason {
+    /// Stable label for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Completed => "completed",
+            EndReason::Direct => "direct_response",
+            EndReason::NoRoute => "no_route",
+            EndReason::BadRequest => "bad_request",
+            EndReason::ClientAbort => "client_closed",
+            EndReason::ClientTimeout => "client_timeout",
+            EndReason::UpstreamConnect => "upstream_connect_failure",
+            EndReason::UpstreamConnectTimeout => "upstream_connect_timeout",
+            EndReason::UpstreamResponseTimeout => "upstream_response_timeout",
+            EndReason::UpstreamTimeout => "upstream_timeout",
+            EndReason::UpstreamReset => "upstream_reset",
+            EndReason::UpstreamProtocol => "upstream_protocol_error",
+            EndReason::NoHealthy => "no_healthy_upstream",
+            EndReason::Overflow => "upstream_overflow",
+            EndReason::Aborted => "response_aborted",
+        }
+    }
+
+    /// The error kind counted in `sluice_errors_total`, if this is an error.
+    pub fn error_kind(self) -> Option<ErrorKind> {
+        Some(match self {
+            EndReason::Completed | EndReason::Direct => return None,
+            EndReason::NoRoute | EndReason::BadRequest | EndReason::ClientAbort => {
+                ErrorKind::Client
+            }
+            EndReason::ClientTimeout => ErrorKind::ClientTimeout,
+            EndReason::UpstreamConnect => ErrorKind::UpstreamConnect,
+            EndReason::UpstreamConnectTimeout
+            | EndReason::UpstreamResponseTimeout
+            | EndReason::UpstreamTimeout => ErrorKind::UpstreamTimeout,
+            EndReason::UpstreamReset | EndReason::UpstreamProtocol | EndReason::Aborted => {
+                ErrorKind::UpstreamReset
+            }
+            EndReason::NoHealthy | EndReason::Overflow => ErrorKind::Unavailable,
+        })
+    }
+}
+
+/// Error kinds for counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Client errors (bad requests, no route, client aborts).
+    Client = 0,
+    /// Client timeouts.
+    ClientTimeout,
+    /// Upstream connect failures.
+    UpstreamConnect,
+    /// Upstream timeouts of any phase.
+    UpstreamTimeout,
+    /// Upstream resets and protocol errors.
+    UpstreamReset,
+    /// No healthy endpoint or circuit open.
+    Unavailable,
+    /// Rejected by a policy (auth, rate limit; later issues).
+    Policy,
+}
+
+/// Number of `ErrorKind`s.
+pub const ERROR_KINDS: usize = 7;
+
+/// Labels of `ErrorKind`s, by discriminant.
+pub const ERROR_KIND_NAMES: [&str; ERROR_KINDS] = [
+    "client",
+    "client_timeout",
+    "upstream_connect",
+    "upstream_timeout",
+    "upstream_reset",
+    "unavailable",
+    "policy",
+];
+
+/// What one request did; filled along the path, recorded once at the end.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestRecord {
+    /// When the head was complete.
+    pub start: Instant,
+    /// Matched route index.
+    pub route: Option<u32>,
+    /// Upstream group and endpoint index.
+    pub endpoint: Option<(u32, u32)>,
+    /// Status sent (0 = none).
+    pub status: u16,
+    /// Bytes received from the client for this request (head and body).
+    pub bytes_in: u64,
+    /// Bytes sent to the client.
+    pub bytes_out: u64,
+    /// Microseconds to connect upstream (0 = pooled).
+    pub connect_us: u32,
+    /// Microseconds from request sent to response head.
+    pub ttfb_us: u32,
+    /// Why it ended.
+    pub reason: EndReason,
+    /// Attempts made upstream.
+    pub attempts: u8,
+}
+
+impl RequestRecord {
+    /// A record for a request whose head arrived now.
+    pub fn new(bytes_in: u64) -> Self {
+        RequestRecord {
+            start: Instant::now(),
+            route: None,
+            endpoint: None,
+            status: 0,
+            bytes_in,
+            bytes_out: 0,
+            connect_us: 0,
+            ttfb_us: 0,
+            reason: EndReason::Completed,
+            attempts: 0,
+        }
+    }
+}
+
+/// Plain counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Requests.
+    pub requests: u64,
+    /// Bytes in.
+    pub bytes_in: u64,
+    /// Bytes out.
+    pub bytes_out: u64,
+    /// Responses by class: index 0 = no response, 1..=5 = 1xx..5xx.
+    pub status: [u64; 6],
+    /// Errors by kind.
+    pub errors: [u64; ERROR_KINDS],
+    /// Sum of latencies in µs (for histogram `_sum`).
+    pub latency_sum_us: u64,
+}
+
+impl Counters {
+    fn add_record(&mut self, r: &RequestRecord, latency_us: u64) {
+        self.requests += 1;
+        self.bytes_in += r.bytes_in;
+        self.bytes_out += r.bytes_out;
+        self.status[(r.status / 100).min(5) as usize] += 1;
+        if let Some(k) = r.reason.error_kind() {
+            self.errors[k as usize] += 1;
+        }
+        self.latency_sum_us += latency_us;
+    }
+
+    /// Adds another set of counters.
+    pub fn merge(&mut self, o: &Counters) {
+        self.requests += o.requests;
+        self.bytes_in += o.bytes_in;
+        self.bytes_out += o.bytes_out;
+        for i in 0..6 {
+            self.status[i] += o.status[i];
+        }
+        for i in 0..ERROR_KINDS {
+            self.errors[i] += o.errors[i];
+        }
+        self.latency_sum_us += o.latency_sum_us;
+    }
+}
+
+/// A latency histogram in µs, created on first use.
+#[derive(Debug, Clone, Default)]
+pub struct LazyHist(Option<Box<Histogram<u32>>>);
+
+impl LazyHist {
+    fn record(&mut self, us: u64) {
+        if self.0.is_none() {
+            self.0 = Histogram::new_with_bounds(1, HIST_MAX_US, 2)
+                .ok()
+                .map(Box::new);
+        }
+        if let Some(h) = self.0.as_mut() {
+            h.saturating_record(us.clamp(1, HIST_MAX_US));
+        }
+    }
+
+    fn take(&mut self) -> Option<Histogram<u32>> {
+        let h = self.0.as_mut()?;
+        if h.is_empty() {
+            return None;
+        }
+        let out = (**h).clone();
+        h.reset();
+        Some(out)
+    }
+}
+
+/// A cumulative histogram for the control thread (None only if hdrhistogram rejected constant bounds).
+pub fn new_hist_u64() -> Option<Histogram<u64>> {
+    Histogram::new_with_bounds(1, HIST_MAX_US, 2).ok()
+}
+
+#[derive(Debug, Clone, Default)]
+struct RouteStats {
+    c: Counters,
+    total: LazyHist,
+}
+
+#[derive(Debug, Clone, Default)]
+struct EndpointStats {
+    requests: u64,
+    failures: u64,
+    status: [u64; 6],
+    ttfb: LazyHist,
+}
+
+/// Statistics of one generation on one worker.
+#[derive(Debug, Default)]
+pub struct GenStats {
+    global: Counters,
+    latency: LazyHist,
+    ttfb: LazyHist,
+    routes: Vec<RouteStats>,
+    unrouted: Counters,
+    endpoints: Vec<Vec<EndpointStats>>,
+}
+
+impl GenStats {
+    /// Stats sized for `routes` routes and these endpoint counts per upstream.
+    pub fn new(routes: usize, endpoints: &[usize]) -> GenStats {
+        GenStats {
+            routes: vec![RouteStats::default(); routes],
+            endpoints: endpoints
+                .iter()
+                .map(|&n| vec![EndpointStats::default(); n])
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    /// Counts one finished request.
+    pub fn record(&mut self, r: &RequestRecord, endpoint_failed: bool) {
+        let latency_us = r.start.elapsed().as_micros() as u64;
+        self.global.add_record(r, latency_us);
+        self.latency.record(latency_us);
+        match r.route.and_then(|i| self.routes.get_mut(i as usize)) {
+            Some(rs) => {
+                rs.c.add_record(r, latency_us);
+                rs.total.record(latency_us);
+            }
+            None => self.unrouted.add_record(r, latency_us),
+        }
+        if let Some((u, e)) = r.endpoint {
+            if let Some(es) = self
+                .endpoints
+                .get_mut(u as usize)
+                .and_then(|v| v.get_mut(e as usize))
+            {
+                es.requests += 1;
+                es.failures += endpoint_failed as u64;
+                es.status[(r.status / 100).min(5) as usize] += 1;
+                if r.ttfb_us > 0 {
+                    es.ttfb.record(r.ttfb_us as u64);
+                    self.ttfb.record(r.ttfb_us as u64);
+                }
+            }
+        }
+    }
+
+    /// Resizes the endpoint table of upstream `u` after a DNS change.
+    pub fn resize_upstream(&mut self, u: usize, n: usize) {
+        if let Some(v) = self.endpoints.get_mut(u) {
+            v.resize(n, EndpointStats::default());
+        }
+    }
+
+    /// Moves everything counted since the last call into `out`, naming routes and endpoints.
+    pub fn drain_into(
+        &mut self,
+        out: &mut StatsDelta,
+        route_names: &[Arc<str>],
+        upstream_names: &[Arc<str>],
+        endpoint_addrs: &[Vec<SocketAddr>],
+    ) {
+        out.global.merge(&std::mem::take(&mut self.global));
+        merge_opt(&mut out.latency, self.latency.take());
+        merge_opt(&mut out.ttfb, self.ttfb.take());
+        if self.unrouted.requests > 0 {
+            out.routes.push(RouteDelta {
+                route: Arc::from("(none)"),
+                c: std::mem::take(&mut self.unrouted),
+                total: None,
+            });
+        }
+        for (i, rs) in self.routes.iter_mut().enumerate() {
+            if rs.c.requests == 0 {
+                continue;
+            }
+            let Some(name) = route_names.get(i) else {
+                continue;
+            };
+            out.routes.push(RouteDelta {
+                route: name.clone(),
+                c: std::mem::take(&mut rs.c),
+                total: rs.total.take(),
+            });
+        }
+        for (u, eps) in self.endpoints.iter_mut().enumerate() {
+            for (e, es) in eps.iter_mut().enumerate() {
+                if es.requests == 0 {
+                    continue;
+                }
+                let (Some(name), Some(addr)) = (
+                    upstream_names.get(u),
+                    endpoint_addrs.get(u).and_then(|v| v.get(e)),
+                ) else {
+                    continue;
+                };
+                out.endpoints.push(EndpointDelta {
+                    upstream: name.clone(),
+                    addr: *addr,
+                    requests: std::mem::take(&mut es.requests),
+                    failures: std::mem::take(&mut es.failures),
+                    status: std::mem::take(&mut es.status),
+                    ttfb: es.ttfb.take(),
+                });
+            }
+        }
+    }
+}
+
+fn merge_opt(into: &mut Option<Histogram<u32>>, h: Option<Histogram<u32>>) {
+    match (into.as_mut(), h) {
+        (Some(a), Some(b)) => {
+            let _ = a.add(&b);
+        }
+        (None, Some(b)) => *into = Some(b),
+        _ => {}
+    }
+}
+
+/// Per-route part of a delta.
+#[derive(Debug, Clone)]
+pub struct RouteDelta {
+    /// Route name ("(none)" for requests that matched no route).
+    pub route: Arc<str>,
+    /// Counters.
+    pub c: Counters,
+    /// Total latency histogram.
+    pub total: Option<Histogram<u32>>,
+}
+
+/// Per-endpoint part of a delta.
+#[derive(Debug, Clone)]
+pub struct EndpointDelta {
+    /// Upstream name.
+    pub upstream: Arc<str>,
+    /// Endpoint.
+    pub addr: SocketAddr,
+    /// Requests sent.
+    pub requests: u64,
+    /// Failed attempts.
+    pub failures: u64,
+    /// Responses by class.
+    pub status: [u64; 6],
+    /// Upstream time to first byte.
+    pub ttfb: Option<Histogram<u32>>,
+}
+
+/// Gauges of a worker at report time.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerGauges {
+    /// "io_uring" or "epoll".
+    pub driver: &'static str,
+    /// CPU the worker is pinned to (-1 = not pinned).
+    pub cpu: i64,
+    /// Open client connections.
+    pub connections: u64,
+    /// Requests in flight.
+    pub in_flight: u64,
+    /// Connections accepted since start.
+    pub accepted: u64,
+    /// Worker thread CPU time since start, ns.
+    pub cpu_ns: u64,
+    /// Idle pooled upstream connections.
+    pub pooled: u64,
+    /// Endpoint state: (upstream, addr, in_flight, available, active-down, ejected).
+    pub endpoints: Vec<EndpointGauge>,
+}
+
+/// Per-endpoint gauge from one worker.
+#[derive(Debug, Clone)]
+pub struct EndpointGauge {
+    /// Upstream name.
+    pub upstream: Arc<str>,
+    /// Address.
+    pub addr: SocketAddr,
+    /// In flight from this worker.
+    pub in_flight: u32,
+    /// Passively ejected on this worker now.
+    pub ejected: bool,
+    /// Marked down by active checks.
+    pub active_down: bool,
+    /// Idle pooled connections on this worker.
+    pub idle: u32,
+}
+
+/// What a worker reports each interval.
+#[derive(Debug, Clone, Default)]
+pub struct StatsDelta {
+    /// Worker index.
+    pub worker: usize,
+    /// Generation the worker runs.
+    pub generation: u64,
+    /// Global counters.
+    pub global: Counters,
+    /// Total latency histogram.
+    pub latency: Option<Histogram<u32>>,
+    /// Upstream time to first byte.
+    pub ttfb: Option<Histogram<u32>>,
+    /// Routes with traffic.
+    pub routes: Vec<RouteDelta>,
+    /// Endpoints with traffic.
+    pub endpoints: Vec<EndpointDelta>,
+    /// Gauges.
+    pub gauges: WorkerGauges,
+}
+
+/// CPU time used by the calling thread, in ns.
+pub fn thread_cpu_ns() -> u64 {
+    crate::sys::thread_cpu_ns()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_and_drain() {
+        let mut s = GenStats::new(2, &[1]);
+        let mut r = RequestRecord::new(100);
+        r.route = Some(1);
+        r.endpoint = Some((0, 0));
+        r.status = 200;
+        r.bytes_out = 50;
+        r.ttfb_us = 300;
+        s.record(&r, false);
+        let mut miss = RequestRecord::new(10);
+        miss.status = 404;
+        miss.reason = EndReason::NoRoute;
+        s.record(&miss, false);
+        let mut d = StatsDelta::default();
+        let names: Vec<Arc<str>> = vec![Arc::from("a"), Arc::from("b")];
+        let ups: Vec<Arc<str>> = vec![Arc::from("u")];
+        let addrs = vec![vec!["127.0.0.1:1".parse().unwrap()]];
+        s.drain_into(&mut d, &names, &ups, &addrs);
+        assert_eq!(d.global.requests, 2);
+        assert_eq!(d.global.status[2], 1);
+        assert_eq!(d.global.status[4], 1);
+        assert_eq!(d.global.errors[ErrorKind::Client as usize], 1);
+        assert_eq!(d.routes.len(), 2);
+        assert_eq!(d.endpoints[0].requests, 1);
+        assert!(d.ttfb.is_some());
+        let mut again = StatsDelta::default();
+        s.drain_into(&mut again, &names, &ups, &addrs);
+        assert_eq!(again.global.requests, 0);
+        assert!(again.routes.is_empty());
+    }
+}
