@@ -11,7 +11,7 @@ use crate::metrics::{EndpointGauge, GenStats, RequestRecord, StatsDelta, WorkerG
 use crate::snapshot::Snapshot;
 use crate::upstream::gate::Gate;
 use crate::upstream::pool::{Pools, UpConn};
-use crate::upstream::{EndpointAddr, Group};
+use crate::upstream::{AdminMode, EndpointAddr, Group};
 use bytes::BytesMut;
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -48,6 +48,17 @@ pub enum ToWorker {
         upstream: usize,
         /// The resolved endpoints.
         list: Vec<EndpointAddr>,
+    },
+    /// An operator's runtime change to one endpoint (admin API).
+    EndpointAdmin {
+        /// Upstream name.
+        upstream: Arc<str>,
+        /// Endpoint.
+        addr: SocketAddr,
+        /// New mode, if changed.
+        mode: Option<AdminMode>,
+        /// New weight, if changed.
+        weight: Option<u32>,
     },
     /// Stop accepting, finish in-flight requests within the grace period, exit.
     Drain(Duration),
@@ -429,6 +440,17 @@ impl Worker {
                 if cur.generation == generation {
                     cur.with_group(upstream, |g| g.set_endpoints(&list));
                     cur.stats.borrow_mut().resize_upstream(upstream, list.len());
+                }
+            }
+            ToWorker::EndpointAdmin {
+                upstream,
+                addr,
+                mode,
+                weight,
+            } => {
+                let cur = self.snapshot();
+                if let Some(gi) = cur.upstream_names.iter().position(|n| *n == upstream) {
+                    cur.with_group(gi, |g| g.set_admin(addr, mode, weight));
                 }
             }
             ToWorker::Drain(grace) => return Some(grace),

@@ -8,6 +8,8 @@ use crate::http1::head::{Limits, RequestHead};
 use crate::http1::io::{read_more_timeout, write_vec, Timed};
 use crate::router::Action;
 use crate::snapshot::Snapshot;
+use crate::upstream::AdminMode;
+use crate::worker::ToWorker;
 use bytes::BytesMut;
 use serde_json::{json, Value};
 use std::cell::{Cell, RefCell};
@@ -34,6 +36,38 @@ pub struct AdminState {
     pub store: Rc<RefCell<Store>>,
     /// The snapshot in use.
     pub snapshot: RefCell<Arc<Snapshot>>,
+    /// Worker links, for runtime endpoint changes.
+    pub links: Rc<super::Broadcast>,
+    /// Runtime endpoint changes in force, re-applied after a reload.
+    pub overrides: RefCell<Vec<EndpointOverride>>,
+}
+
+/// An operator's runtime change to one endpoint.
+#[derive(Debug, Clone)]
+pub struct EndpointOverride {
+    /// Upstream name.
+    pub upstream: Arc<str>,
+    /// Endpoint address.
+    pub addr: std::net::SocketAddr,
+    /// Mode, if set.
+    pub mode: Option<AdminMode>,
+    /// Weight, if set.
+    pub weight: Option<u32>,
+}
+
+impl AdminState {
+    /// Sends every override in force to the workers (after a reload built fresh upstream state).
+    pub fn replay_overrides(&self) {
+        for o in self.overrides.borrow().iter() {
+            let o = o.clone();
+            self.links.send(|| ToWorker::EndpointAdmin {
+                upstream: o.upstream.clone(),
+                addr: o.addr,
+                mode: o.mode,
+                weight: o.weight,
+            });
+        }
+    }
 }
 
 /// Serves the admin listener until the runtime stops.
@@ -141,6 +175,7 @@ fn route(st: &AdminState, method: &[u8], path: &[u8]) -> Reply {
                 Err(_) => error(500, "could not signal reload"),
             }
         }
+        (b"POST", p) if p.starts_with(b"/upstreams/") => endpoint_admin(st, p),
         (
             _,
             b"/" | b"/stats" | b"/metrics" | b"/status" | b"/workers" | b"/routes" | b"/upstreams"
@@ -148,6 +183,87 @@ fn route(st: &AdminState, method: &[u8], path: &[u8]) -> Reply {
         ) => error(405, "method not allowed"),
         _ => error(404, "not found"),
     }
+}
+
+/// `POST /upstreams/{name}/endpoints/{addr}/{enable|disable|drain}` or `.../weight/{n}`.
+fn endpoint_admin(st: &AdminState, path: &[u8]) -> Reply {
+    let Ok(path) = std::str::from_utf8(path) else {
+        return error(400, "bad path");
+    };
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let (name, addr, action, arg) = match parts.as_slice() {
+        ["upstreams", name, "endpoints", addr, action] => (*name, *addr, *action, None),
+        ["upstreams", name, "endpoints", addr, action, arg] => (*name, *addr, *action, Some(*arg)),
+        _ => return error(404, "not found"),
+    };
+    let Ok(addr) = addr.parse::<std::net::SocketAddr>() else {
+        return error(400, "endpoint must be ip:port");
+    };
+    let snap = st.snapshot.borrow().clone();
+    let Some(u) = snap.upstreams.iter().find(|u| u.cfg.name == name) else {
+        return error(404, "unknown upstream");
+    };
+    let known = u.endpoints.iter().any(|e| e.addr == addr)
+        || st
+            .store
+            .borrow()
+            .configured_endpoints()
+            .iter()
+            .any(|(n, a)| &**n == name && *a == addr);
+    if !known {
+        return error(404, "unknown endpoint");
+    }
+    let (mode, weight) = match (action, arg) {
+        ("enable", None) => (Some(AdminMode::Enabled), None),
+        ("disable", None) => (Some(AdminMode::Disabled), None),
+        ("drain", None) => (Some(AdminMode::Draining), None),
+        ("weight", Some(w)) => match w.parse::<u32>() {
+            Ok(w) if (1..=1000).contains(&w) => (None, Some(w)),
+            _ => return error(400, "weight must be 1..=1000"),
+        },
+        _ => return error(400, "action must be enable, disable, drain or weight/N"),
+    };
+    let upstream: Arc<str> = Arc::from(name);
+    {
+        let mut ov = st.overrides.borrow_mut();
+        match ov
+            .iter_mut()
+            .find(|o| o.upstream == upstream && o.addr == addr)
+        {
+            Some(o) => {
+                o.mode = mode.or(o.mode);
+                o.weight = weight.or(o.weight);
+            }
+            None => ov.push(EndpointOverride {
+                upstream: upstream.clone(),
+                addr,
+                mode,
+                weight,
+            }),
+        }
+    }
+    st.links.send(|| ToWorker::EndpointAdmin {
+        upstream: upstream.clone(),
+        addr,
+        mode,
+        weight,
+    });
+    tracing::info!(upstream = name, endpoint = %addr, action, "endpoint changed through the admin API");
+    let o = st
+        .overrides
+        .borrow()
+        .iter()
+        .find(|o| o.upstream == upstream && o.addr == addr)
+        .cloned();
+    json_reply(
+        200,
+        json!({
+            "upstream": name,
+            "endpoint": addr.to_string(),
+            "state": o.as_ref().and_then(|o| o.mode).unwrap_or(AdminMode::Enabled).as_str(),
+            "weight": o.as_ref().and_then(|o| o.weight),
+        }),
+    )
 }
 
 fn status(st: &AdminState) -> Value {
@@ -269,9 +385,13 @@ fn upstreams(st: &AdminState) -> Value {
                 .map(|(a, weight)| {
                     let (in_flight, idle, healthy, ejected, down) = store.endpoint_state(&u.cfg.name, *a);
                     let v = store.endpoints.get(&(Arc::from(u.cfg.name.as_str()), *a));
+                    let ov = st.overrides.borrow().iter().find(|o| &*o.upstream == u.cfg.name.as_str() && o.addr == *a).cloned();
+                    let weight = ov.as_ref().and_then(|o| o.weight).unwrap_or(*weight);
+                    let admin_state = ov.and_then(|o| o.mode).unwrap_or(AdminMode::Enabled).as_str();
                     json!({
                         "address": a.to_string(),
                         "weight": weight,
+                        "admin_state": admin_state,
                         "healthy": healthy,
                         "ejected": ejected,
                         "health_check_down": down,

@@ -94,6 +94,7 @@ async fn control_main(
 ) {
     let current = Rc::new(Cell::new(first.generation));
     let store = Rc::new(RefCell::new(stats::Store::new(workers.0.len())));
+    let workers = Rc::new(workers);
     if let Some(a) = admin {
         let state = admin::AdminState {
             started: std::time::Instant::now(),
@@ -103,13 +104,14 @@ async fn control_main(
             token: a.token,
             store: store.clone(),
             snapshot: RefCell::new(first.clone()),
+            links: workers.clone(),
+            overrides: RefCell::new(Vec::new()),
         };
         let state = Rc::new(state);
         ADMIN.with(|s| *s.borrow_mut() = Some(state.clone()));
         monoio::spawn(admin::serve(a.listener, state));
     }
     monoio::spawn(ticker(store.clone()));
-    let workers = Rc::new(workers);
     let mut state = health::HealthState::default();
     health::start(&first, &workers, &current, &mut state);
     let Ok(mut inbox) = inbox.into_async() else {
@@ -124,6 +126,7 @@ async fn control_main(
                 ADMIN.with(|a| {
                     if let Some(a) = a.borrow().as_ref() {
                         *a.snapshot.borrow_mut() = s.clone();
+                        a.replay_overrides();
                     }
                 });
                 dns.update(s.clone());

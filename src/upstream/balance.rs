@@ -193,7 +193,6 @@ impl RetryBudget {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::upstream::endpoint_key;
     use std::time::Duration;
 
     fn eps(weights: &[u32]) -> Vec<EndpointState> {
@@ -202,15 +201,7 @@ mod tests {
             .enumerate()
             .map(|(i, &w)| {
                 let addr = format!("127.0.0.1:{}", 1000 + i).parse().unwrap();
-                EndpointState {
-                    addr,
-                    weight: w,
-                    key: endpoint_key(&addr),
-                    in_flight: 0,
-                    failures: 0,
-                    ejected_until: None,
-                    active_down: false,
-                }
+                EndpointState::new(addr, w)
             })
             .collect()
     }

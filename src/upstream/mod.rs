@@ -52,12 +52,56 @@ pub struct EndpointState {
     pub ejected_until: Option<Instant>,
     /// Active health check says down (broadcast by the control thread).
     pub active_down: bool,
+    /// Operator's runtime state (admin API).
+    pub admin: AdminMode,
+}
+
+/// Runtime state an operator sets through the admin API, like HAProxy's `set server state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AdminMode {
+    /// Normal.
+    #[default]
+    Enabled,
+    /// No new requests, except those bound to it by an affinity cookie; requests in flight finish.
+    Draining,
+    /// No requests at all.
+    Disabled,
+}
+
+impl AdminMode {
+    /// Stable label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdminMode::Enabled => "enabled",
+            AdminMode::Draining => "draining",
+            AdminMode::Disabled => "disabled",
+        }
+    }
 }
 
 impl EndpointState {
-    /// Eligible for new requests at `now`.
-    pub fn available(&self, now: Instant) -> bool {
+    /// A fresh endpoint: healthy, idle, enabled.
+    pub fn new(addr: SocketAddr, weight: u32) -> EndpointState {
+        EndpointState {
+            addr,
+            weight,
+            key: endpoint_key(&addr),
+            in_flight: 0,
+            failures: 0,
+            ejected_until: None,
+            active_down: false,
+            admin: AdminMode::Enabled,
+        }
+    }
+
+    /// Healthy: passes active checks and is not ejected at `now`.
+    pub fn healthy(&self, now: Instant) -> bool {
         !self.active_down && self.ejected_until.is_none_or(|t| now >= t)
+    }
+
+    /// Eligible for new requests chosen by the balancer at `now`.
+    pub fn available(&self, now: Instant) -> bool {
+        self.admin == AdminMode::Enabled && self.healthy(now)
     }
 }
 
@@ -115,15 +159,7 @@ impl Group {
         let eps: Vec<EndpointState> =
             subset(&spec.endpoints, spec.cfg.subset_size, worker, workers)
                 .iter()
-                .map(|e| EndpointState {
-                    addr: e.addr,
-                    weight: e.weight,
-                    key: endpoint_key(&e.addr),
-                    in_flight: 0,
-                    failures: 0,
-                    ejected_until: None,
-                    active_down: false,
-                })
+                .map(|e| EndpointState::new(e.addr, e.weight))
                 .collect();
         let per = |v: u32| v.div_ceil(workers.max(1) as u32).max(1);
         let ring = Ring::new(&eps);
@@ -162,15 +198,7 @@ impl Group {
                     weight: e.weight,
                     ..o.clone()
                 },
-                None => EndpointState {
-                    addr: e.addr,
-                    weight: e.weight,
-                    key: endpoint_key(&e.addr),
-                    in_flight: 0,
-                    failures: 0,
-                    ejected_until: None,
-                    active_down: false,
-                },
+                None => EndpointState::new(e.addr, e.weight),
             })
             .collect();
         self.rr = SmoothWrr::new(self.eps.len());
@@ -201,7 +229,7 @@ impl Group {
     pub fn by_key(&self, key: u64, now: Instant) -> Option<usize> {
         self.eps
             .iter()
-            .position(|e| e.key == key && e.available(now))
+            .position(|e| e.key == key && e.admin != AdminMode::Disabled && e.healthy(now))
     }
 
     /// Records a successful exchange with endpoint `i`.
@@ -237,6 +265,30 @@ impl Group {
     /// Takes a retry token if the budget allows.
     pub fn try_retry(&mut self, now: Instant) -> bool {
         self.budget.withdraw(now)
+    }
+
+    /// Applies an operator's change to endpoint `addr`; false if it is not in this group.
+    pub fn set_admin(
+        &mut self,
+        addr: SocketAddr,
+        mode: Option<AdminMode>,
+        weight: Option<u32>,
+    ) -> bool {
+        let mut found = false;
+        for e in self.eps.iter_mut().filter(|e| e.addr == addr) {
+            found = true;
+            if let Some(m) = mode {
+                e.admin = m;
+            }
+            if let Some(w) = weight {
+                e.weight = w;
+            }
+        }
+        if found && weight.is_some() {
+            self.rr = SmoothWrr::new(self.eps.len());
+            self.ring = Ring::new(&self.eps);
+        }
+        found
     }
 
     /// Applies an active health verdict for `addr`.
