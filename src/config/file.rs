@@ -45,6 +45,13 @@ pub struct ConfigToml {
     /// DNS resolution of endpoint names.
     #[serde(default)]
     pub dns: DnsToml,
+    /// Access log.
+    pub access_log: Option<super::monitoring::AccessLogToml>,
+    /// Alert rules by name.
+    #[serde(default)]
+    pub alerts: IndexMap<String, super::monitoring::AlertToml>,
+    /// Scaling signals.
+    pub signals: Option<super::monitoring::SignalsToml>,
 }
 
 /// `workers = "auto" | N`.

@@ -2,6 +2,7 @@
 //! Loading never panics: every problem becomes a `ConfigError` that names the file and the key.
 
 pub mod file;
+pub mod monitoring;
 pub mod secret;
 pub mod units;
 mod validate;

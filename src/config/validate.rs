@@ -34,6 +34,12 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// DNS settings.
     pub dns: Dns,
+    /// Access log.
+    pub access_log: Option<super::monitoring::AccessLog>,
+    /// Alert rules.
+    pub alerts: Vec<super::monitoring::Alert>,
+    /// Scaling signals.
+    pub signals: super::monitoring::Signals,
 }
 
 /// Which io driver workers run.
@@ -402,6 +408,27 @@ pub fn validate(raw: ConfigToml, source: Source) -> Result<Config, ConfigError> 
         routes.push(route(&cx, name, r, &upstreams)?);
     }
 
+    let access_log = match raw.access_log {
+        Some(t) => Some(super::monitoring::access_log(&cx.file, t)?),
+        None => None,
+    };
+    let route_names: Vec<&str> = routes.iter().map(|r| r.name.as_str()).collect();
+    let upstream_names: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
+    let mut alerts = Vec::new();
+    for (name, t) in raw.alerts {
+        alerts.push(super::monitoring::alert(
+            &cx.file,
+            name,
+            t,
+            &route_names,
+            &upstream_names,
+        )?);
+    }
+    let signals = match raw.signals {
+        Some(t) => super::monitoring::signals(&cx.file, t)?,
+        None => super::monitoring::Signals::default(),
+    };
+
     Ok(Config {
         source,
         workers,
@@ -415,6 +442,9 @@ pub fn validate(raw: ConfigToml, source: Source) -> Result<Config, ConfigError> 
         upstreams,
         routes,
         dns,
+        access_log,
+        alerts,
+        signals,
     })
 }
 
