@@ -5,7 +5,7 @@ use crate::config::{self, Config, ConfigError, Source};
 use crate::control::{self, ToControl};
 use crate::snapshot::Snapshot;
 use crate::worker::{self, ToWorker, WorkerHandle, WorkerSpec};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 use std::io;
 use std::sync::Arc;
@@ -62,11 +62,11 @@ pub fn run(cfg: Config) -> Result<(), ServerError> {
     let cpus = plan_cpus(&cfg)?;
     let (addrs, sockets) = crate::listener::bind_all(&cfg.listeners, cpus.len())?;
     // Register signals before any worker runs, so an early SIGTERM drains instead of killing.
-    let mut signals = Signals::new([SIGHUP, SIGTERM, SIGINT])?;
+    let mut signals = Signals::new([SIGHUP, SIGTERM, SIGINT, SIGUSR1])?;
     for (l, a) in cfg.listeners.iter().zip(&addrs) {
         tracing::info!(listener = %l.name, "listening on {a}");
     }
-    let admin = match &cfg.admin {
+    let mut admin = match &cfg.admin {
         None => None,
         Some(a) => {
             let listener = std::net::TcpListener::bind(a.listen).map_err(|e| {
@@ -77,10 +77,19 @@ pub fn run(cfg: Config) -> Result<(), ServerError> {
             Some(control::AdminSetup {
                 listener,
                 token: a.token.clone(),
+                log_counters: None,
             })
         }
     };
     let (control_link, control_inbox) = crate::link::pair()?;
+    let (log_thread, mut sinks): (Option<crate::access_log::LogThread>, Vec<_>) =
+        match &cfg.access_log {
+            Some(a) => {
+                let (t, s) = crate::access_log::start(a, cpus.len())?;
+                (Some(t), s.into_iter().map(Some).collect())
+            }
+            None => (None, (0..cpus.len()).map(|_| None).collect::<Vec<_>>()),
+        };
     let mut workers: Vec<WorkerHandle> = Vec::new();
     for (id, (cpu, listeners)) in cpus.iter().zip(sockets).enumerate() {
         workers.push(worker::spawn(WorkerSpec {
@@ -91,7 +100,11 @@ pub fn run(cfg: Config) -> Result<(), ServerError> {
             listeners,
             snapshot: snapshot.clone(),
             to_control: control_link.try_clone()?,
+            log: sinks.get_mut(id).and_then(Option::take),
         })?);
+    }
+    if let (Some(a), Some(t)) = (admin.as_mut(), log_thread.as_ref()) {
+        a.log_counters = Some(t.counters.clone());
     }
     let links = workers
         .iter()
@@ -109,6 +122,10 @@ pub fn run(cfg: Config) -> Result<(), ServerError> {
     let mut current = cfg;
     for sig in signals.forever() {
         match sig {
+            SIGUSR1 => match &log_thread {
+                Some(t) => t.reopen(),
+                None => tracing::info!("SIGUSR1: no access log to reopen"),
+            },
             SIGHUP => {
                 if let Some(next) = reload(&current, generation + 1, &workers, &control) {
                     generation += 1;
@@ -131,6 +148,9 @@ pub fn run(cfg: Config) -> Result<(), ServerError> {
     }
     control.link.send(ToControl::Stop);
     let _ = control.join.join();
+    if let Some(t) = log_thread {
+        t.stop();
+    }
     tracing::info!("drained; exiting");
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! every piece of per-request state (route table copy, upstream groups, pools). Messages from the main
 //! and control threads arrive on a crossbeam channel, with a byte on a socketpair to wake the ring.
 
+use crate::access_log::LogSink;
 use crate::config::{Driver, SplitTarget};
 use crate::control::ToControl;
 use crate::http1::conn;
@@ -92,6 +93,8 @@ pub struct WorkerSpec {
     pub snapshot: Snapshot,
     /// Where statistics go.
     pub to_control: Link<ToControl>,
+    /// This worker's access log buffer, when an access log is configured.
+    pub log: Option<LogSink>,
 }
 
 /// A one-shot local event several tasks can wait on.
@@ -263,6 +266,7 @@ pub struct Worker {
     stop: LocalEvent,
     accepted: Cell<u64>,
     driver: Cell<&'static str>,
+    log: RefCell<Option<LogSink>>,
     cpu: Cell<i64>,
     retired: RefCell<Vec<Rc<Gen>>>,
     to_control: Link<ToControl>,
@@ -288,6 +292,7 @@ impl Worker {
             stop: LocalEvent::default(),
             accepted: Cell::new(0),
             driver: Cell::new(""),
+            log: RefCell::new(None),
             cpu: Cell::new(-1),
             retired: RefCell::new(Vec::new()),
             to_control,
@@ -339,6 +344,57 @@ impl Worker {
         for (i, b) in buf[16..].iter_mut().enumerate() {
             *b = HEX[((lo >> ((15 - i) * 4)) & 0xf) as usize];
         }
+    }
+
+    /// A fresh span id for trace context (unique per worker; mixed so it does not look sequential).
+    pub fn next_span_id(&self) -> u64 {
+        let n = self.id_counter.get().wrapping_add(1);
+        self.id_counter.set(n);
+        let x = (n ^ self.id_seed).wrapping_mul(0xD6E8_FEB8_6659_FD93);
+        (x ^ (x >> 32)) | 1
+    }
+
+    /// Writes an access log line for a finished request if an access log is on and the record is sampled.
+    pub fn log_request(
+        &self,
+        gen: &Gen,
+        rec: &RequestRecord,
+        f: impl FnOnce(&mut Vec<u8>, Option<&str>),
+    ) {
+        let Some(cfg) = gen.config.access_log.as_ref() else {
+            return;
+        };
+        let mut log = self.log.borrow_mut();
+        let Some(sink) = log.as_mut() else { return };
+        if sink.sampled(rec, cfg.sample) {
+            sink.line(|out| f(out, cfg.template.as_deref()));
+        }
+    }
+
+    /// Name of route `i` and of upstream `u` in generation `gen`.
+    pub fn names<'a>(
+        &self,
+        gen: &'a Gen,
+        rec: &RequestRecord,
+    ) -> (Option<&'a str>, Option<&'a str>, Option<SocketAddr>) {
+        let route = rec
+            .route
+            .and_then(|i| gen.route_names.get(i as usize))
+            .map(|s| &**s);
+        let (up, ep) = match rec.endpoint {
+            Some((u, e)) => {
+                let name = gen.upstream_names.get(u as usize).map(|s| &**s);
+                let addr = gen
+                    .groups
+                    .borrow()
+                    .get(u as usize)
+                    .and_then(|g| g.eps.get(e as usize))
+                    .map(|e| e.addr);
+                (name, addr)
+            }
+            None => (None, None),
+        };
+        (route, up, ep)
     }
 
     /// Counts an accepted connection.
@@ -513,6 +569,7 @@ async fn worker_main(spec: WorkerSpec, inbox: Inbox<ToWorker>, driver: &'static 
         spec.to_control,
     ));
     w.driver.set(driver);
+    *w.log.borrow_mut() = spec.log;
     w.cpu.set(cpu);
     for l in spec.listeners {
         match monoio::net::TcpListener::from_std(l) {
@@ -524,12 +581,18 @@ async fn worker_main(spec: WorkerSpec, inbox: Inbox<ToWorker>, driver: &'static 
     }
     monoio::spawn(sweeper(w.clone()));
     monoio::spawn(reporter(w.clone()));
+    if w.log.borrow().is_some() {
+        monoio::spawn(log_flusher(w.clone()));
+    }
     let grace = control_loop(&w, inbox).await;
     w.draining.set(true);
     w.stop.fire();
     let deadline = Instant::now() + grace;
     while w.in_flight.get() > 0 && Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(5)).await;
+    }
+    if let Some(l) = w.log.borrow_mut().as_mut() {
+        l.flush();
     }
     // The last counts of this worker, so totals stay exact across a drain.
     w.to_control.send(ToControl::Stats(Box::new(w.report())));
@@ -598,6 +661,18 @@ async fn reporter(w: Rc<Worker>) {
     loop {
         monoio::time::sleep(REPORT_INTERVAL).await;
         w.to_control.send(ToControl::Stats(Box::new(w.report())));
+    }
+}
+
+/// Ships access log lines at least this often, so a quiet worker's lines still appear promptly.
+const LOG_FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+
+async fn log_flusher(w: Rc<Worker>) {
+    loop {
+        monoio::time::sleep(LOG_FLUSH_INTERVAL).await;
+        if let Some(l) = w.log.borrow_mut().as_mut() {
+            l.flush();
+        }
     }
 }
 

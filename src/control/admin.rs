@@ -36,6 +36,8 @@ pub struct AdminState {
     pub store: Rc<RefCell<Store>>,
     /// The snapshot in use.
     pub snapshot: RefCell<Arc<Snapshot>>,
+    /// Access log counters.
+    pub log_counters: Option<Arc<crate::access_log::LogCounters>>,
     /// Worker links, for runtime endpoint changes.
     pub links: Rc<super::Broadcast>,
     /// Runtime endpoint changes in force, re-applied after a reload.
@@ -156,11 +158,7 @@ fn route(st: &AdminState, method: &[u8], path: &[u8]) -> Reply {
         (b"GET", b"/") | (b"GET", b"/stats") => {
             (200, "text/html; charset=utf-8", STATS_PAGE.to_string())
         }
-        (b"GET", b"/metrics") => (
-            200,
-            "text/plain; version=0.0.4; charset=utf-8",
-            st.store.borrow().prometheus(st.generation.get()),
-        ),
+        (b"GET", b"/metrics") => metrics(st),
         (b"GET", b"/status") => json_reply(200, status(st)),
         (b"GET", b"/workers") => json_reply(200, workers(st)),
         (b"GET", b"/routes") => json_reply(200, routes(st)),
@@ -264,6 +262,20 @@ fn endpoint_admin(st: &AdminState, path: &[u8]) -> Reply {
             "weight": o.as_ref().and_then(|o| o.weight),
         }),
     )
+}
+
+fn metrics(st: &AdminState) -> Reply {
+    let mut text = st.store.borrow().prometheus(st.generation.get());
+    if let Some(c) = &st.log_counters {
+        use std::sync::atomic::Ordering::Relaxed;
+        text.push_str(&format!(
+            "# HELP sluice_access_log_written_total Access log lines written.\n# TYPE sluice_access_log_written_total counter\nsluice_access_log_written_total {}\n\
+             # HELP sluice_access_log_dropped_total Access log lines dropped (queue full or write failed).\n# TYPE sluice_access_log_dropped_total counter\nsluice_access_log_dropped_total {}\n",
+            c.written.load(Relaxed),
+            c.dropped.load(Relaxed)
+        ));
+    }
+    (200, "text/plain; version=0.0.4; charset=utf-8", text)
 }
 
 fn status(st: &AdminState) -> Value {

@@ -53,6 +53,8 @@ pub struct AdminSetup {
     pub listener: std::net::TcpListener,
     /// Bearer token.
     pub token: Option<crate::config::secret::Secret>,
+    /// Access log counters, when an access log is on.
+    pub log_counters: Option<Arc<crate::access_log::LogCounters>>,
 }
 
 /// Starts the control thread.
@@ -105,6 +107,7 @@ async fn control_main(
             store: store.clone(),
             snapshot: RefCell::new(first.clone()),
             links: workers.clone(),
+            log_counters: a.log_counters,
             overrides: RefCell::new(Vec::new()),
         };
         let state = Rc::new(state);

@@ -2,11 +2,13 @@
 //! repeat while keep-alive holds. Pipelined requests wait in the read buffer and are answered in order,
 //! because each is served to completion before the next head is parsed.
 
+use crate::access_log::{format_json, format_template, LogFields};
 use crate::http1::head::RequestHead;
 use crate::http1::io::{read_more_timeout, write_vec, Timed, READ_CHUNK};
 use crate::metrics::{ErrorKind, RequestRecord};
-use crate::proxy::{handle, After, Downstream};
+use crate::proxy::{handle, After, Downstream, Ids};
 use crate::respond::{message_for, reason_for, status_for, write_error, ProxyError};
+use crate::worker::Gen;
 use crate::worker::Worker;
 use bytes::BytesMut;
 use monoio::io::Splitable;
@@ -49,6 +51,9 @@ pub async fn serve(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
                 rec.bytes_out = c.out.len() as u64;
                 let _ = write_vec(&mut c.wr, &mut c.out).await;
                 snap.record(&rec, false);
+                // The head did not parse: log it with an empty request line, never with half-parsed spans.
+                let empty = RequestHead::default();
+                log(&w, &snap, &c, &empty, &rec, &id, b"-");
                 return;
             }
         }
@@ -58,9 +63,10 @@ pub async fn serve(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
             snap = w.snapshot();
         }
         let mut rec = RequestRecord::new(head.bytes().len() as u64);
+        let ids = Ids::new(&w, &head);
         let after = {
             let _req = w.begin_request();
-            handle(&w, &snap, &mut c, &head, &mut rec).await
+            handle(&w, &snap, &mut c, &head, &mut rec, &ids).await
         };
         let upstream_fault = matches!(
             rec.reason.error_kind(),
@@ -69,10 +75,38 @@ pub async fn serve(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
             )
         );
         snap.record(&rec, upstream_fault);
+        log(&w, &snap, &c, &head, &rec, ids.id(), ids.traceparent());
         if after == After::Close || w.is_draining() {
             return;
         }
     }
+}
+
+fn log(
+    w: &Worker,
+    snap: &Gen,
+    c: &Downstream,
+    head: &RequestHead,
+    rec: &RequestRecord,
+    request_id: &[u8],
+    traceparent: &[u8],
+) {
+    let (route, upstream, endpoint) = w.names(snap, rec);
+    let fields = LogFields {
+        head,
+        rec,
+        request_id,
+        traceparent,
+        client: &c.peer_ip,
+        route,
+        upstream,
+        endpoint,
+        worker: w.id,
+    };
+    w.log_request(snap, rec, |out, template| match template {
+        Some(t) => format_template(out, t, &fields),
+        None => format_json(out, &fields),
+    });
 }
 
 /// Reads until a complete head is parsed. Ok(false) = the client closed or idled out between requests.

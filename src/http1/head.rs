@@ -59,6 +59,8 @@ pub enum HeaderKind {
     RequestId,
     /// Expect.
     Expect,
+    /// W3C traceparent: replaced by sluice's own span.
+    TraceParent,
 }
 
 /// One header: spans into the head bytes.
@@ -238,6 +240,19 @@ impl RequestHead {
             .iter()
             .find(|h| h.name.get(&self.bytes).eq_ignore_ascii_case(lower_name))
             .map(|h| h.value.get(&self.bytes))
+    }
+
+    /// Lets go of the head's bytes (keeping the header list's capacity); accessors return empty
+    /// slices until the next `parse`. Call it once the request is answered, before the
+    /// connection reads again: a head still held keeps the read buffer shared, and when that
+    /// buffer runs out of room the next read must allocate a fresh one instead of reusing it.
+    pub fn release(&mut self) {
+        let mut headers = std::mem::take(&mut self.headers);
+        headers.clear();
+        *self = RequestHead {
+            headers,
+            ..RequestHead::default()
+        };
     }
 
     /// Parses a complete head at the front of `buf`. Ok(None) = need more bytes.
@@ -461,6 +476,18 @@ impl ResponseHead {
         self.framing.unwrap_or(Framing::None)
     }
 
+    /// Lets go of the head's bytes (keeping the header list's capacity), as
+    /// `RequestHead::release` does: call it once the head has been forwarded, before the upstream
+    /// connection reads again or goes back to the pool, so its read buffer is reused, not replaced.
+    pub fn release(&mut self) {
+        let mut headers = std::mem::take(&mut self.headers);
+        headers.clear();
+        *self = ResponseHead {
+            headers,
+            ..ResponseHead::default()
+        };
+    }
+
     /// Parses a response head at the front of `buf`; Ok(None) = need more.
     /// `head_request` and the status decide whether a body follows (RFC 9112 §6.3).
     pub fn parse(
@@ -583,6 +610,7 @@ fn classify(name: &[u8]) -> HeaderKind {
         4 if eq(b"host") => HeaderKind::Host,
         2 if eq(b"te") => HeaderKind::HopByHop,
         6 if eq(b"expect") => HeaderKind::Expect,
+        11 if eq(b"traceparent") => HeaderKind::TraceParent,
         7 if eq(b"trailer") || eq(b"upgrade") => HeaderKind::HopByHop,
         10 if eq(b"connection") || eq(b"keep-alive") => HeaderKind::HopByHop,
         12 if eq(b"x-request-id") => HeaderKind::RequestId,
@@ -732,6 +760,35 @@ mod tests {
         assert_eq!(h.host(), Some(&b"ex.com"[..]));
         assert!(h.keep_alive);
         assert_eq!(h.headers[2].kind, HeaderKind::HopByHop);
+    }
+
+    #[test]
+    fn released_head_lets_the_read_buffer_be_reused() {
+        let wire = b"GET /a HTTP/1.1\r\nHost: ex.com\r\n\r\n";
+        for release in [true, false] {
+            let mut buf = BytesMut::with_capacity(1024);
+            let start = buf.as_ptr();
+            buf.extend_from_slice(wire);
+            let mut h = RequestHead::default();
+            h.parse(&mut buf, &LIM).unwrap().unwrap();
+            assert!(buf.is_empty());
+            if release {
+                h.release();
+                assert_eq!((h.path(), h.host(), h.headers.len()), (&b""[..], None, 0));
+            }
+            // What `read_more` does once the buffer has run out of room.
+            buf.reserve(1024);
+            assert_eq!(buf.as_ptr() == start, release, "release = {release}");
+        }
+        let mut buf = BytesMut::with_capacity(1024);
+        let start = buf.as_ptr();
+        buf.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        let mut r = ResponseHead::default();
+        r.parse(&mut buf, false, 16384).unwrap().unwrap();
+        r.release();
+        assert_eq!((r.reason(), r.headers.len()), (&b""[..], 0));
+        buf.reserve(1024);
+        assert_eq!(buf.as_ptr(), start);
     }
 
     #[test]

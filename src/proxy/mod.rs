@@ -20,7 +20,8 @@ use bytes::{Buf, BytesMut};
 use exchange::{attempt, Attempt, ReqBody};
 use monoio::io::{OwnedReadHalf, OwnedWriteHalf};
 use monoio::net::TcpStream;
-use request::{build_request_head, cookie, parse_hex, request_id};
+pub use request::Ids;
+use request::{build_request_head, cookie, parse_hex};
 use std::time::Instant;
 
 /// The client side of a connection: socket, read buffer, reusable output buffer.
@@ -82,9 +83,9 @@ pub async fn handle(
     c: &mut Downstream,
     head: &RequestHead,
     rec: &mut RequestRecord,
+    ids: &Ids,
 ) -> After {
-    let mut id_buf = [0u8; 32];
-    let id = request_id(w, head, &mut id_buf);
+    let id = ids.id();
     let keep = head.keep_alive && !w.is_draining();
     let Some(m) = snap.routes.lookup(head.host(), head.path(), head) else {
         // A body we did not read would be taken for the next request: close instead.
@@ -128,7 +129,7 @@ pub async fn handle(
         }
         Action::Proxy(targets) => {
             let gi = choose_target(snap, targets, head);
-            match proxy(w, snap, c, head, route, &m, gi, id, keep, rec).await {
+            match proxy(w, snap, c, head, route, &m, gi, ids, keep, rec).await {
                 Ok(after) => after,
                 Err(Fail::After) => {
                     rec.reason = EndReason::Aborted;
@@ -204,7 +205,7 @@ async fn proxy(
     route: &CompiledRoute,
     m: &Match,
     gi: usize,
-    id: &[u8],
+    ids: &Ids,
     keep: bool,
     rec: &mut RequestRecord,
 ) -> Result<After, Fail> {
@@ -224,7 +225,7 @@ async fn proxy(
         route,
         m,
         &c.peer_ip,
-        id,
+        ids,
         framing,
         spec.endpoints.first().map(|e| e.addr),
     );
@@ -327,7 +328,7 @@ async fn proxy(
             keep,
             max_body: route.max_body_bytes,
             set_cookie,
-            id,
+            id: ids.id(),
         };
         let res = attempt(w, c, &plan, rec).await;
         snap.with_group(gi, |g| {

@@ -5,24 +5,110 @@ use crate::http1::head::{Framing, HeaderKind, Method, RequestHead};
 use crate::router::{upstream_path, CompiledRoute, Match};
 use crate::worker::Worker;
 
-/// Request id: the client's when it is sane, else a fresh one written into `buf`.
-pub fn request_id<'a>(w: &Worker, head: &'a RequestHead, buf: &'a mut [u8; 32]) -> &'a [u8] {
-    if let Some(h) = head
-        .headers
-        .iter()
-        .find(|h| h.kind == HeaderKind::RequestId)
-    {
-        let v = head.header(h).1;
-        if !v.is_empty()
-            && v.len() <= 128
-            && v.iter()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.:+/=".contains(b))
-        {
-            return v;
-        }
+/// Request id and W3C trace context of one request, kept on the stack.
+pub struct Ids {
+    id: [u8; 128],
+    id_len: u8,
+    traceparent: [u8; 55],
+}
+
+fn is_lower_hex(v: &[u8]) -> bool {
+    v.iter()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+}
+
+/// A W3C traceparent of version 00 with non-zero ids (W3C Trace Context §3.2).
+fn valid_traceparent(v: &[u8]) -> bool {
+    v.len() == 55
+        && &v[..3] == b"00-"
+        && v[35] == b'-'
+        && v[52] == b'-'
+        && is_lower_hex(&v[3..35])
+        && is_lower_hex(&v[36..52])
+        && is_lower_hex(&v[53..55])
+        && v[3..35].iter().any(|&b| b != b'0')
+        && v[36..52].iter().any(|&b| b != b'0')
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+fn hex_into(out: &mut [u8], v: u64) {
+    let n = out.len();
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = HEX[((v >> ((n - 1 - i) * 4)) & 0xf) as usize];
     }
-    w.next_request_id(buf);
-    &buf[..]
+}
+
+impl Ids {
+    /// Takes the client's X-Request-Id when it is sane, else a fresh one; continues the client's trace
+    /// with a new span of ours, or starts one whose trace id is the request id.
+    pub fn new(w: &Worker, head: &RequestHead) -> Ids {
+        let mut ids = Ids {
+            id: [0u8; 128],
+            id_len: 0,
+            traceparent: *b"00-00000000000000000000000000000000-0000000000000000-01",
+        };
+        let client_id = head
+            .headers
+            .iter()
+            .find(|h| h.kind == HeaderKind::RequestId)
+            .map(|h| head.header(h).1)
+            .filter(|v| {
+                !v.is_empty()
+                    && v.len() <= 128
+                    && v.iter()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.:+/=".contains(b))
+            });
+        let mut fresh = [0u8; 32];
+        match client_id {
+            Some(v) => {
+                ids.id[..v.len()].copy_from_slice(v);
+                ids.id_len = v.len() as u8;
+            }
+            None => {
+                w.next_request_id(&mut fresh);
+                ids.id[..32].copy_from_slice(&fresh);
+                ids.id_len = 32;
+            }
+        }
+        let incoming = head
+            .headers
+            .iter()
+            .find(|h| h.kind == HeaderKind::TraceParent)
+            .map(|h| head.header(h).1)
+            .filter(|v| valid_traceparent(v));
+        match incoming {
+            Some(tp) => {
+                ids.traceparent.copy_from_slice(tp);
+            }
+            None => {
+                if client_id.is_none() {
+                    ids.traceparent[3..35].copy_from_slice(&fresh);
+                } else {
+                    w.next_request_id(&mut fresh);
+                    ids.traceparent[3..35].copy_from_slice(&fresh);
+                }
+            }
+        }
+        // Our own span: the upstream sees sluice as its parent.
+        hex_into(&mut ids.traceparent[36..52], w.next_span_id());
+        ids
+    }
+
+    /// The request id.
+    pub fn id(&self) -> &[u8] {
+        &self.id[..self.id_len as usize]
+    }
+
+    /// The traceparent sent upstream.
+    pub fn traceparent(&self) -> &[u8] {
+        &self.traceparent
+    }
+
+    /// The trace id (32 hex digits).
+    pub fn trace_id(&self) -> &[u8] {
+        &self.traceparent[3..35]
+    }
 }
 
 pub fn cookie<'a>(head: &'a RequestHead, name: &[u8]) -> Option<&'a [u8]> {
@@ -59,7 +145,7 @@ pub fn build_request_head(
     route: &CompiledRoute,
     m: &Match,
     peer_ip: &str,
-    id: &[u8],
+    ids: &Ids,
     body: Framing,
     fallback_host: Option<std::net::SocketAddr>,
 ) {
@@ -112,6 +198,7 @@ pub fn build_request_head(
             | HeaderKind::ContentLength
             | HeaderKind::XForwardedOther
             | HeaderKind::RequestId
+            | HeaderKind::TraceParent
             | HeaderKind::Expect => {}
         }
     }
@@ -128,7 +215,9 @@ pub fn build_request_head(
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"x-request-id: ");
-    out.extend_from_slice(id);
+    out.extend_from_slice(ids.id());
+    out.extend_from_slice(b"\r\ntraceparent: ");
+    out.extend_from_slice(ids.traceparent());
     out.extend_from_slice(b"\r\n");
     match body {
         Framing::Length(n) => {
