@@ -180,7 +180,9 @@ impl Gen {
 
     /// Counts a finished request.
     pub fn record(&self, rec: &RequestRecord, endpoint_failed: bool) {
-        self.stats.borrow_mut().record(rec, endpoint_failed);
+        if self.snap.config.metrics {
+            self.stats.borrow_mut().record(rec, endpoint_failed);
+        }
     }
 
     /// Moves this generation's counts into a report.

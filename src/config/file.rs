@@ -22,6 +22,9 @@ pub struct ConfigToml {
     /// Log level filter when RUST_LOG is unset.
     #[serde(default = "dflt::log_level")]
     pub log_level: String,
+    /// Per-request metrics (counters, histograms); off only to measure their cost.
+    #[serde(default = "dflt::metrics")]
+    pub metrics: bool,
     /// How long a drain waits for in-flight requests.
     #[serde(
         default = "dflt::shutdown_timeout",
@@ -425,6 +428,9 @@ pub struct RespondToml {
 #[allow(missing_docs)]
 pub mod dflt {
     use std::time::Duration;
+    pub fn metrics() -> bool {
+        true
+    }
     pub fn driver() -> String {
         "auto".into()
     }

@@ -22,6 +22,8 @@ pub struct Config {
     pub log_level: String,
     /// Drain grace period.
     pub shutdown_timeout: Duration,
+    /// Per-request metrics on.
+    pub metrics: bool,
     /// Admin API.
     pub admin: Option<Admin>,
     /// Client listeners, in file order.
@@ -436,6 +438,7 @@ pub fn validate(raw: ConfigToml, source: Source) -> Result<Config, ConfigError> 
         driver,
         log_level: raw.log_level,
         shutdown_timeout: raw.shutdown_timeout,
+        metrics: raw.metrics,
         admin,
         listeners,
         http,
