@@ -55,17 +55,26 @@ struct Idle {
     expires: Instant,
 }
 
+/// The idle connections to one address.
+struct Slot {
+    idle: Vec<Idle>,
+    /// When the most recently returned connection expires. An empty slot is kept until then, so a
+    /// busy endpoint (its one connection checked out whenever the sweeper runs) keeps its `Vec`
+    /// instead of allocating a new one on the next `put`.
+    until: Instant,
+}
+
 /// All idle upstream connections of one worker.
 #[derive(Default)]
 pub struct Pools {
-    by_addr: HashMap<SocketAddr, Vec<Idle>, ahash::RandomState>,
+    by_addr: HashMap<SocketAddr, Slot, ahash::RandomState>,
     spare_bufs: Vec<BytesMut>,
 }
 
 impl Pools {
     /// Takes the freshest unexpired idle connection to `addr`.
     pub fn take(&mut self, addr: SocketAddr, now: Instant) -> Option<UpConn> {
-        let list = self.by_addr.get_mut(&addr)?;
+        let list = &mut self.by_addr.get_mut(&addr)?.idle;
         while let Some(idle) = list.pop() {
             if idle.expires > now {
                 let mut c = idle.conn;
@@ -81,34 +90,38 @@ impl Pools {
         if max_idle == 0 || !conn.buf.is_empty() {
             return;
         }
-        let list = self.by_addr.entry(conn.addr).or_default();
-        if list.len() >= max_idle {
+        let expires = now + idle_timeout;
+        let slot = self.by_addr.entry(conn.addr).or_insert_with(|| Slot {
+            idle: Vec::new(),
+            until: expires,
+        });
+        slot.until = slot.until.max(expires);
+        if slot.idle.len() >= max_idle {
             return;
         }
         conn.idle_since = Some(now);
-        list.push(Idle {
-            conn,
-            expires: now + idle_timeout,
-        });
+        slot.idle.push(Idle { conn, expires });
     }
 
-    /// Closes expired idle connections; called about once a second.
+    /// Closes expired idle connections; called about once a second. Forgets an address once it
+    /// has had nothing idle and nothing returned for a whole idle timeout (DNS changes, reloads).
     pub fn sweep(&mut self, now: Instant) {
-        for list in self.by_addr.values_mut() {
-            list.retain(|i| i.expires > now);
+        for slot in self.by_addr.values_mut() {
+            slot.idle.retain(|i| i.expires > now);
         }
-        self.by_addr.retain(|_, l| !l.is_empty());
+        self.by_addr
+            .retain(|_, s| !s.idle.is_empty() || s.until > now);
         self.spare_bufs.truncate(16);
     }
 
     /// Idle connections to `addr`.
     pub fn idle(&self, addr: &SocketAddr) -> usize {
-        self.by_addr.get(addr).map_or(0, Vec::len)
+        self.by_addr.get(addr).map_or(0, |s| s.idle.len())
     }
 
     /// Total idle connections.
     pub fn total_idle(&self) -> usize {
-        self.by_addr.values().map(Vec::len).sum()
+        self.by_addr.values().map(|s| s.idle.len()).sum()
     }
 
     /// A read buffer for a new connection, recycled when possible.
