@@ -3,7 +3,7 @@
 //! slow or full disk never stalls a worker. The log thread owns the file, reopens it on SIGUSR1
 //! (logrotate), and counts lines it could not write. Buffers travel back for reuse.
 
-use crate::config::monitoring::{AccessLog, LogTarget};
+use crate::config::monitoring::{template_pieces, AccessLog, LogTarget, TemplatePiece};
 use crate::http1::head::RequestHead;
 use crate::metrics::RequestRecord;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
@@ -341,22 +341,14 @@ fn opt_str(out: &mut Vec<u8>, v: Option<&str>) {
 /// A line from a template like nginx's `log_format`: `$name` or `${name}` variables, "-" when empty.
 pub fn format_template(out: &mut Vec<u8>, tpl: &str, f: &LogFields<'_>) {
     let r = f.rec;
-    let mut rest = tpl;
-    while let Some(i) = rest.find('$') {
-        out.extend_from_slice(&rest.as_bytes()[..i]);
-        let tail = &rest[i + 1..];
-        let (name, after) = match tail.strip_prefix('{') {
-            Some(b) => match b.find('}') {
-                Some(e) => (&b[..e], &b[e + 1..]),
-                None => (b, ""),
-            },
-            None => {
-                let n = tail
-                    .bytes()
-                    .take_while(|b| b.is_ascii_alphanumeric() || *b == b'_')
-                    .count();
-                (&tail[..n], &tail[n..])
+    for piece in template_pieces(tpl) {
+        let name = match piece {
+            TemplatePiece::Lit(l) => {
+                out.extend_from_slice(l.as_bytes());
+                continue;
             }
+            TemplatePiece::Var(name) => name,
+            TemplatePiece::Unclosed => break,
         };
         let dash = |out: &mut Vec<u8>, v: &[u8]| {
             out.extend_from_slice(if v.is_empty() { b"-" } else { v })
@@ -407,9 +399,7 @@ pub fn format_template(out: &mut Vec<u8>, tpl: &str, f: &LogFields<'_>) {
             }
             _ => out.push(b'-'),
         }
-        rest = after;
     }
-    out.extend_from_slice(rest.as_bytes());
 }
 
 #[cfg(test)]

@@ -84,6 +84,64 @@ pub const LOG_VARIABLES: &[&str] = &[
     "traceparent",
 ];
 
+/// A piece of an access log template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TemplatePiece<'a> {
+    /// Literal text.
+    Lit(&'a str),
+    /// `$name` or `${name}`.
+    Var(&'a str),
+    /// `${` without its `}`.
+    Unclosed,
+}
+
+/// Splits a template into literals and variables.
+pub fn template_pieces(tpl: &str) -> impl Iterator<Item = TemplatePiece<'_>> {
+    let mut rest = tpl;
+    let mut pending: Option<TemplatePiece<'_>> = None;
+    std::iter::from_fn(move || {
+        if let Some(p) = pending.take() {
+            return Some(p);
+        }
+        if rest.is_empty() {
+            return None;
+        }
+        let Some(i) = rest.find('$') else {
+            let lit = rest;
+            rest = "";
+            return Some(TemplatePiece::Lit(lit));
+        };
+        let lit = &rest[..i];
+        let tail = &rest[i + 1..];
+        let var = match tail.strip_prefix('{') {
+            Some(b) => match b.find('}') {
+                Some(e) => {
+                    rest = &b[e + 1..];
+                    TemplatePiece::Var(&b[..e])
+                }
+                None => {
+                    rest = "";
+                    TemplatePiece::Unclosed
+                }
+            },
+            None => {
+                let n = tail
+                    .bytes()
+                    .take_while(|b| b.is_ascii_alphanumeric() || *b == b'_')
+                    .count();
+                rest = &tail[n..];
+                TemplatePiece::Var(&tail[..n])
+            }
+        };
+        if lit.is_empty() {
+            Some(var)
+        } else {
+            pending = Some(var);
+            Some(TemplatePiece::Lit(lit))
+        }
+    })
+}
+
 /// `[alerts.NAME]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -297,33 +355,24 @@ pub fn access_log(file: &str, t: AccessLogToml) -> Result<AccessLog, ConfigError
     let template = if t.format == "json" {
         None
     } else {
-        let mut rest = t.format.as_str();
-        while let Some(i) = rest.find('$') {
-            let tail = &rest[i + 1..];
-            let (name, after) = match tail.strip_prefix('{') {
-                Some(b) => match b.find('}') {
-                    Some(e) => (&b[..e], &b[e + 1..]),
-                    None => return Err(err(file, "access_log.format".into(), "unclosed ${")),
-                },
-                None => {
-                    let n = tail
-                        .bytes()
-                        .take_while(|b| b.is_ascii_alphanumeric() || *b == b'_')
-                        .count();
-                    (&tail[..n], &tail[n..])
+        for piece in template_pieces(&t.format) {
+            match piece {
+                TemplatePiece::Lit(_) => {}
+                TemplatePiece::Unclosed => {
+                    return Err(err(file, "access_log.format".into(), "unclosed ${"))
                 }
-            };
-            if !LOG_VARIABLES.contains(&name) {
-                return Err(err(
-                    file,
-                    "access_log.format".into(),
-                    format!(
-                        "unknown variable ${name}; known: {}",
-                        LOG_VARIABLES.join(", ")
-                    ),
-                ));
+                TemplatePiece::Var(name) if LOG_VARIABLES.contains(&name) => {}
+                TemplatePiece::Var(name) => {
+                    return Err(err(
+                        file,
+                        "access_log.format".into(),
+                        format!(
+                            "unknown variable ${name}; known: {}",
+                            LOG_VARIABLES.join(", ")
+                        ),
+                    ))
+                }
             }
-            rest = after;
         }
         Some(t.format)
     };

@@ -184,31 +184,31 @@ pub async fn attempt(
     let started = Cell::new(false);
     let pumped = Cell::new(0u64);
     let sent_at = Instant::now();
-    let relayed = match a.body {
-        ReqBody::Buffered => {
-            relay(
-                w,
-                &mut up.rd,
-                &mut up.buf,
-                &mut c.wr,
-                &mut c.out,
-                &mut c.resp,
-                a,
-                reused,
-                &body_done,
-                &started,
-                (rec, sent_at),
-            )
-            .await?
-        }
-        ReqBody::Stream(framing) => {
-            if a.head.expect_continue && a.head.minor == 1 {
-                c.out.clear();
-                c.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
-                if write_vec(&mut c.wr, &mut c.out).await.is_err() {
-                    return Err(AttemptErr::client(ProxyError::ClientClosed));
-                }
+    if let ReqBody::Stream(_) = a.body {
+        if a.head.expect_continue && a.head.minor == 1 {
+            c.out.clear();
+            c.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+            if write_vec(&mut c.wr, &mut c.out).await.is_err() {
+                return Err(AttemptErr::client(ProxyError::ClientClosed));
             }
+        }
+    }
+    let relay = relay(
+        w,
+        &mut up.rd,
+        &mut up.buf,
+        &mut c.wr,
+        &mut c.out,
+        &mut c.resp,
+        a,
+        reused,
+        &body_done,
+        &started,
+        (rec, sent_at),
+    );
+    let relayed = match a.body {
+        ReqBody::Buffered => relay.await?,
+        ReqBody::Stream(framing) => {
             let pump = pump_body(
                 &mut c.rd,
                 &mut c.buf,
@@ -218,19 +218,6 @@ pub async fn attempt(
                 w.body_timeout(),
                 &body_done,
                 &pumped,
-            );
-            let relay = relay(
-                w,
-                &mut up.rd,
-                &mut up.buf,
-                &mut c.wr,
-                &mut c.out,
-                &mut c.resp,
-                a,
-                reused,
-                &body_done,
-                &started,
-                (rec, sent_at),
             );
             let r = duplex(pump, relay, &started).await;
             rec.bytes_in += pumped.get();
