@@ -289,7 +289,7 @@ fn classify(bt: &str) -> Source {
 /// and `c.resp.release()` in `proxy/exchange.rs::attempt` before the upstream
 /// connection goes back to the pool. Measured with both calls: 0 allocations on
 /// the request path. Set this to true when they land; the bound becomes 0.
-const REGROWTH_FIXED: bool = false;
+const REGROWTH_FIXED: bool = true;
 
 /// The most regrowth allocations `bytes` bytes read through a 16 KiB buffer
 /// can cause: 2 per 12 KiB (the room used before `read_more` reserves again), +2 at the edges.

@@ -76,6 +76,8 @@ pub async fn serve(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
         );
         snap.record(&rec, upstream_fault);
         log(&w, &snap, &c, &head, &rec, ids.id(), ids.traceparent());
+        // Let go of the head's bytes before reading again, so the read buffer is reused, not replaced.
+        head.release();
         if after == After::Close || w.is_draining() {
             return;
         }

@@ -224,6 +224,8 @@ pub async fn attempt(
             r?
         }
     };
+    // The response head was forwarded: free its bytes so the pooled connection's buffer is reused.
+    c.resp.release();
     if relayed.reusable && up.buf.is_empty() {
         w.pool_put(up, a.ucfg.pool_max_idle, a.ucfg.pool_idle_timeout);
     } else {
