@@ -8,12 +8,33 @@ Standard library only. Subcommands:
                              (to F-rejected.jsonl and exit 3 if reject_noisy=PCT is exceeded)
   median-rps F TARGET SCEN   median req/s of TARGET in scenario SCEN (empty if none)
   table F SCEN               markdown table for scenario SCEN
+  rss-run --pids P[,P] --out F k=v... -- CMD...
+                             run CMD, sampling the summed VmRSS of P and its descendants every
+                             100 ms; append baseline/peak/growth (and VmHWM) as one JSON line to F
+  idle --pids P[,P] --port N --conns C --out F k=v...
+                             open C keep-alive connections to 127.0.0.1:N, one GET each, keep them
+                             idle; append the RSS growth of P's tree (KiB per connection) to F
+  sink PORT                  HTTP/1.1 origin that reads each request body to the end and discards
+                             it, then answers 200 "received N" (the upload side of bigbody)
+  gen-routes --base F --out F --port N --hosts H --per-host R --gen K
+                             sluice config F with its routes replaced by H x R routes over H hosts
+                             (the last one answers "gen-K" itself: the reload probe)
+  reload-probe --pid P --log F --port N --host H --path P --expect B --out F k=v...
+                             SIGHUP P, poll until the probe route answers B; append the time that
+                             took and the `config reloaded ... elapsed=` of the new log line to F
+  table-bigbody F | table-idle F | table-reload F ROUTES_RUNS
+                             markdown tables for the extra scenarios
 """
 import json
 import os
 import re
+import signal
+import socket
 import statistics
+import subprocess
 import sys
+import threading
+import time
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -353,6 +374,437 @@ def table(path, scenario):
               " — numbers are disturbed; rerun on a quiet machine.")
 
 
+# ---------------------------------------------------------------- memory (bigbody, idle)
+
+def tree_pids(roots):
+    """roots and all their descendants, from /proc."""
+    parents = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            st = _stat(name)
+            if st is not None:
+                parents[int(name)] = st[0]
+    out = set()
+    for pid in parents:
+        p, seen = pid, 0
+        while p and seen < 64:
+            if p in roots:
+                out.add(pid)
+                break
+            p = parents.get(p, 0)
+            seen += 1
+    return out
+
+
+def rss_kib(pids):
+    """(sum of VmRSS, sum of VmHWM) in KiB over pids (processes that vanished count 0)."""
+    rss = hwm = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        rss += int(line.split()[1])
+                    elif line.startswith("VmHWM:"):
+                        hwm += int(line.split()[1])
+        except OSError:
+            pass
+    return rss, hwm
+
+
+def _opts(args, names):
+    """--name value pairs (names listed), then k=v labels, then optional -- CMD."""
+    opts, labels, cmd = {}, {}, []
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "--":
+            cmd = args[i + 1:]
+            break
+        if a.startswith("--") and a[2:] in names:
+            opts[a[2:]] = args[i + 1]
+            i += 2
+            continue
+        k, eq, v = a.partition("=")
+        if not eq:
+            raise SystemExit(f"lt.py: unexpected argument {a!r}")
+        labels[k] = v
+        i += 1
+    return opts, labels, cmd
+
+
+def _append(path, rec):
+    with open(path, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+
+
+def rss_run(args):
+    opts, labels, cmd = _opts(args, {"pids", "out", "interval", "expect"})
+    roots = {int(p) for p in opts["pids"].split(",") if p}
+    interval = float(opts.get("interval", 0.1))
+    pids = tree_pids(roots)
+    base_rss, base_hwm = rss_kib(pids)
+    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def stop(signum, _frame):
+        child.terminate()
+        try:
+            child.wait(5)
+        except subprocess.TimeoutExpired:
+            child.kill()
+        sys.exit(128 + signum)
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    # read the child's (small) output on threads so a full pipe never blocks it
+    outs = {}
+    readers = [threading.Thread(target=lambda k, f: outs.__setitem__(k, f.read()), args=(k, f))
+               for k, f in (("out", child.stdout), ("err", child.stderr))]
+    for t in readers:
+        t.start()
+    t0 = time.monotonic()
+    peak, samples = base_rss, 0
+    while child.poll() is None:
+        time.sleep(interval)
+        r, _ = rss_kib(pids)
+        peak = max(peak, r)
+        samples += 1
+    secs = time.monotonic() - t0
+    for t in readers:
+        t.join()
+    end_rss, end_hwm = rss_kib(pids)
+    peak = max(peak, end_rss)
+    rec = dict(labels)
+    rec.update({
+        "rc": child.returncode, "seconds": secs, "samples": samples,
+        "rss_before_kib": base_rss, "rss_peak_kib": peak, "rss_after_kib": end_rss,
+        "rss_growth_kib": peak - base_rss,
+        "hwm_before_kib": base_hwm, "hwm_after_kib": end_hwm, "hwm_growth_kib": end_hwm - base_hwm,
+        "out": " ".join(outs.get("out", b"").decode(errors="replace").split()),
+        "err": outs.get("err", b"").decode(errors="replace").strip()[-500:],
+    })
+    if "expect" in opts:
+        rec["ok"] = "1" if child.returncode == 0 and re.search(opts["expect"], rec["out"]) else "0"
+    _append(opts["out"], rec)
+    print("  %-8s r%s %s %s: %.1fs, RSS %.1f -> peak %.1f MiB (+%.1f MiB), VmHWM +%.1f MiB, rc %d, %s" % (
+        rec.get("target"), rec.get("round"), rec.get("scenario"), rec.get("dir", ""), secs,
+        base_rss / 1024, peak / 1024, (peak - base_rss) / 1024, (end_hwm - base_hwm) / 1024,
+        child.returncode, rec["out"]))
+    return 0 if child.returncode == 0 else 1
+
+
+def idle(args):
+    import asyncio
+    import resource
+    opts, labels, _ = _opts(args, {"pids", "port", "conns", "out", "host", "settle"})
+    roots = {int(p) for p in opts["pids"].split(",") if p}
+    port, conns = int(opts["port"]), int(opts["conns"])
+    settle = float(opts.get("settle", 2))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = conns + 256
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(max(want, soft), hard), hard))
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft < want:
+        raise SystemExit(f"lt.py idle: needs {want} file descriptors, the limit is {soft} (hard {hard})")
+    host = opts.get("host", "127.0.0.1")
+    req = f"GET / HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: lt-idle\r\n\r\n".encode()
+    pids = tree_pids(roots)
+
+    async def one(sem):
+        async with sem:
+            r, w = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 10)
+            w.write(req)
+            head = await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 10)
+            status = int(head.split(b" ", 2)[1])
+            m = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+            if not m:
+                raise RuntimeError("response without content-length")
+            await asyncio.wait_for(r.readexactly(int(m.group(1))), 10)
+            if status != 200:
+                raise RuntimeError(f"status {status}")
+            return r, w
+
+    async def main():
+        time.sleep(settle)
+        before = rss_kib(pids)[0]
+        t0 = time.monotonic()
+        sem = asyncio.Semaphore(256)
+        res = await asyncio.gather(*(one(sem) for _ in range(conns)), return_exceptions=True)
+        open_secs = time.monotonic() - t0
+        ok = [x for x in res if not isinstance(x, BaseException)]
+        errs = [x for x in res if isinstance(x, BaseException)]
+        await asyncio.sleep(settle)
+        after = rss_kib(pids)[0]
+        # still open? a closed connection reads EOF at once
+        alive = sum(1 for r, _ in ok if not r.at_eof())
+        for _, w in ok:
+            w.close()
+        await asyncio.sleep(settle)
+        closed = rss_kib(pids)[0]
+        return before, after, closed, len(ok), alive, errs, open_secs
+
+    before, after, closed, opened, alive, errs, open_secs = asyncio.run(main())
+    rec = dict(labels)
+    rec.update({
+        "conns": conns, "opened": opened, "alive": alive, "errors": len(errs),
+        "error_sample": repr(errs[0]) if errs else None, "open_seconds": open_secs,
+        "rss_before_kib": before, "rss_idle_kib": after, "rss_closed_kib": closed,
+        "growth_kib": after - before, "kib_per_conn": (after - before) / opened if opened else None,
+    })
+    _append(opts["out"], rec)
+    print("  %-8s r%s idle: %d/%d open (%d alive after %.0fs), RSS %.1f -> %.1f MiB: %.2f KiB/conn; after close %.1f MiB%s" % (
+        rec.get("target"), rec.get("round"), opened, conns, alive, settle, before / 1024, after / 1024,
+        rec["kib_per_conn"] or 0, closed / 1024, f"; {len(errs)} errors, e.g. {errs[0]!r}" if errs else ""))
+    return 0 if not errs else 1
+
+
+def sink(args):
+    """Upload sink: reads each request's body to the end (Content-Length or chunked), discards it."""
+    port = int(args[0])
+    srv = socket.create_server(("127.0.0.1", port), backlog=1024, reuse_port=False)
+
+    def serve(c):
+        buf = bytearray(1 << 20)
+        view = memoryview(buf)
+        pending = b""
+        try:
+            while True:
+                while b"\r\n\r\n" not in pending:
+                    d = c.recv(65536)
+                    if not d:
+                        return
+                    pending += d
+                head, _, pending = pending.partition(b"\r\n\r\n")
+                m = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+                chunked = re.search(rb"(?im)^transfer-encoding:\s*chunked", head) is not None
+                got = 0
+                if m:
+                    need = int(m.group(1))
+                    take = min(need, len(pending))
+                    got, pending = take, pending[take:]
+                    while got < need:
+                        n = c.recv_into(view, min(len(buf), need - got))
+                        if n == 0:
+                            return
+                        got += n
+                elif chunked:
+                    while True:
+                        while b"\r\n" not in pending:
+                            d = c.recv(65536)
+                            if not d:
+                                return
+                            pending += d
+                        line, _, pending = pending.partition(b"\r\n")
+                        size = int(line.split(b";")[0], 16)
+                        need = size + 2  # data + CRLF
+                        take = min(need, len(pending))
+                        left, pending = need - take, pending[take:]
+                        while left > 0:
+                            n = c.recv_into(view, min(len(buf), left))
+                            if n == 0:
+                                return
+                            left -= n
+                        got += size
+                        if size == 0:
+                            break  # (no trailers expected)
+                body = b"received %d\n" % got
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    while True:
+        c, _ = srv.accept()
+        threading.Thread(target=serve, args=(c,), daemon=True).start()
+
+
+# ---------------------------------------------------------------- routes (scale of config, reload)
+
+def gen_routes(args):
+    opts, _, _ = _opts(args, {"base", "out", "port", "hosts", "per-host", "gen"})
+    with open(opts["base"]) as f:
+        base = f.read()
+    cut = base.find("\n[routes.")
+    head = base if cut < 0 else base[:cut + 1]
+    head = re.sub(r'(?m)^listen = "127\.0\.0\.1:\d+"', f'listen = "127.0.0.1:{opts["port"]}"', head, count=1)
+    hosts, per = int(opts["hosts"]), int(opts["per-host"])
+    out = [head]
+    for h in range(hosts):
+        for i in range(per):
+            last = h == hosts - 1 and i == per - 1
+            # a mix of the path shapes the router knows: prefix, parameter, exact
+            path = (f"/r{i}/*", f"/r{i}/items/{{id}}", f"/r{i}/exact")[i % 3]
+            out.append(f'[routes.h{h}_r{i}]\nhost = "h{h}.example.com"\npath = "{path}"\n')
+            if last:
+                out.append(f'respond = {{ status = 200, body = "gen-{opts["gen"]}" }}\n\n')
+            else:
+                out.append('upstream = "backend"\n\n')
+    tmp = opts["out"] + ".tmp"
+    with open(tmp, "w") as f:
+        f.write("".join(out))
+    os.replace(tmp, opts["out"])
+    return 0
+
+
+def _get(port, host, path, timeout=2.0):
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            data += d
+    head, _, body = data.partition(b"\r\n\r\n")
+    return head, body
+
+
+def _duration_ms(text):
+    m = re.match(r"([0-9.]+)(ns|µs|us|ms|s)$", text)
+    if not m:
+        return None
+    return float(m.group(1)) * {"ns": 1e-6, "µs": 1e-3, "us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)]
+
+
+def reload_probe(args):
+    opts, labels, _ = _opts(args, {"pid", "log", "port", "host", "path", "expect", "out", "timeout"})
+    pid, port = int(opts["pid"]), int(opts["port"])
+    timeout = float(opts.get("timeout", 10))
+    expect = opts["expect"].encode()
+
+    def lines():
+        with open(opts["log"], errors="replace") as f:
+            return [l for l in f if "config reloaded" in l or "reload rejected" in l]
+    n0 = len(lines())
+    t0 = time.monotonic()
+    os.kill(pid, signal.SIGHUP)
+    applied_ms = None
+    polls = 0
+    while time.monotonic() - t0 < timeout:
+        polls += 1
+        try:
+            _, body = _get(port, opts["host"], opts["path"])
+            if body.strip() == expect:
+                applied_ms = (time.monotonic() - t0) * 1e3
+                break
+        except OSError:
+            pass
+        time.sleep(0.001)
+    logged_ms, line = None, None
+    while time.monotonic() - t0 < timeout:
+        new = lines()[n0:]
+        if new:
+            line = new[0].strip()
+            m = re.search(r"elapsed=(\S+)", line)
+            logged_ms = _duration_ms(m.group(1)) if m else None
+            break
+        time.sleep(0.01)
+    rec = dict(labels)
+    rec.update({"applied_ms": applied_ms, "logged_ms": logged_ms, "polls": polls,
+                "rejected": bool(line and "reload rejected" in line), "log_line": line})
+    _append(opts["out"], rec)
+    print("  reload %s: logged elapsed %s, new config answering after %s (%d probes)%s" % (
+        rec.get("n"), "-" if logged_ms is None else f"{logged_ms:.1f} ms",
+        "-" if applied_ms is None else f"{applied_ms:.1f} ms", polls,
+        " REJECTED" if rec["rejected"] else ""))
+    return 0 if applied_ms is not None and not rec["rejected"] else 1
+
+
+# ---------------------------------------------------------------- extra tables
+
+def _load_extra(path, scenario):
+    rows = []
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                if line.strip():
+                    r = json.loads(line)
+                    if r.get("scenario") == scenario:
+                        rows.append(r)
+    return rows
+
+
+def _order(targets):
+    order = [t for t in ("sluice", "nginx", "haproxy") if t in targets]
+    return order + sorted(t for t in targets if t not in order)
+
+
+def table_bigbody(path):
+    rows = _load_extra(path, "bigbody")
+    if not rows:
+        print("(no bigbody runs)")
+        return
+    print("| target | direction | runs | MiB/s (median) | RSS growth, sampled peak (MiB, max) "
+          "| VmHWM growth (MiB, max) | ok |")
+    print("|---|---|---:|---:|---:|---:|---|")
+    for t in _order({r["target"] for r in rows}):
+        for d in ("download", "upload"):
+            rs = [r for r in rows if r["target"] == t and r.get("dir") == d]
+            if not rs:
+                continue
+            mibs = _median([int(r["bytes"]) / 1048576 / r["seconds"] for r in rs if r.get("seconds")])
+            ok = all(r.get("ok") == "1" for r in rs)
+            print("| %s | %s | %d | %s | %.1f | %.1f | %s |" % (
+                t, d, len(rs), _fmt_num(mibs), max(r["rss_growth_kib"] for r in rs) / 1024,
+                max(r["hwm_growth_kib"] for r in rs) / 1024, "yes" if ok else "NO: " + "; ".join(
+                    r["out"] for r in rs if r.get("ok") != "1")))
+    print("\nRSS is summed over the proxy's process tree (nginx: master + worker), sampled every 100 ms "
+          "during each transfer; growth = peak minus the value just before it. VmHWM growth is the rise "
+          "of the kernel's own peak-RSS mark across the transfer (0 when an earlier peak was higher).")
+
+
+def table_idle(path):
+    rows = _load_extra(path, "idle")
+    if not rows:
+        print("(no idle runs)")
+        return
+    by = {}
+    for r in rows:
+        by.setdefault(r["target"], []).append(r)
+    med = {t: _median([r["kib_per_conn"] for r in rs]) for t, rs in by.items()}
+    print("| target | runs | connections (open / alive) | RSS before (MiB) | RSS idle (MiB) "
+          "| KiB per connection (median) | vs nginx | errors | RSS after close (MiB) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for t in _order(set(by)):
+        rs = by[t]
+        print("| %s | %d | %d / %d | %.1f | %.1f | %s | %s | %d | %.1f |" % (
+            t, len(rs), min(r["opened"] for r in rs), min(r["alive"] for r in rs),
+            _median([r["rss_before_kib"] for r in rs]) / 1024, _median([r["rss_idle_kib"] for r in rs]) / 1024,
+            "-" if med[t] is None else f"{med[t]:.2f}", _ratio(med[t], med.get("nginx")),
+            sum(r["errors"] for r in rs), _median([r["rss_closed_kib"] for r in rs]) / 1024))
+    print("\nKiB per connection = (RSS with every connection open and idle − RSS before) / connections, "
+          "after one request on each. RSS is user-space memory of the proxy's process tree; kernel "
+          "socket buffers are not in it (the same for every target).")
+
+
+def table_reload(path, runs_path):
+    rows = _load_extra(path, "reload")
+    rs = load(runs_path, "routes")
+    one = _median([r["rps"] for r in rs if r["target"] == "sluice"])
+    many = _median([r["rps"] for r in rs if r["target"] == "sluice-10k"])
+    one_c = _median([r.get("req_per_cpu_s") for r in rs if r["target"] == "sluice"])
+    many_c = _median([r.get("req_per_cpu_s") for r in rs if r["target"] == "sluice-10k"])
+    print(f"10,000 routes vs 1 route: req/s ratio {_ratio(many, one)}, req per CPU-s ratio {_ratio(many_c, one_c)} "
+          "(target: req/s within 5%, i.e. ratio ≥ 0.95)")
+    if not rows:
+        print("\n(no reloads)")
+        return
+    print("\n| reload | `config reloaded` elapsed (log) | new config answering after SIGHUP | result |")
+    print("|---:|---:|---:|---|")
+    for r in rows:
+        print("| %s | %s | %s | %s |" % (
+            r.get("n"), _fmt_ms(r["logged_ms"]) if r["logged_ms"] is not None else "-",
+            _fmt_ms(r["applied_ms"]) if r["applied_ms"] is not None else "-",
+            "rejected" if r["rejected"] else ("ok" if r["applied_ms"] is not None else "not applied in time")))
+    w = _load_extra(path, "reload-wrk")
+    for x in w:
+        print(f"\nwrk during the reloads ({x.get('wrk_cmd')}): {x.get('requests')} requests, "
+              f"{_fmt_num(x.get('rps'))} req/s, non-2xx {x.get('non2xx')}, socket errors {x.get('socket_errors')}"
+              + (f" ({x['socket_detail']})" if x.get("socket_detail") else "")
+              + f", p99 {_fmt_ms(x.get('p99_ms'))}")
+
+
 def median_rps(path, target, scenario):
     rows = [r for r in load(path, scenario) if r["target"] == target]
     m = _median([r["rps"] for r in rows])
@@ -375,6 +827,28 @@ def main(argv):
         median_rps(*args)
     elif cmd == "table":
         table(*args)
+    elif cmd == "rss-run":
+        return rss_run(args)
+    elif cmd == "idle":
+        return idle(args)
+    elif cmd == "sink":
+        sink(args)
+    elif cmd == "gen-routes":
+        return gen_routes(args)
+    elif cmd == "reload-probe":
+        return reload_probe(args)
+    elif cmd == "table-bigbody":
+        table_bigbody(*args)
+    elif cmd == "table-idle":
+        table_idle(*args)
+    elif cmd == "table-reload":
+        table_reload(*args)
+    elif cmd == "record-wrk":
+        # record-wrk FILE OUT k=v...: parse a wrk output and append it with labels
+        res = parse_wrk(args[0])
+        _, labels, _ = _opts(args[2:], set())
+        labels.update(res)
+        _append(args[1], labels)
     elif cmd == "parse":
         tool, path = args
         print(json.dumps(parse_wrk(path) if tool == "wrk" else parse_oha(path), indent=1))
