@@ -4,7 +4,7 @@
 
 use crate::access_log::{format_json, format_template, LogFields};
 use crate::http1::head::RequestHead;
-use crate::http1::io::{read_more_timeout, write_vec, Timed, READ_CHUNK};
+use crate::http1::io::{read_more_timeout, write_vec, Timed, HEAD_CHUNK, SHRINK_ABOVE};
 use crate::metrics::{ErrorKind, RequestRecord};
 use crate::proxy::{handle, After, Downstream, Ids};
 use crate::respond::{message_for, reason_for, status_for, write_error, ProxyError};
@@ -24,8 +24,8 @@ pub async fn serve(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
     let mut c = Downstream {
         rd,
         wr,
-        buf: BytesMut::with_capacity(READ_CHUNK),
-        out: Vec::with_capacity(1024),
+        buf: BytesMut::with_capacity(HEAD_CHUNK),
+        out: Vec::with_capacity(512),
         resp: Default::default(),
         peer_ip: peer.ip().to_string().into_boxed_str(),
     };
@@ -78,6 +78,12 @@ pub async fn serve(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
         log(&w, &snap, &c, &head, &rec, ids.id(), ids.traceparent());
         // Let go of the head's bytes before reading again, so the read buffer is reused, not replaced.
         head.release();
+        if c.buf.is_empty() && c.buf.capacity() > SHRINK_ABOVE {
+            c.buf = BytesMut::with_capacity(HEAD_CHUNK);
+        }
+        if c.out.capacity() > SHRINK_ABOVE {
+            c.out = Vec::with_capacity(512);
+        }
         if after == After::Close || w.is_draining() {
             return;
         }
@@ -134,7 +140,7 @@ async fn read_head(
             None if first => snap.http.header_timeout,
             None => snap.http.idle_timeout,
         };
-        match read_more_timeout(&mut c.rd, &mut c.buf, READ_CHUNK, wait).await {
+        match read_more_timeout(&mut c.rd, &mut c.buf, HEAD_CHUNK, wait).await {
             Timed::Done(Ok(0)) | Timed::Done(Err(_)) => {
                 return Ok(false);
             }

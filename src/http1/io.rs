@@ -8,8 +8,16 @@ use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use std::io;
 use std::time::Duration;
 
-/// Read size for heads and small bodies.
+/// Read size for upstream response heads and small bodies.
 pub const READ_CHUNK: usize = 16 * 1024;
+
+/// Read size for client request heads. An idle keep-alive connection holds its read buffer in the
+/// kernel's hands, so this is most of what an idle connection costs; larger heads grow it on demand.
+pub const HEAD_CHUNK: usize = 2 * 1024;
+
+/// A client read buffer grown past this by a large body is replaced by a fresh small one when the
+/// connection goes idle, so a past upload does not pin 64 KiB for the life of the connection.
+pub const SHRINK_ABOVE: usize = 32 * 1024;
 
 /// Outcome of a timed operation.
 pub enum Timed<T> {

@@ -219,7 +219,9 @@ pub async fn attempt(
                 &body_done,
                 &pumped,
             );
-            let r = duplex(pump, relay, &started).await;
+            // Boxed: the two futures together are the largest state of a connection, and only a streamed
+            // body needs them; inline they would make every idle keep-alive connection that much bigger.
+            let r = Box::pin(duplex(pump, relay, &started)).await;
             rec.bytes_in += pumped.get();
             r?
         }
