@@ -163,6 +163,8 @@ fn route(st: &AdminState, method: &[u8], path: &[u8]) -> Reply {
         (b"GET", b"/workers") => json_reply(200, workers(st)),
         (b"GET", b"/routes") => json_reply(200, routes(st)),
         (b"GET", b"/upstreams") => json_reply(200, upstreams(st)),
+        (b"GET", b"/alerts") => json_reply(200, alerts(st)),
+        (b"GET", b"/signals") => json_reply(200, signals(st)),
         (b"POST", b"/reload") => {
             // The main thread owns reloads; a SIGHUP to ourselves takes the same path as an operator's.
             match signal_hook::low_level::raise(signal_hook::consts::SIGHUP) {
@@ -177,7 +179,7 @@ fn route(st: &AdminState, method: &[u8], path: &[u8]) -> Reply {
         (
             _,
             b"/" | b"/stats" | b"/metrics" | b"/status" | b"/workers" | b"/routes" | b"/upstreams"
-            | b"/reload",
+            | b"/reload" | b"/alerts" | b"/signals",
         ) => error(405, "method not allowed"),
         _ => error(404, "not found"),
     }
@@ -424,6 +426,98 @@ fn upstreams(st: &AdminState) -> Value {
         })
         .collect();
     json!({ "upstreams": list })
+}
+
+fn delivery(url: &str, d: &super::webhook::Delivery) -> Value {
+    json!({
+        "url": url,
+        "state": d.state.as_str(),
+        "attempts": d.attempts,
+        "last_error": d.last_error,
+        "at": (d.at > 0).then_some(d.at),
+        "delivered_total": d.delivered,
+        "failed_total": d.failed,
+    })
+}
+
+/// `GET /alerts`: every rule with its state, value and webhook delivery.
+fn alerts(st: &AdminState) -> Value {
+    use super::alerts::{metric_name, scope_label};
+    let store = st.store.borrow();
+    let list: Vec<Value> = store
+        .alerts
+        .iter()
+        .map(|a| {
+            json!({
+                "name": a.rule.name,
+                "state": if a.firing { "firing" } else { "ok" },
+                "metric": metric_name(a.rule.metric),
+                "scope": scope_label(&a.rule.scope),
+                "value": round(a.value),
+                "threshold": a.rule.threshold,
+                "clear_below": a.rule.clear_below,
+                "window_seconds": a.rule.window.as_secs(),
+                "since": a.since,
+                "last_transition": a.last_transition.map(|t| json!({
+                    "state": t.state(),
+                    "value": round(t.value),
+                    "at": t.at,
+                })),
+                "webhook": a.webhook.as_ref().map(|(url, d)| delivery(url, d)),
+            })
+        })
+        .collect();
+    json!({
+        "firing": store.alerts.iter().filter(|a| a.firing).count(),
+        "alerts": list,
+    })
+}
+
+/// `GET /signals`: load, the HPA recommendation with its inputs, imbalance, per-upstream figures.
+fn signals(st: &AdminState) -> Value {
+    let store = st.store.borrow();
+    let Some(s) = &store.signals else {
+        return json!({ "ready": false });
+    };
+    json!({
+        "ready": true,
+        "window_seconds": s.window_secs,
+        "covered_seconds": s.covered_secs,
+        "utilization": round(s.utilization),
+        "per_core_utilization": s.cores.iter().map(|c| round(c.utilization)).collect::<Vec<_>>(),
+        "cores": s.cores.iter().map(|c| json!({
+            "worker": c.worker,
+            "cpu": c.cpu,
+            "utilization": round(c.utilization),
+            "utilization_now": round(c.utilization_now),
+            "requests_per_second": round(c.requests_per_second),
+            "in_flight": c.in_flight,
+        })).collect::<Vec<_>>(),
+        "in_flight": s.in_flight,
+        "accepts_per_second": round(s.accepts_per_second),
+        "requests_per_second": round(s.requests_per_second),
+        "imbalance_ratio": round(s.imbalance_ratio),
+        "recommended_instances": s.recommended_instances,
+        "recommendation": {
+            "recommended_instances": s.recommended_instances,
+            "current_instances": s.current_instances,
+            "utilization": round(s.utilization),
+            "target_utilization": s.target_utilization,
+            "formula": s.formula(),
+        },
+        "upstreams": s.upstreams.iter().map(|u| json!({
+            "name": u.name,
+            "in_flight": u.in_flight,
+            "requests_per_second": round(u.requests_per_second),
+            "ttfb_p99_ms": round(u.ttfb_p99_ms),
+            "errors_5xx_per_second": round(u.errors_5xx_per_second),
+        })).collect::<Vec<_>>(),
+        "webhook": s.webhook.as_ref().map(|(url, d, sent)| {
+            let mut v = delivery(url, d);
+            v["last_sent"] = sent.map_or(Value::Null, |(n, at)| json!({ "recommended_instances": n, "at": at }));
+            v
+        }),
+    })
 }
 
 async fn send(s: &mut monoio::net::TcpStream, (status, ctype, body): Reply) {

@@ -3,9 +3,12 @@
 //! request path; it may block briefly (DNS) without slowing any worker.
 
 pub mod admin;
+pub mod alerts;
 mod dns;
 mod health;
+pub mod signals;
 pub mod stats;
+pub mod webhook;
 
 use crate::link::{Inbox, Link};
 use crate::snapshot::Snapshot;
@@ -115,6 +118,11 @@ async fn control_main(
         monoio::spawn(admin::serve(a.listener, state));
     }
     monoio::spawn(ticker(store.clone()));
+    // Alerts and scaling signals read the snapshot in force; they take new rules on their next tick.
+    let snapshot = Rc::new(RefCell::new(first.clone()));
+    store.borrow_mut().set_routes(&first.config);
+    monoio::spawn(alerts::run(store.clone(), snapshot.clone()));
+    monoio::spawn(signals::run(store.clone(), snapshot.clone()));
     let mut state = health::HealthState::default();
     health::start(&first, &workers, &current, &mut state);
     let Ok(mut inbox) = inbox.into_async() else {
@@ -126,6 +134,8 @@ async fn control_main(
             ToControl::Stats(d) => store.borrow_mut().apply(&d),
             ToControl::Snapshot(s) => {
                 current.set(s.generation);
+                store.borrow_mut().set_routes(&s.config);
+                *snapshot.borrow_mut() = s.clone();
                 ADMIN.with(|a| {
                     if let Some(a) = a.borrow().as_ref() {
                         *a.snapshot.borrow_mut() = s.clone();

@@ -81,6 +81,73 @@ pub struct Second {
     pub policy_rejections: u64,
     /// Latency histogram of this second (µs).
     pub hist: Option<Histogram<u64>>,
+    /// Routes with traffic in this second (latency histogram: total time).
+    pub routes: BTreeMap<Arc<str>, ScopeSecond>,
+    /// Upstreams with traffic in this second (latency histogram: time to first byte).
+    pub upstreams: BTreeMap<Arc<str>, ScopeSecond>,
+    /// Requests finished per worker.
+    pub worker_requests: Vec<u64>,
+    /// Each worker's utilization when the second closed.
+    pub worker_utilization: Vec<f64>,
+    /// Connections accepted, all workers.
+    pub accepts: u64,
+}
+
+/// One second of one route or one upstream.
+///
+/// For an upstream that only single-upstream routes reach (the usual case), `requests` and `errors_5xx`
+/// are those routes' own counts: exact, including 503s for want of a healthy endpoint, which reach no
+/// endpoint. For an upstream that some route splits traffic to, they are the counts of its endpoints
+/// plus the no-healthy-endpoint 503s of its single-upstream routes (a request that failed on an
+/// endpoint and then found no other can count twice there).
+#[derive(Debug, Clone, Default)]
+pub struct ScopeSecond {
+    /// Requests.
+    pub requests: u64,
+    /// 5xx responses and requests that got no response.
+    pub errors_5xx: u64,
+    /// Latency (µs) as sparse (value, count) pairs: a full histogram per scope per second would cost
+    /// ~20 KiB each over five minutes of history.
+    pub latency: Vec<(u64, u64)>,
+}
+
+impl ScopeSecond {
+    fn add_hist(&mut self, h: &Histogram<u32>) {
+        for v in h.iter_recorded() {
+            let (value, n) = (v.value_iterated_to(), v.count_at_value() as u64);
+            match self.latency.binary_search_by_key(&value, |&(x, _)| x) {
+                Ok(i) => self.latency[i].1 += n,
+                Err(i) => self.latency.insert(i, (value, n)),
+            }
+        }
+    }
+}
+
+/// A route's or an upstream's figures summed over a window.
+#[derive(Debug, Clone, Default)]
+pub struct ScopeWindow {
+    /// Requests.
+    pub requests: u64,
+    /// 5xx and no response.
+    pub errors_5xx: u64,
+    /// Merged latency histogram (µs), None when nothing was recorded.
+    pub hist: Option<Histogram<u64>>,
+}
+
+impl ScopeWindow {
+    /// 5xx / requests, 0 without requests.
+    pub fn error_ratio(&self) -> f64 {
+        if self.requests == 0 {
+            0.0
+        } else {
+            self.errors_5xx as f64 / self.requests as f64
+        }
+    }
+
+    /// A latency quantile in ms, 0 without data.
+    pub fn quantile_ms(&self, q: f64) -> f64 {
+        quantile_ms(&self.hist, q)
+    }
 }
 
 /// Everything the control thread knows.
@@ -102,6 +169,14 @@ pub struct Store {
     pub seconds: VecDeque<Second>,
     current: Second,
     current_started: Instant,
+    /// The only upstream of each single-upstream proxying route: its counts are the upstream's.
+    route_upstream: BTreeMap<Arc<str>, Arc<str>>,
+    /// Upstreams that some route splits traffic to: their counts come from their endpoints.
+    split_upstreams: std::collections::BTreeSet<Arc<str>>,
+    /// Alert rules as last evaluated (written by `alerts`).
+    pub alerts: Vec<super::alerts::AlertStatus>,
+    /// Scaling signals as last computed (written by `signals`).
+    pub signals: Option<super::signals::SignalsReport>,
 }
 
 fn add_hist(into: &mut Option<Histogram<u64>>, h: &Histogram<u32>) {
@@ -135,6 +210,31 @@ impl Store {
             seconds: VecDeque::new(),
             current: Second::default(),
             current_started: Instant::now(),
+            route_upstream: BTreeMap::new(),
+            split_upstreams: Default::default(),
+            alerts: Vec::new(),
+            signals: None,
+        }
+    }
+
+    /// Learns which upstream each route proxies to (at start and after each reload).
+    pub fn set_routes(&mut self, config: &crate::config::Config) {
+        self.route_upstream.clear();
+        self.split_upstreams.clear();
+        let name = |i: usize| config.upstreams.get(i).map(|u| Arc::from(u.name.as_str()));
+        for r in &config.routes {
+            let crate::config::RouteAction::Proxy(targets) = &r.action else {
+                continue;
+            };
+            let first = targets.first().map(|t| t.upstream);
+            if targets.iter().all(|t| Some(t.upstream) == first) {
+                if let Some(u) = first.and_then(name) {
+                    self.route_upstream.insert(Arc::from(r.name.as_str()), u);
+                }
+            } else {
+                self.split_upstreams
+                    .extend(targets.iter().filter_map(|t| name(t.upstream)));
+            }
         }
     }
 
@@ -164,9 +264,50 @@ impl Store {
         self.current.policy_rejections +=
             d.global.errors[crate::metrics::ErrorKind::Policy as usize];
 
+        if self.current.worker_requests.len() <= d.worker {
+            self.current.worker_requests.resize(d.worker + 1, 0);
+        }
+        self.current.worker_requests[d.worker] += d.global.requests;
+        for r in &d.routes {
+            let s = self.current.routes.entry(r.route.clone()).or_default();
+            s.requests += r.c.requests;
+            s.errors_5xx += r.c.status[5] + r.c.status[0];
+            if let Some(h) = &r.total {
+                s.add_hist(h);
+            }
+            let Some(u) = self.route_upstream.get(&r.route) else {
+                continue;
+            };
+            let s = self.current.upstreams.entry(u.clone()).or_default();
+            if self.split_upstreams.contains(u) {
+                let refused = r.c.errors[crate::metrics::ErrorKind::Unavailable as usize];
+                s.requests += refused;
+                s.errors_5xx += refused;
+            } else {
+                s.requests += r.c.requests;
+                s.errors_5xx += r.c.status[5] + r.c.status[0];
+            }
+        }
+        for e in &d.endpoints {
+            let s = self
+                .current
+                .upstreams
+                .entry(e.upstream.clone())
+                .or_default();
+            if self.split_upstreams.contains(&e.upstream) {
+                s.requests += e.requests;
+                s.errors_5xx += e.status[5] + e.status[0];
+            }
+            if let Some(h) = &e.ttfb {
+                s.add_hist(h);
+            }
+        }
+
         let w = &mut self.workers[d.worker];
         w.totals.merge(&d.global);
         w.generation = d.generation;
+        let accepted_before = w.last.map_or(0, |(_, _, a)| a);
+        self.current.accepts += d.gauges.accepted.saturating_sub(accepted_before);
         if let Some((t, cpu, accepted)) = w.last {
             let secs = now.saturating_duration_since(t).as_secs_f64().max(1e-3);
             w.utilization =
@@ -222,8 +363,14 @@ impl Store {
         if self.current_started.elapsed().as_millis() < 1000 {
             return;
         }
+        self.close_second();
+    }
+
+    /// Closes the current second now (the ticker's step; tests call it directly).
+    pub fn close_second(&mut self) {
         self.current_started = Instant::now();
-        let s = std::mem::take(&mut self.current);
+        let mut s = std::mem::take(&mut self.current);
+        s.worker_utilization = self.workers.iter().map(|w| w.utilization).collect();
         self.seconds.push_back(s);
         while self.seconds.len() > HISTORY {
             self.seconds.pop_front();
@@ -250,6 +397,99 @@ impl Store {
             }
         }
         (req, err, pol, hist)
+    }
+
+    /// How many closed seconds a window of `n` seconds covers now (at least 1, to divide by).
+    pub fn covered(&self, n: usize) -> usize {
+        n.min(self.seconds.len()).max(1)
+    }
+
+    /// A route's figures over the last `n` seconds.
+    pub fn route_window(&self, route: &str, n: usize) -> ScopeWindow {
+        self.scope_window(n, |s| s.routes.get(route))
+    }
+
+    /// An upstream's figures over the last `n` seconds (latency: time to first byte).
+    pub fn upstream_window(&self, upstream: &str, n: usize) -> ScopeWindow {
+        self.scope_window(n, |s| s.upstreams.get(upstream))
+    }
+
+    fn scope_window<'a>(
+        &'a self,
+        n: usize,
+        pick: impl Fn(&'a Second) -> Option<&'a ScopeSecond>,
+    ) -> ScopeWindow {
+        let mut out = ScopeWindow::default();
+        for s in self.seconds.iter().rev().take(n).filter_map(pick) {
+            out.requests += s.requests;
+            out.errors_5xx += s.errors_5xx;
+            if s.latency.is_empty() {
+                continue;
+            }
+            if out.hist.is_none() {
+                out.hist = new_hist_u64();
+            }
+            if let Some(h) = out.hist.as_mut() {
+                for &(v, c) in &s.latency {
+                    let _ = h.record_n(v, c);
+                }
+            }
+        }
+        out
+    }
+
+    /// Each worker's utilization averaged over the last `n` seconds (its latest figure before the
+    /// first second closes).
+    pub fn utilization_window(&self, n: usize) -> Vec<f64> {
+        let mut sum = vec![0.0; self.workers.len()];
+        let mut count = vec![0usize; self.workers.len()];
+        for s in self.seconds.iter().rev().take(n) {
+            for (i, u) in s.worker_utilization.iter().enumerate().take(sum.len()) {
+                sum[i] += u;
+                count[i] += 1;
+            }
+        }
+        sum.iter()
+            .zip(&count)
+            .zip(&self.workers)
+            .map(|((s, &c), w)| if c == 0 { w.utilization } else { s / c as f64 })
+            .collect()
+    }
+
+    /// Requests each worker finished over the last `n` seconds.
+    pub fn worker_requests_window(&self, n: usize) -> Vec<u64> {
+        let mut out = vec![0; self.workers.len()];
+        for s in self.seconds.iter().rev().take(n) {
+            for (i, r) in s.worker_requests.iter().enumerate().take(out.len()) {
+                out[i] += r;
+            }
+        }
+        out
+    }
+
+    /// Connections accepted over the last `n` seconds, all workers.
+    pub fn accepts_window(&self, n: usize) -> u64 {
+        self.seconds.iter().rev().take(n).map(|s| s.accepts).sum()
+    }
+
+    /// Endpoints that are not healthy (ejected by a worker or down by active checks), of one upstream
+    /// or of all.
+    pub fn unhealthy_endpoints(&self, upstream: Option<&str>) -> u64 {
+        self.configured_endpoints()
+            .iter()
+            .filter(|(u, _)| upstream.is_none_or(|n| &**u == n))
+            .filter(|(u, a)| !self.endpoint_state(u, *a).2)
+            .count() as u64
+    }
+
+    /// Requests in flight to an upstream's endpoints, all workers.
+    pub fn upstream_in_flight(&self, upstream: &str) -> u64 {
+        self.workers
+            .iter()
+            .flat_map(|w| &w.gauges.endpoints)
+            .filter(|g| &*g.upstream == upstream)
+            .map(|g| g.in_flight as u64)
+            .sum()
     }
 
     /// Endpoint health as the workers see it: (in flight, idle, healthy on every worker, ejected somewhere, active down).
@@ -471,6 +711,10 @@ impl Store {
                 "sluice_connections_accepted_total{{worker=\"{i}\"}} {}",
                 w.gauges.accepted
             );
+        }
+        super::alerts::prometheus(&mut o, &self.alerts);
+        if let Some(s) = &self.signals {
+            super::signals::prometheus(&mut o, s);
         }
         o
     }

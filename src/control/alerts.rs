@@ -1,0 +1,449 @@
+//! Alert rules (`[alerts.NAME]`): evaluated once a second on the control thread from the merged
+//! statistics, with hysteresis (fire above `threshold`, resolve at or below `clear_below`). Each
+//! transition is logged and, when the rule has a webhook, queued for delivery (`webhook`). Never on a
+//! worker and never waiting on a receiver: evaluation only reads the `Store` and queues JSON.
+
+use super::stats::Store;
+use super::webhook::{self, Delivery, Queue};
+use crate::config::monitoring::{Alert, AlertMetric, AlertScope};
+use crate::snapshot::Snapshot;
+use serde_json::json;
+use std::cell::RefCell;
+use std::fmt::Write;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often rules are evaluated.
+pub const EVAL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The config name of a metric.
+pub fn metric_name(m: AlertMetric) -> &'static str {
+    match m {
+        AlertMetric::ErrorRatio => "error_ratio",
+        AlertMetric::P99LatencyMs => "p99_latency_ms",
+        AlertMetric::UpstreamUnhealthy => "upstream_unhealthy",
+        AlertMetric::RateLimitedPerSecond => "rate_limited_per_second",
+        AlertMetric::WorkerUtilization => "worker_utilization",
+    }
+}
+
+/// The config form of a scope: "global", "route:NAME", "upstream:NAME".
+pub fn scope_label(s: &AlertScope) -> String {
+    match s {
+        AlertScope::Global => "global".into(),
+        AlertScope::Route(r) => format!("route:{r}"),
+        AlertScope::Upstream(u) => format!("upstream:{u}"),
+    }
+}
+
+/// The rule's metric now, over its window.
+///
+/// - `error_ratio`: (5xx + no response) / requests; 0 without requests. For an upstream, the requests
+///   of the routes that reach only it (see `stats::ScopeSecond` for upstreams that a route splits to).
+/// - `p99_latency_ms`: total latency (global, route) or time to first byte (upstream); 0 without data.
+/// - `upstream_unhealthy`: endpoints ejected or down now (the window does not apply).
+/// - `rate_limited_per_second`: policy rejections / window seconds.
+/// - `worker_utilization`: the busiest worker's utilization averaged over the window.
+pub fn measure(a: &Alert, store: &Store) -> f64 {
+    let n = a.window.as_secs().max(1) as usize;
+    match (a.metric, &a.scope) {
+        (AlertMetric::ErrorRatio, AlertScope::Global) => {
+            let (req, err, _, _) = store.window(n);
+            if req == 0 {
+                0.0
+            } else {
+                err as f64 / req as f64
+            }
+        }
+        (AlertMetric::ErrorRatio, AlertScope::Route(r)) => store.route_window(r, n).error_ratio(),
+        (AlertMetric::ErrorRatio, AlertScope::Upstream(u)) => {
+            store.upstream_window(u, n).error_ratio()
+        }
+        (AlertMetric::P99LatencyMs, AlertScope::Global) => {
+            let (_, _, _, h) = store.window(n);
+            h.as_ref()
+                .filter(|h| !h.is_empty())
+                .map_or(0.0, |h| h.value_at_quantile(0.99) as f64 / 1000.0)
+        }
+        (AlertMetric::P99LatencyMs, AlertScope::Route(r)) => {
+            store.route_window(r, n).quantile_ms(0.99)
+        }
+        (AlertMetric::P99LatencyMs, AlertScope::Upstream(u)) => {
+            store.upstream_window(u, n).quantile_ms(0.99)
+        }
+        (AlertMetric::UpstreamUnhealthy, AlertScope::Upstream(u)) => {
+            store.unhealthy_endpoints(Some(u)) as f64
+        }
+        // Validation allows no route scope here; treat it as global rather than panic.
+        (AlertMetric::UpstreamUnhealthy, _) => store.unhealthy_endpoints(None) as f64,
+        (AlertMetric::RateLimitedPerSecond, _) => {
+            let (_, _, rejected, _) = store.window(n);
+            rejected as f64 / store.covered(n) as f64
+        }
+        (AlertMetric::WorkerUtilization, _) => {
+            store.utilization_window(n).into_iter().fold(0.0, f64::max)
+        }
+    }
+}
+
+/// The next state under hysteresis.
+pub fn next_firing(firing: bool, value: f64, threshold: f64, clear_below: f64) -> bool {
+    if firing {
+        value > clear_below
+    } else {
+        value > threshold
+    }
+}
+
+/// A change of state.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Transition {
+    /// True = started firing, false = resolved.
+    pub firing: bool,
+    /// The metric's value that caused it.
+    pub value: f64,
+    /// When (unix seconds).
+    pub at: u64,
+}
+
+impl Transition {
+    /// "firing" or "resolved".
+    pub fn state(&self) -> &'static str {
+        if self.firing {
+            "firing"
+        } else {
+            "resolved"
+        }
+    }
+}
+
+/// One rule as last evaluated, for `/alerts` and `/metrics`.
+#[derive(Debug, Clone)]
+pub struct AlertStatus {
+    /// The rule.
+    pub rule: Alert,
+    /// Firing now.
+    pub firing: bool,
+    /// Value at the last evaluation.
+    pub value: f64,
+    /// Since when the rule is in its current state (unix seconds).
+    pub since: u64,
+    /// The last transition, if any.
+    pub last_transition: Option<Transition>,
+    /// Webhook URL and delivery status, when the rule has one.
+    pub webhook: Option<(String, Delivery)>,
+}
+
+struct Rule {
+    cfg: Alert,
+    firing: bool,
+    value: f64,
+    since: u64,
+    last: Option<Transition>,
+    queue: Option<Rc<Queue>>,
+}
+
+/// The rule set and its state; owned by the evaluation task.
+pub struct Alerts {
+    rules: Vec<Rule>,
+}
+
+impl Alerts {
+    /// Rules from config, all ok as of `now`.
+    pub fn new(cfg: &[Alert], now: u64) -> Alerts {
+        let mut a = Alerts { rules: Vec::new() };
+        a.reload(cfg, now);
+        a
+    }
+
+    /// Takes a reloaded rule set; a rule keeping its name keeps its state and its webhook queue.
+    pub fn reload(&mut self, cfg: &[Alert], now: u64) {
+        let mut old = std::mem::take(&mut self.rules);
+        for c in cfg {
+            let rule = match old.iter().position(|r| r.cfg.name == c.name) {
+                Some(i) => {
+                    let mut r = old.swap_remove(i);
+                    r.queue = match (&c.webhook, r.queue.take()) {
+                        (Some(h), Some(q)) => {
+                            q.set_hook(h);
+                            Some(q)
+                        }
+                        (Some(h), None) => Some(Queue::new(h.clone())),
+                        (None, _) => None,
+                    };
+                    r.cfg = c.clone();
+                    r
+                }
+                None => Rule {
+                    cfg: c.clone(),
+                    firing: false,
+                    value: 0.0,
+                    since: now,
+                    last: None,
+                    queue: c.webhook.clone().map(Queue::new),
+                },
+            };
+            self.rules.push(rule);
+        }
+    }
+
+    /// Evaluates every rule; returns the rules that changed state, with their transition.
+    pub fn evaluate(&mut self, store: &Store, now: u64) -> Vec<(usize, Transition)> {
+        let mut out = Vec::new();
+        for (i, r) in self.rules.iter_mut().enumerate() {
+            let v = measure(&r.cfg, store);
+            r.value = if v.is_finite() { v } else { 0.0 };
+            let next = next_firing(r.firing, r.value, r.cfg.threshold, r.cfg.clear_below);
+            if next != r.firing {
+                r.firing = next;
+                r.since = now;
+                let t = Transition {
+                    firing: next,
+                    value: r.value,
+                    at: now,
+                };
+                r.last = Some(t);
+                out.push((i, t));
+            }
+        }
+        out
+    }
+
+    /// The webhook body of a transition of rule `i`.
+    pub fn event_body(&self, i: usize, t: &Transition, instance: &str) -> Option<String> {
+        let r = self.rules.get(i)?;
+        Some(
+            json!({
+                "alert": r.cfg.name,
+                "state": t.state(),
+                "metric": metric_name(r.cfg.metric),
+                "scope": scope_label(&r.cfg.scope),
+                "value": t.value,
+                "threshold": r.cfg.threshold,
+                "window_seconds": r.cfg.window.as_secs(),
+                "instance": instance,
+                "at": t.at,
+            })
+            .to_string(),
+        )
+    }
+
+    /// Every rule's state.
+    pub fn statuses(&self) -> Vec<AlertStatus> {
+        self.rules
+            .iter()
+            .map(|r| AlertStatus {
+                rule: r.cfg.clone(),
+                firing: r.firing,
+                value: r.value,
+                since: r.since,
+                last_transition: r.last,
+                webhook: r.queue.as_ref().map(|q| (q.url(), q.status())),
+            })
+            .collect()
+    }
+
+    /// Logs transition `t` of rule `i` and queues its webhook.
+    fn announce(&self, i: usize, t: &Transition, instance: &str) {
+        let Some(r) = self.rules.get(i) else { return };
+        let scope = scope_label(&r.cfg.scope);
+        let metric = metric_name(r.cfg.metric);
+        if t.firing {
+            tracing::warn!(alert = %r.cfg.name, metric, scope = %scope, value = t.value, threshold = r.cfg.threshold, "alert firing");
+        } else {
+            tracing::info!(alert = %r.cfg.name, metric, scope = %scope, value = t.value, clear_below = r.cfg.clear_below, "alert resolved");
+        }
+        if let (Some(q), Some(body)) = (&r.queue, self.event_body(i, t, instance)) {
+            q.push(body);
+        }
+    }
+}
+
+/// Evaluates the rules of the current snapshot once a second until the control thread stops; takes
+/// the new rule set when the snapshot's generation changes.
+pub async fn run(store: Rc<RefCell<Store>>, snapshot: Rc<RefCell<Arc<Snapshot>>>) {
+    let instance = webhook::instance();
+    let mut generation = snapshot.borrow().generation;
+    let mut alerts = Alerts::new(&snapshot.borrow().config.alerts, webhook::unix_now());
+    loop {
+        monoio::time::sleep(EVAL_INTERVAL).await;
+        let now = webhook::unix_now();
+        let snap = snapshot.borrow().clone();
+        if snap.generation != generation {
+            generation = snap.generation;
+            alerts.reload(&snap.config.alerts, now);
+        }
+        let changed = alerts.evaluate(&store.borrow(), now);
+        for (i, t) in &changed {
+            alerts.announce(*i, t, &instance);
+        }
+        store.borrow_mut().alerts = alerts.statuses();
+    }
+}
+
+/// `sluice_alert_firing` and `sluice_alert_value` lines.
+pub fn prometheus(o: &mut String, alerts: &[AlertStatus]) {
+    let _ = writeln!(o, "# HELP sluice_alert_firing 1 while the alert rule fires, else 0.\n# TYPE sluice_alert_firing gauge");
+    for a in alerts {
+        let _ = writeln!(
+            o,
+            "sluice_alert_firing{{alert=\"{}\"}} {}",
+            super::stats::esc(&a.rule.name),
+            a.firing as u8
+        );
+    }
+    let _ = writeln!(o, "# HELP sluice_alert_value The alert rule's metric at its last evaluation.\n# TYPE sluice_alert_value gauge");
+    for a in alerts {
+        let _ = writeln!(
+            o,
+            "sluice_alert_value{{alert=\"{}\"}} {}",
+            super::stats::esc(&a.rule.name),
+            a.value
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::{Counters, RouteDelta, StatsDelta};
+
+    fn rule(
+        name: &str,
+        metric: AlertMetric,
+        scope: AlertScope,
+        threshold: f64,
+        clear: f64,
+    ) -> Alert {
+        Alert {
+            name: name.into(),
+            metric,
+            scope,
+            threshold,
+            clear_below: clear,
+            window: Duration::from_secs(2),
+            webhook: None,
+        }
+    }
+
+    fn second(store: &mut Store, route: &str, ok: u64, failed: u64) {
+        let mut c = Counters {
+            requests: ok + failed,
+            ..Default::default()
+        };
+        c.status[2] = ok;
+        c.status[5] = failed;
+        store.apply(&StatsDelta {
+            worker: 0,
+            global: c.clone(),
+            routes: vec![RouteDelta {
+                route: Arc::from(route),
+                c,
+                total: None,
+            }],
+            ..Default::default()
+        });
+        store.close_second();
+    }
+
+    #[test]
+    fn hysteresis() {
+        assert!(next_firing(false, 0.6, 0.5, 0.1));
+        assert!(!next_firing(false, 0.5, 0.5, 0.1));
+        assert!(next_firing(true, 0.3, 0.5, 0.1));
+        assert!(!next_firing(true, 0.1, 0.5, 0.1));
+    }
+
+    #[test]
+    fn error_ratio_fires_and_resolves_per_route() {
+        let mut store = Store::new(1);
+        let cfg = vec![
+            rule(
+                "r",
+                AlertMetric::ErrorRatio,
+                AlertScope::Route("bad".into()),
+                0.5,
+                0.1,
+            ),
+            rule("g", AlertMetric::ErrorRatio, AlertScope::Global, 0.9, 0.9),
+        ];
+        let mut a = Alerts::new(&cfg, 0);
+        assert!(a.evaluate(&store, 1).is_empty(), "no traffic: ratio 0");
+        second(&mut store, "bad", 1, 9);
+        second(&mut store, "good", 100, 0);
+        let t = a.evaluate(&store, 2);
+        assert_eq!(t.len(), 1, "only the route rule fires: {t:?}");
+        assert_eq!(t[0].0, 0);
+        assert!(t[0].1.firing);
+        assert!((t[0].1.value - 0.9).abs() < 1e-9);
+        // Between clear_below and threshold: still firing.
+        second(&mut store, "bad", 8, 2);
+        second(&mut store, "bad", 8, 2);
+        assert!(a.evaluate(&store, 3).is_empty());
+        assert!(a.statuses()[0].firing);
+        second(&mut store, "bad", 10, 0);
+        second(&mut store, "bad", 10, 0);
+        let t = a.evaluate(&store, 4);
+        assert_eq!(t.len(), 1);
+        assert!(!t[0].1.firing);
+        let body = a.event_body(0, &t[0].1, "host").unwrap();
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["state"], "resolved");
+        assert_eq!(v["scope"], "route:bad");
+        assert_eq!(v["metric"], "error_ratio");
+        assert_eq!(v["window_seconds"], 2);
+        assert_eq!(v["at"], 4);
+    }
+
+    #[test]
+    fn reload_keeps_state_by_name() {
+        let mut store = Store::new(1);
+        let cfg = vec![rule(
+            "r",
+            AlertMetric::ErrorRatio,
+            AlertScope::Global,
+            0.5,
+            0.1,
+        )];
+        let mut a = Alerts::new(&cfg, 0);
+        second(&mut store, "x", 0, 10);
+        assert_eq!(a.evaluate(&store, 1).len(), 1);
+        let mut changed = cfg.clone();
+        changed[0].threshold = 0.7;
+        changed.push(rule(
+            "new",
+            AlertMetric::RateLimitedPerSecond,
+            AlertScope::Global,
+            1.0,
+            1.0,
+        ));
+        a.reload(&changed, 5);
+        let s = a.statuses();
+        assert_eq!(s.len(), 2);
+        assert!(s[0].firing && s[0].since == 1 && s[0].rule.threshold == 0.7);
+        assert!(!s[1].firing && s[1].since == 5);
+        a.reload(&[], 6);
+        assert!(a.statuses().is_empty());
+    }
+
+    #[test]
+    fn prometheus_lines() {
+        let mut o = String::new();
+        let a = Alerts::new(
+            &[rule(
+                "a\"b",
+                AlertMetric::WorkerUtilization,
+                AlertScope::Global,
+                0.9,
+                0.8,
+            )],
+            0,
+        );
+        prometheus(&mut o, &a.statuses());
+        assert!(
+            o.contains("sluice_alert_firing{alert=\"a\\\"b\"} 0\n"),
+            "{o}"
+        );
+    }
+}
