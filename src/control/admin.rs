@@ -456,7 +456,7 @@ fn alerts(st: &AdminState) -> Value {
                 "value": round(a.value),
                 "threshold": a.rule.threshold,
                 "clear_below": a.rule.clear_below,
-                "window_seconds": a.rule.window.as_secs(),
+                "window_seconds": Store::window_secs(a.rule.window),
                 "since": a.since,
                 "last_transition": a.last_transition.map(|t| json!({
                     "state": t.state(),

@@ -46,7 +46,7 @@ pub fn scope_label(s: &AlertScope) -> String {
 /// - `rate_limited_per_second`: policy rejections / window seconds.
 /// - `worker_utilization`: the busiest worker's utilization averaged over the window.
 pub fn measure(a: &Alert, store: &Store) -> f64 {
-    let n = a.window.as_secs().max(1) as usize;
+    let n = Store::window_secs(a.window);
     match (a.metric, &a.scope) {
         (AlertMetric::ErrorRatio, AlertScope::Global) => {
             let (req, err, _, _) = store.window(n);
@@ -221,7 +221,7 @@ impl Alerts {
                 "scope": scope_label(&r.cfg.scope),
                 "value": t.value,
                 "threshold": r.cfg.threshold,
-                "window_seconds": r.cfg.window.as_secs(),
+                "window_seconds": Store::window_secs(r.cfg.window),
                 "instance": instance,
                 "at": t.at,
             })
@@ -353,6 +353,13 @@ mod tests {
         assert!(!next_firing(false, 0.5, 0.5, 0.1));
         assert!(next_firing(true, 0.3, 0.5, 0.1));
         assert!(!next_firing(true, 0.1, 0.5, 0.1));
+    }
+
+    #[test]
+    fn windows_round_up_to_whole_seconds() {
+        assert_eq!(Store::window_secs(Duration::from_millis(1500)), 2);
+        assert_eq!(Store::window_secs(Duration::from_millis(200)), 1);
+        assert_eq!(Store::window_secs(Duration::from_secs(60)), 60);
     }
 
     #[test]

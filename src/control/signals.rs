@@ -120,7 +120,7 @@ impl SignalsReport {
 
 /// Computes the report from the store.
 pub fn compute(store: &Store, cfg: &Signals, upstreams: &[&str]) -> SignalsReport {
-    let n = cfg.window.as_secs().max(1) as usize;
+    let n = Store::window_secs(cfg.window);
     let secs = store.covered(n) as f64;
     let util = store.utilization_window(n);
     let reqs = store.worker_requests_window(n);

@@ -399,6 +399,11 @@ impl Store {
         (req, err, pol, hist)
     }
 
+    /// A configured window in whole seconds, rounded up, at least 1 ("1.5s" covers 2 seconds).
+    pub fn window_secs(d: std::time::Duration) -> usize {
+        (d.as_millis().div_ceil(1000) as usize).max(1)
+    }
+
     /// How many closed seconds a window of `n` seconds covers now (at least 1, to divide by).
     pub fn covered(&self, n: usize) -> usize {
         n.min(self.seconds.len()).max(1)
