@@ -13,11 +13,14 @@
 
 pub mod backend;
 pub mod client;
+pub mod traffic;
 
 #[allow(unused_imports)]
 pub use backend::{refused_addr, Backend, Reply, Request};
 #[allow(unused_imports)]
 pub use client::{build_request, http_get, send_raw, Conn, Response};
+#[allow(unused_imports)]
+pub use traffic::Traffic;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
