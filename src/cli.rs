@@ -39,6 +39,29 @@ pub enum Command {
         #[arg(long)]
         workers: Option<usize>,
     },
+    /// Live terminal view of a running sluice (per-core, per-route, per-endpoint), from its admin API.
+    Top {
+        /// The admin listener, e.g. 127.0.0.1:9901.
+        #[arg(long)]
+        admin: String,
+        /// Bearer token, when the admin API has one (default: $SLUICE_ADMIN_TOKEN, which `ps` does not show).
+        #[arg(long)]
+        token: Option<String>,
+        /// Time between polls, e.g. 1s or 500ms.
+        #[arg(long, default_value = "1s", value_parser = parse_interval)]
+        interval: std::time::Duration,
+        /// Print one plain-text frame (after two polls one interval apart) and exit.
+        #[arg(long)]
+        once: bool,
+    },
+}
+
+fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
+    let d = config::units::parse_duration(s)?;
+    if d < std::time::Duration::from_millis(100) {
+        return Err(format!("interval {s:?} is below 100ms"));
+    }
+    Ok(d)
 }
 
 fn quick_config(listen: &str, to: &str, workers: Option<usize>) -> Result<Config, ConfigError> {
@@ -94,8 +117,11 @@ fn load(args: &Args) -> Result<Config, ConfigError> {
             }),
             _,
         ) => quick_config(listen, to, *workers),
-        (None, Some(path)) => config::load_file(path),
-        (None, None) => config::parse(config::DEFAULT_TOML, Source::Embedded),
+        // `top` never gets here (run() hands it over first).
+        (None | Some(Command::Top { .. }), Some(path)) => config::load_file(path),
+        (None | Some(Command::Top { .. }), None) => {
+            config::parse(config::DEFAULT_TOML, Source::Embedded)
+        }
     }
 }
 
@@ -192,6 +218,22 @@ fn init_logging(level: &str) {
 
 /// Runs the command line; returns the process exit code.
 pub fn run(args: Args) -> i32 {
+    if let Some(Command::Top {
+        admin,
+        token,
+        interval,
+        once,
+    }) = &args.command
+    {
+        return crate::top::run(&crate::top::Options {
+            admin: admin.clone(),
+            token: token
+                .clone()
+                .or_else(|| std::env::var("SLUICE_ADMIN_TOKEN").ok()),
+            interval: *interval,
+            once: *once,
+        });
+    }
     let cfg = match load(&args) {
         Ok(c) => c,
         Err(e) => {

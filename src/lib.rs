@@ -21,4 +21,5 @@ pub mod proxy;
 pub mod respond;
 pub mod router;
 pub mod sys;
+pub mod top;
 pub mod upstream;
