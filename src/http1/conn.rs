@@ -99,6 +99,9 @@ fn log(
     request_id: &[u8],
     traceparent: &[u8],
 ) {
+    if snap.config.access_log.is_none() {
+        return;
+    }
     let (route, upstream, endpoint) = w.names(snap, rec);
     let fields = LogFields {
         head,
