@@ -572,6 +572,19 @@ impl Store {
                 self.global.errors[i]
             );
         }
+        let _ = writeln!(o, "# HELP sluice_route_errors_total Failed requests by route and kind (kinds with none omitted).\n# TYPE sluice_route_errors_total counter");
+        for (name, r) in &self.routes {
+            for (i, kind) in ERROR_KIND_NAMES.iter().enumerate().take(ERROR_KINDS) {
+                if r.c.errors[i] > 0 {
+                    let _ = writeln!(
+                        o,
+                        "sluice_route_errors_total{{route=\"{}\",kind=\"{kind}\"}} {}",
+                        esc(name),
+                        r.c.errors[i]
+                    );
+                }
+            }
+        }
         let _ = writeln!(o, "# HELP sluice_received_bytes_total Bytes received from clients, by route.\n# TYPE sluice_received_bytes_total counter");
         for (name, r) in &self.routes {
             let _ = writeln!(
