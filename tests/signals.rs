@@ -5,93 +5,16 @@
 
 mod common;
 
+use common::webhook::WebhookReceiver;
+
 use common::*;
 use serde_json::Value;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
-
-/// A webhook receiver answering 200 to each POST and handing its body over.
-struct Receiver {
-    addr: SocketAddr,
-    bodies: crossbeam_channel::Receiver<String>,
-    seen: Vec<Value>,
-    stop: Arc<AtomicBool>,
-    thread: Option<thread::JoinHandle<()>>,
-}
-
-impl Receiver {
-    fn start() -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind receiver");
-        let addr = listener.local_addr().expect("receiver addr");
-        let stop = Arc::new(AtomicBool::new(false));
-        let (tx, bodies) = crossbeam_channel::unbounded();
-        let s2 = stop.clone();
-        let thread = thread::spawn(move || {
-            for stream in listener.incoming() {
-                if s2.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(mut s) = stream else { continue };
-                if let Some(body) = read_body(&mut s) {
-                    let _ = tx.send(body);
-                    let _ = s.write_all(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n");
-                }
-            }
-        });
-        Receiver {
-            addr,
-            bodies,
-            seen: Vec::new(),
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn events(&mut self) -> &[Value] {
-        while let Ok(b) = self.bodies.try_recv() {
-            self.seen
-                .push(serde_json::from_str(&b).expect("webhook JSON"));
-        }
-        &self.seen
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn read_body(s: &mut TcpStream) -> Option<String> {
-    s.set_read_timeout(Some(IO_TIMEOUT)).ok()?;
-    let mut buf = Vec::new();
-    let mut tmp = [0u8; 4096];
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse().ok())?;
-            if buf.len() >= end + 4 + len {
-                return Some(String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned());
-            }
-        }
-        let n = s.read(&mut tmp).ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&tmp[..n]);
-    }
-}
 
 fn signals(admin: SocketAddr) -> Value {
     let r = http_get(admin, "/signals", &[]);
@@ -149,7 +72,7 @@ impl Drop for Load {
 
 #[test]
 fn recommendation_follows_load_up_and_down() {
-    let mut rx = Receiver::start();
+    let mut rx = WebhookReceiver::start(0);
     let be = Backend::fixed("ok");
     // A low target so that any real load lifts the recommendation above the floor of 1, while idle
     // workers (well under 1% busy) stay at it: ceil(2 × u / 0.2) > 1 as soon as u > 0.1.

@@ -14,6 +14,7 @@
 pub mod backend;
 pub mod client;
 pub mod traffic;
+pub mod webhook;
 
 #[allow(unused_imports)]
 pub use backend::{refused_addr, Backend, Reply, Request};
