@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod runtime;
 pub mod server;
 pub mod snapshot;
+pub mod sock;
 pub mod worker;
 
 pub mod http1;

@@ -42,3 +42,27 @@ pub fn thread_cpu_ns() -> u64 {
     }
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
+
+/// One non-blocking `send` of `buf`'s initialised bytes; never raises SIGPIPE.
+pub fn send_nowait<T: monoio::buf::IoBuf>(fd: RawFd, buf: &T) -> std::io::Result<usize> {
+    // SAFETY: `IoBuf` guarantees `read_ptr()` is valid for `bytes_init()` bytes while `buf` is borrowed;
+    // `fd` is a socket the caller owns for the duration of the call; MSG_DONTWAIT keeps it from blocking.
+    let n = unsafe {
+        libc::send(
+            fd,
+            buf.read_ptr().cast(),
+            buf.bytes_init(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    if n < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// True for the errors that mean "try again later" on a non-blocking socket.
+pub fn would_block(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EINTR))
+}

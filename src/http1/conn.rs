@@ -8,22 +8,25 @@ use crate::http1::io::{read_more_timeout, write_vec, Timed, HEAD_CHUNK, SHRINK_A
 use crate::metrics::{ErrorKind, RequestRecord};
 use crate::proxy::{handle, After, Downstream, Ids};
 use crate::respond::{message_for, reason_for, status_for, write_error, ProxyError};
+use crate::sock::SockWr;
 use crate::worker::Gen;
 use crate::worker::Worker;
 use bytes::BytesMut;
 use monoio::io::Splitable;
 use monoio::net::TcpStream;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::Instant;
 
 /// Serves one client connection until it closes.
 pub async fn serve(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
     let _conn = w.begin_connection();
+    let fd = stream.as_raw_fd();
     let (rd, wr) = stream.into_split();
     let mut c = Downstream {
         rd,
-        wr,
+        wr: SockWr::new(wr, fd),
         buf: BytesMut::with_capacity(HEAD_CHUNK),
         out: Vec::with_capacity(512),
         resp: Default::default(),

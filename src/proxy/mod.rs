@@ -14,11 +14,12 @@ use crate::http1::io::write_vec;
 use crate::metrics::{EndReason, RequestRecord};
 use crate::respond::{message_for, reason_for, status_for, write_error, ProxyError, UpstreamError};
 use crate::router::{Action, CompiledRoute, Match, RouteInput};
+use crate::sock::SockWr;
 use crate::upstream::balance::hash64;
 use crate::worker::{Gen, Worker};
 use bytes::{Buf, BytesMut};
 use exchange::{attempt, Attempt, ReqBody};
-use monoio::io::{OwnedReadHalf, OwnedWriteHalf};
+use monoio::io::OwnedReadHalf;
 use monoio::net::TcpStream;
 pub use request::Ids;
 use request::{build_request_head, cookie, parse_hex};
@@ -30,7 +31,7 @@ pub struct Downstream {
     /// can flow at the same time).
     pub rd: OwnedReadHalf<TcpStream>,
     /// Write half.
-    pub wr: OwnedWriteHalf<TcpStream>,
+    pub wr: SockWr,
     /// Bytes read from the client and not yet consumed.
     pub buf: BytesMut,
     /// Reusable output buffer.

@@ -1,8 +1,9 @@
 //! Per-worker idle connection pools, keyed by endpoint address so that a reload keeps them warm.
 //! LIFO: the most recently used connection is the one least likely to have been closed by the peer.
 
+use crate::sock::SockWr;
 use bytes::BytesMut;
-use monoio::io::{OwnedReadHalf, OwnedWriteHalf, Splitable};
+use monoio::io::{OwnedReadHalf, Splitable};
 use monoio::net::TcpStream;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,7 +15,7 @@ pub struct UpConn {
     /// Read half of the socket (split once, so request and response can flow at the same time).
     pub rd: OwnedReadHalf<TcpStream>,
     /// Write half.
-    pub wr: OwnedWriteHalf<TcpStream>,
+    pub wr: SockWr,
     /// The socket's descriptor, for the stale-connection peek.
     pub fd: RawFd,
     /// Bytes read from the upstream and not yet consumed.
@@ -34,7 +35,7 @@ impl UpConn {
         let (rd, wr) = stream.into_split();
         UpConn {
             rd,
-            wr,
+            wr: SockWr::new(wr, fd),
             fd,
             buf,
             addr,

@@ -1,0 +1,49 @@
+//! The write half of a proxied TCP socket. A write is first tried inline with a non-blocking `send`:
+//! on a socket with room (nearly always, for responses and request heads) that is one syscall and no
+//! trip through the ring, where an io_uring write costs a ring submission, a completion and another
+//! turn of the event loop. Only when the kernel buffer is full does the write go through the driver.
+
+use monoio::buf::{IoBuf, IoVecBuf};
+use monoio::io::{AsyncWriteRent, OwnedWriteHalf};
+use monoio::net::TcpStream;
+use monoio::BufResult;
+use std::os::fd::RawFd;
+
+/// Write half of a TCP connection with the inline-send fast path.
+pub struct SockWr {
+    inner: OwnedWriteHalf<TcpStream>,
+    fd: RawFd,
+}
+
+impl SockWr {
+    /// Wraps the write half of the socket whose descriptor is `fd`.
+    pub fn new(inner: OwnedWriteHalf<TcpStream>, fd: RawFd) -> SockWr {
+        SockWr { inner, fd }
+    }
+}
+
+impl AsyncWriteRent for SockWr {
+    async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+        match crate::sys::send_nowait(self.fd, &buf) {
+            Ok(n) if n > 0 || buf.bytes_init() == 0 => (Ok(n), buf),
+            Err(e) if !crate::sys::would_block(&e) => (Err(e), buf),
+            // No room (or a zero-length send): wait for it through the driver.
+            _ => self.inner.write(buf).await,
+        }
+    }
+
+    fn writev<T: IoVecBuf>(
+        &mut self,
+        buf_vec: T,
+    ) -> impl std::future::Future<Output = BufResult<usize, T>> {
+        self.inner.writev(buf_vec)
+    }
+
+    fn flush(&mut self) -> impl std::future::Future<Output = std::io::Result<()>> {
+        self.inner.flush()
+    }
+
+    fn shutdown(&mut self) -> impl std::future::Future<Output = std::io::Result<()>> {
+        self.inner.shutdown()
+    }
+}
