@@ -106,5 +106,32 @@ fn bench_chunked(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench_parse, bench_route, bench_pick, bench_chunked);
+/// The stages of a reload of 10,000 routes over 1,000 hosts (the load test's `routes` scenario shape).
+fn bench_reload(c: &mut Criterion) {
+    let text = many_routes();
+    let mut g = c.benchmark_group("reload_10k_routes");
+    g.sample_size(10);
+    g.bench_function("toml_deserialize", |b| {
+        b.iter(|| black_box(toml::from_str::<sluice::config::file::ConfigToml>(&text).unwrap()))
+    });
+    g.bench_function("parse_and_validate", |b| {
+        b.iter(|| black_box(parse(&text, Source::Embedded).unwrap()))
+    });
+    let cfg = Arc::new(parse(&text, Source::Embedded).unwrap());
+    g.bench_function("compile_snapshot", |b| {
+        b.iter(|| black_box(Snapshot::build(cfg.clone(), 2).unwrap()))
+    });
+    let snap = Snapshot::build(cfg.clone(), 2).unwrap();
+    g.bench_function("clone_snapshot", |b| b.iter(|| black_box(snap.clone())));
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_parse,
+    bench_route,
+    bench_pick,
+    bench_chunked,
+    bench_reload
+);
 criterion_main!(benches);

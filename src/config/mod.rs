@@ -61,10 +61,7 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
 /// Parses and validates TOML text from `source`.
 pub fn parse(text: &str, source: Source) -> Result<Config, ConfigError> {
     let label = source.label();
-    let de = toml::Deserializer::new(text);
-    let raw: file::ConfigToml = serde_path_to_error::deserialize(de).map_err(|e| {
-        let key = e.path().to_string();
-        let inner = e.into_inner();
+    let syntax = |inner: toml::de::Error, key: String| {
         let mut message = inner.message().to_string();
         if let Some(span) = inner.span() {
             let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
@@ -75,6 +72,11 @@ pub fn parse(text: &str, source: Source) -> Result<Config, ConfigError> {
             key: if key == "." { String::new() } else { key },
             message,
         }
+    };
+    let de = toml::Deserializer::parse(text).map_err(|e| syntax(e, String::new()))?;
+    let raw: file::ConfigToml = serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        syntax(e.into_inner(), key)
     })?;
     validate::validate(raw, source)
 }
