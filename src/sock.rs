@@ -20,6 +20,11 @@ impl SockWr {
     pub fn new(inner: OwnedWriteHalf<TcpStream>, fd: RawFd) -> SockWr {
         SockWr { inner, fd }
     }
+
+    /// The plain write half, to reunite it with its read half.
+    pub fn into_inner(self) -> OwnedWriteHalf<TcpStream> {
+        self.inner
+    }
 }
 
 impl AsyncWriteRent for SockWr {

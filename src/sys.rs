@@ -4,9 +4,18 @@
 
 use std::os::fd::RawFd;
 
-/// True when the peer has closed (or reset) an idle connection: a non-blocking peek reads EOF or an error.
-/// Costs one syscall, so callers use it only for connections that sat idle long enough to go stale.
-pub fn peer_closed(fd: RawFd) -> bool {
+/// What a non-blocking one-byte peek found on a socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Peek {
+    /// Nothing to read yet.
+    Empty,
+    /// Bytes are waiting.
+    Data,
+    /// The peer's EOF, or an error.
+    Gone,
+}
+
+fn peek(fd: RawFd) -> Peek {
     let mut byte = 0u8;
     // SAFETY: `fd` is an open socket owned by the caller for the duration of this call; the buffer is one
     // valid byte on our stack; MSG_DONTWAIT keeps the call from blocking on io_uring-mode (blocking) sockets.
@@ -18,15 +27,19 @@ pub fn peer_closed(fd: RawFd) -> bool {
             libc::MSG_PEEK | libc::MSG_DONTWAIT,
         )
     };
-    if n == 0 {
-        return true;
+    match n {
+        0 => Peek::Gone,
+        n if n > 0 => Peek::Data,
+        _ if would_block(&std::io::Error::last_os_error()) => Peek::Empty,
+        _ => Peek::Gone,
     }
-    if n < 0 {
-        let err = std::io::Error::last_os_error();
-        return !matches!(err.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EINTR));
-    }
-    // Unsolicited bytes on an idle connection mean the exchange is out of step: do not reuse it.
-    true
+}
+
+/// True when the peer has closed (or reset) an idle connection: a non-blocking peek reads EOF or an error.
+/// Costs one syscall, so callers use it only for connections that sat idle long enough to go stale.
+/// Unsolicited bytes on an idle upstream connection count too: the exchange is out of step, do not reuse it.
+pub fn peer_closed(fd: RawFd) -> bool {
+    peek(fd) != Peek::Empty
 }
 
 /// CPU time the calling thread has used, in nanoseconds (CLOCK_THREAD_CPUTIME_ID).
@@ -65,4 +78,10 @@ pub fn send_nowait<T: monoio::buf::IoBuf>(fd: RawFd, buf: &T) -> std::io::Result
 /// True for the errors that mean "try again later" on a non-blocking socket.
 pub fn would_block(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EINTR))
+}
+
+/// True when a non-blocking peek finds the peer's EOF or an error: a readable idle connection that has
+/// nothing to say but goodbye, so it can be closed without setting up a session for it.
+pub fn at_eof(fd: RawFd) -> bool {
+    peek(fd) == Peek::Gone
 }

@@ -272,6 +272,8 @@ pub struct Worker {
     cpu: Cell<i64>,
     retired: RefCell<Vec<Rc<Gen>>>,
     to_control: Link<ToControl>,
+    /// Idle deadlines of parked keep-alive connections.
+    pub parking: crate::http1::park::Parking,
 }
 
 impl Worker {
@@ -298,6 +300,7 @@ impl Worker {
             cpu: Cell::new(-1),
             retired: RefCell::new(Vec::new()),
             to_control,
+            parking: Default::default(),
         }
     }
 
@@ -582,6 +585,7 @@ async fn worker_main(spec: WorkerSpec, inbox: Inbox<ToWorker>, driver: &'static 
         }
     }
     monoio::spawn(sweeper(w.clone()));
+    monoio::spawn(crate::http1::park::sweeper(w.clone()));
     monoio::spawn(reporter(w.clone()));
     if w.log.borrow().is_some() {
         monoio::spawn(log_flusher(w.clone()));

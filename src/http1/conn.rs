@@ -1,10 +1,14 @@
 //! The downstream HTTP/1.1 connection: read a head (with header and idle timeouts), hand it to the proxy,
 //! repeat while keep-alive holds. Pipelined requests wait in the read buffer and are answered in order,
-//! because each is served to completion before the next head is parsed.
+//! because each is served to completion before the next head is parsed. A connection idle between
+//! requests for longer than `PARK_AFTER` parks: its session state is freed and it waits for readability.
 
 use crate::access_log::{format_json, format_template, LogFields};
 use crate::http1::head::RequestHead;
-use crate::http1::io::{read_more_timeout, write_vec, Timed, HEAD_CHUNK, SHRINK_ABOVE};
+use crate::http1::io::{
+    read_more_timeout, read_or_park, write_vec, ParkRead, Timed, HEAD_CHUNK, SHRINK_ABOVE,
+};
+use crate::http1::park;
 use crate::metrics::{ErrorKind, RequestRecord};
 use crate::proxy::{handle, After, Downstream, Ids};
 use crate::respond::{message_for, reason_for, status_for, write_error, ProxyError};
@@ -12,16 +16,63 @@ use crate::sock::SockWr;
 use crate::worker::Gen;
 use crate::worker::Worker;
 use bytes::BytesMut;
-use monoio::io::Splitable;
+use monoio::io::{Canceller, Splitable};
 use monoio::net::TcpStream;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// A keep-alive connection that has waited this long for its next request gives back its buffers and its
+/// session state and waits for readability alone: an idle connection then costs a few hundred bytes.
+/// Long enough that a connection under load never parks between requests.
+pub const PARK_AFTER: Duration = Duration::from_millis(50);
 
 /// Serves one client connection until it closes.
-pub async fn serve(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
-    let _conn = w.begin_connection();
+// An async block rather than an async fn: an async fn keeps its arguments twice in its state, and this
+// state is what a parked connection costs.
+#[allow(clippy::manual_async_fn)]
+pub fn serve(w: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr) -> impl Future<Output = ()> {
+    async move {
+        let _conn = w.begin_connection();
+        let mut first = true;
+        loop {
+            // Boxed: the session (buffers, parsed heads, the proxy's state) is most of what a connection
+            // costs, and a parked connection keeps none of it.
+            let Some((parked, idle_left)) = Box::pin(session(&w, stream, peer, first)).await else {
+                return;
+            };
+            stream = parked;
+            first = false;
+            let deadline = Instant::now() + idle_left;
+            if !park::wait_readable(&w.parking, &stream, deadline).await
+                || w.is_draining()
+                || crate::sys::at_eof(stream.as_raw_fd())
+            {
+                return;
+            }
+        }
+    }
+}
+
+/// What `read_head` found.
+enum Next {
+    /// A complete head is parsed.
+    Head,
+    /// The client closed or idled out between requests.
+    Closed,
+    /// Nothing arrived within `PARK_AFTER`; this much of the idle timeout is left.
+    Park(Duration),
+}
+
+/// Serves requests until the connection closes (None) or parks (the socket and the idle time left).
+async fn session(
+    w: &Rc<Worker>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    mut first: bool,
+) -> Option<(TcpStream, Duration)> {
     let fd = stream.as_raw_fd();
     let (rd, wr) = stream.into_split();
     let mut c = Downstream {
@@ -31,17 +82,20 @@ pub async fn serve(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
         out: Vec::with_capacity(512),
         resp: Default::default(),
         peer_ip: peer.ip().to_string().into_boxed_str(),
+        cancel: Canceller::new(),
     };
     let mut head = RequestHead::default();
     let mut snap = w.snapshot();
-    let mut first = true;
     loop {
         if snap.generation != w.generation() {
             snap = w.snapshot();
         }
-        match read_head(&w, &snap, &mut c, &mut head, first).await {
-            Ok(true) => {}
-            Ok(false) => return,
+        match read_head(w, &snap, &mut c, &mut head, first).await {
+            Ok(Next::Head) => {}
+            Ok(Next::Closed) => return None,
+            Ok(Next::Park(left)) => {
+                return c.rd.reunite(c.wr.into_inner()).ok().map(|s| (s, left));
+            }
             Err(e) => {
                 let status = status_for(&e);
                 let mut rec = RequestRecord::new(c.buf.len() as u64);
@@ -56,8 +110,8 @@ pub async fn serve(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
                 snap.record(&rec, false);
                 // The head did not parse: log it with an empty request line, never with half-parsed spans.
                 let empty = RequestHead::default();
-                log(&w, &snap, &c, &empty, &rec, &id, b"-");
-                return;
+                log(w, &snap, &c, &empty, &rec, &id, b"-");
+                return None;
             }
         }
         first = false;
@@ -66,10 +120,10 @@ pub async fn serve(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
             snap = w.snapshot();
         }
         let mut rec = RequestRecord::new(head.bytes().len() as u64);
-        let ids = Ids::new(&w, &head);
+        let ids = Ids::new(w, &head);
         let after = {
             let _req = w.begin_request();
-            handle(&w, &snap, &mut c, &head, &mut rec, &ids).await
+            handle(w, &snap, &mut c, &head, &mut rec, &ids).await
         };
         let upstream_fault = matches!(
             rec.reason.error_kind(),
@@ -78,7 +132,7 @@ pub async fn serve(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
             )
         );
         snap.record(&rec, upstream_fault);
-        log(&w, &snap, &c, &head, &rec, ids.id(), ids.traceparent());
+        log(w, &snap, &c, &head, &rec, ids.id(), ids.traceparent());
         // Let go of the head's bytes before reading again, so the read buffer is reused, not replaced.
         head.release();
         if c.buf.is_empty() && c.buf.capacity() > SHRINK_ABOVE {
@@ -88,7 +142,7 @@ pub async fn serve(w: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
             c.out = Vec::with_capacity(512);
         }
         if after == After::Close || w.is_draining() {
-            return;
+            return None;
         }
     }
 }
@@ -123,39 +177,48 @@ fn log(
     });
 }
 
-/// Reads until a complete head is parsed. Ok(false) = the client closed or idled out between requests.
+/// Reads until a complete head is parsed, the client goes away, or the connection should park.
 async fn read_head(
     w: &Worker,
     snap: &crate::snapshot::Snapshot,
     c: &mut Downstream,
     head: &mut RequestHead,
     first: bool,
-) -> Result<bool, ProxyError> {
+) -> Result<Next, ProxyError> {
     let mut started: Option<Instant> = None;
     loop {
         if !c.buf.is_empty() {
             if head.parse(&mut c.buf, &snap.limits)?.is_some() {
-                return Ok(true);
+                return Ok(Next::Head);
             }
             started.get_or_insert_with(Instant::now);
         } else if w.is_draining() && !first {
-            return Ok(false);
+            return Ok(Next::Closed);
+        }
+        let idle = snap.http.idle_timeout;
+        if started.is_none() && !first && idle > PARK_AFTER {
+            // Between requests: wait briefly with the buffer posted, then park without it.
+            match read_or_park(&mut c.rd, &mut c.buf, HEAD_CHUNK, &mut c.cancel, PARK_AFTER).await {
+                ParkRead::Read(Ok(0)) | ParkRead::Read(Err(_)) => return Ok(Next::Closed),
+                ParkRead::Read(Ok(_)) => continue,
+                ParkRead::Park => return Ok(Next::Park(idle - PARK_AFTER)),
+            }
         }
         let wait = match started {
             Some(t) => snap.http.header_timeout.saturating_sub(t.elapsed()),
             None if first => snap.http.header_timeout,
-            None => snap.http.idle_timeout,
+            None => idle,
         };
         match read_more_timeout(&mut c.rd, &mut c.buf, HEAD_CHUNK, wait).await {
             Timed::Done(Ok(0)) | Timed::Done(Err(_)) => {
-                return Ok(false);
+                return Ok(Next::Closed);
             }
             Timed::Done(Ok(_)) => {}
             Timed::Elapsed => {
                 return if started.is_some() {
                     Err(ProxyError::HeadTimeout)
                 } else {
-                    Ok(false)
+                    Ok(Next::Closed)
                 };
             }
         }

@@ -4,8 +4,11 @@
 use bytes::BytesMut;
 use monoio::buf::{IoBuf, IoBufMut};
 
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt, CancelableAsyncReadRent, Canceller};
+use std::future::Future;
 use std::io;
+use std::pin::pin;
+use std::task::Poll;
 use std::time::Duration;
 
 /// Read size for upstream response heads and small bodies.
@@ -54,6 +57,55 @@ pub async fn read_more_timeout<S: AsyncReadRent>(
     match monoio::time::timeout(d, read_more(s, buf, chunk)).await {
         Ok(r) => Timed::Done(r),
         Err(_) => Timed::Elapsed,
+    }
+}
+
+/// Outcome of `read_or_park`.
+pub enum ParkRead {
+    /// The read finished (0 = EOF).
+    Read(io::Result<usize>),
+    /// Nothing arrived within the wait; the read was cancelled and no byte was lost.
+    Park,
+}
+
+/// `read_more` that gives up after `after` by cancelling the read in the kernel and waiting for that to
+/// settle: a read that completed in the meantime still returns its bytes, so giving up never drops data.
+/// `cancel` is the connection's canceller; it is replaced after use.
+pub async fn read_or_park<S: CancelableAsyncReadRent>(
+    s: &mut S,
+    buf: &mut BytesMut,
+    chunk: usize,
+    cancel: &mut Canceller,
+    after: Duration,
+) -> ParkRead {
+    if buf.capacity() - buf.len() < chunk / 4 {
+        buf.reserve(chunk);
+    }
+    let b = std::mem::take(buf);
+    let len = b.len();
+    let cap = b.capacity();
+    let mut read = pin!(s.cancelable_read(b.slice_mut(len..cap), cancel.handle()));
+    let mut timer = pin!(monoio::time::sleep(after));
+    let mut cancelled = false;
+    let (res, slice) = std::future::poll_fn(|cx| {
+        if let Poll::Ready(r) = read.as_mut().poll(cx) {
+            return Poll::Ready(r);
+        }
+        if !cancelled && timer.as_mut().poll(cx).is_ready() {
+            cancelled = true;
+            *cancel = std::mem::take(cancel).cancel();
+            // The cancellation completes the read (with its bytes, or ECANCELED): wait for that.
+            if let Poll::Ready(r) = read.as_mut().poll(cx) {
+                return Poll::Ready(r);
+            }
+        }
+        Poll::Pending
+    })
+    .await;
+    *buf = slice.into_inner();
+    match res {
+        Err(e) if cancelled && e.raw_os_error() == Some(libc::ECANCELED) => ParkRead::Park,
+        r => ParkRead::Read(r),
     }
 }
 

@@ -4,3 +4,4 @@ pub mod chunked;
 pub mod conn;
 pub mod head;
 pub mod io;
+pub mod park;

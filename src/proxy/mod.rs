@@ -40,6 +40,8 @@ pub struct Downstream {
     pub resp: crate::http1::head::ResponseHead,
     /// Client address as text, formatted once per connection for X-Forwarded-For.
     pub peer_ip: Box<str>,
+    /// Cancels the idle read when the connection parks.
+    pub cancel: monoio::io::Canceller,
 }
 
 /// What the connection does after a request.
