@@ -10,6 +10,7 @@ mod validate;
 pub use validate::*;
 
 use std::path::{Path, PathBuf};
+use serde::Deserialize;
 
 /// The embedded default configuration, used when sluice runs with no arguments.
 pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
@@ -74,9 +75,20 @@ pub fn parse(text: &str, source: Source) -> Result<Config, ConfigError> {
         }
     };
     let de = toml::Deserializer::parse(text).map_err(|e| syntax(e, String::new()))?;
-    let raw: file::ConfigToml = serde_path_to_error::deserialize(de).map_err(|e| {
-        let key = e.path().to_string();
-        syntax(e.into_inner(), key)
-    })?;
+    // Tracking the key path costs a third of deserialising a large config, so it is done only to name the
+    // key of an error, on a second pass.
+    let raw = match file::ConfigToml::deserialize(de) {
+        Ok(raw) => raw,
+        Err(plain) => {
+            let again = toml::Deserializer::parse(text).map_err(|e| syntax(e, String::new()))?;
+            return Err(match serde_path_to_error::deserialize::<_, file::ConfigToml>(again) {
+                Err(e) => {
+                    let key = e.path().to_string();
+                    syntax(e.into_inner(), key)
+                }
+                Ok(_) => syntax(plain, String::new()),
+            });
+        }
+    };
     validate::validate(raw, source)
 }
