@@ -27,7 +27,9 @@ where
             .build();
         match tuned {
             Ok(mut rt) => return Ok(rt.block_on(make("io_uring"))),
-            Err(e) => tracing::debug!(error = %e, "io_uring with SINGLE_ISSUER and COOP_TASKRUN unavailable"),
+            Err(e) => {
+                tracing::debug!(error = %e, "io_uring with SINGLE_ISSUER and COOP_TASKRUN unavailable")
+            }
         }
         match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
             .with_entries(RING_ENTRIES)

@@ -9,8 +9,8 @@ mod validate;
 
 pub use validate::*;
 
-use std::path::{Path, PathBuf};
 use serde::Deserialize;
+use std::path::{Path, PathBuf};
 
 /// The embedded default configuration, used when sluice runs with no arguments.
 pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
@@ -81,13 +81,15 @@ pub fn parse(text: &str, source: Source) -> Result<Config, ConfigError> {
         Ok(raw) => raw,
         Err(plain) => {
             let again = toml::Deserializer::parse(text).map_err(|e| syntax(e, String::new()))?;
-            return Err(match serde_path_to_error::deserialize::<_, file::ConfigToml>(again) {
-                Err(e) => {
-                    let key = e.path().to_string();
-                    syntax(e.into_inner(), key)
-                }
-                Ok(_) => syntax(plain, String::new()),
-            });
+            return Err(
+                match serde_path_to_error::deserialize::<_, file::ConfigToml>(again) {
+                    Err(e) => {
+                        let key = e.path().to_string();
+                        syntax(e.into_inner(), key)
+                    }
+                    Ok(_) => syntax(plain, String::new()),
+                },
+            );
         }
     };
     validate::validate(raw, source)
