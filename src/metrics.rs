@@ -417,6 +417,8 @@ pub struct WorkerGauges {
     pub cpu: i64,
     /// Open client connections.
     pub connections: u64,
+    /// Of those, keep-alive connections parked while idle (no session, no buffer).
+    pub parked: u64,
     /// Requests in flight.
     pub in_flight: u64,
     /// Connections accepted since start.

@@ -430,6 +430,7 @@ impl Worker {
             driver: self.driver.get(),
             cpu: self.cpu.get(),
             connections: self.connections.get() as u64,
+            parked: self.parking.parked() as u64,
             in_flight: self.in_flight.get() as u64,
             accepted: self.accepted.get(),
             cpu_ns: crate::metrics::thread_cpu_ns(),

@@ -118,3 +118,38 @@ fn a_drain_does_not_wait_for_parked_connections() {
         );
     }
 }
+
+fn parked_gauge(admin: std::net::SocketAddr) -> Option<u64> {
+    let text = http_get(admin, "/metrics", &[]).body_str();
+    text.lines()
+        .filter(|l| l.starts_with("sluice_worker_parked_connections{"))
+        .map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[test]
+fn parked_connections_are_counted_in_metrics() {
+    let be = Backend::fixed("ok");
+    let sl = Sluice::start(&config(&format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n\n[http]\nidle_timeout = \"60s\"\n\n{}{}",
+        upstream("app", &[be.addr()], ""),
+        catch_all("app")
+    )));
+    let admin = sl.admin_addr().expect("admin address");
+    let mut conns: Vec<Conn> = (0..6).map(|_| Conn::connect(sl.addr())).collect();
+    for c in &mut conns {
+        assert_eq!(c.get("/", &[]).status, 200);
+    }
+    // Workers report once a second.
+    assert!(
+        eventually(Duration::from_secs(5), || parked_gauge(admin) == Some(6)),
+        "expected 6 parked connections, metrics say {:?}",
+        parked_gauge(admin)
+    );
+    conns.truncate(2);
+    assert!(
+        eventually(Duration::from_secs(5), || parked_gauge(admin) == Some(2)),
+        "closed connections should leave the parked count, metrics say {:?}",
+        parked_gauge(admin)
+    );
+}

@@ -325,6 +325,7 @@ fn workers(st: &AdminState) -> Value {
                 "p50_ms": round(w.p50_ms),
                 "p99_ms": round(w.p99_ms),
                 "connections": w.gauges.connections,
+                "parked_connections": w.gauges.parked,
                 "in_flight": w.gauges.in_flight,
                 "requests_total": w.totals.requests,
                 "pooled_connections": w.gauges.pooled,

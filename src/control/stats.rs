@@ -714,6 +714,14 @@ impl Store {
                 w.gauges.connections
             );
         }
+        let _ = writeln!(o, "# HELP sluice_worker_parked_connections Idle keep-alive connections parked without a session.\n# TYPE sluice_worker_parked_connections gauge");
+        for (i, w) in self.workers.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "sluice_worker_parked_connections{{worker=\"{i}\"}} {}",
+                w.gauges.parked
+            );
+        }
         let _ = writeln!(o, "# HELP sluice_worker_in_flight Requests in flight on the worker.\n# TYPE sluice_worker_in_flight gauge");
         for (i, w) in self.workers.iter().enumerate() {
             let _ = writeln!(

@@ -28,6 +28,8 @@ struct Slot {
 pub struct Parking {
     slots: RefCell<Vec<Option<Slot>>>,
     free: RefCell<Vec<usize>>,
+    /// Reused by `expire`, so a sweep allocates nothing once it has grown.
+    woken: RefCell<Vec<Waker>>,
 }
 
 impl Parking {
@@ -75,15 +77,15 @@ impl Parking {
 
     /// Marks every slot past its deadline expired and wakes its connection.
     pub fn expire(&self, now: Instant) {
-        let mut woken = Vec::new();
+        let mut woken = self.woken.borrow_mut();
         for s in self.slots.borrow_mut().iter_mut().flatten() {
             if !s.expired && s.deadline <= now {
                 s.expired = true;
                 woken.extend(s.waker.take());
             }
         }
-        // Woken outside the borrow: a waker may run code that parks or releases.
-        for w in woken {
+        // Woken outside the slots' borrow: a waker may run code that parks or releases.
+        for w in woken.drain(..) {
             w.wake();
         }
     }
