@@ -690,59 +690,68 @@ impl Store {
             );
         }
 
-        let _ = writeln!(o, "# HELP sluice_worker_utilization Share of the last interval the worker thread spent on a CPU (0..1).\n# TYPE sluice_worker_utilization gauge");
-        for (i, w) in self.workers.iter().enumerate() {
-            let _ = writeln!(
-                o,
-                "sluice_worker_utilization{{worker=\"{i}\"}} {:.4}",
-                w.utilization
-            );
-        }
-        let _ = writeln!(o, "# HELP sluice_worker_requests_total Requests finished by the worker.\n# TYPE sluice_worker_requests_total counter");
-        for (i, w) in self.workers.iter().enumerate() {
-            let _ = writeln!(
-                o,
-                "sluice_worker_requests_total{{worker=\"{i}\"}} {}",
-                w.totals.requests
-            );
-        }
-        let _ = writeln!(o, "# HELP sluice_worker_connections Open client connections.\n# TYPE sluice_worker_connections gauge");
-        for (i, w) in self.workers.iter().enumerate() {
-            let _ = writeln!(
-                o,
-                "sluice_worker_connections{{worker=\"{i}\"}} {}",
-                w.gauges.connections
-            );
-        }
-        let _ = writeln!(o, "# HELP sluice_worker_parked_connections Idle keep-alive connections parked without a session.\n# TYPE sluice_worker_parked_connections gauge");
-        for (i, w) in self.workers.iter().enumerate() {
-            let _ = writeln!(
-                o,
-                "sluice_worker_parked_connections{{worker=\"{i}\"}} {}",
-                w.gauges.parked
-            );
-        }
-        let _ = writeln!(o, "# HELP sluice_worker_in_flight Requests in flight on the worker.\n# TYPE sluice_worker_in_flight gauge");
-        for (i, w) in self.workers.iter().enumerate() {
-            let _ = writeln!(
-                o,
-                "sluice_worker_in_flight{{worker=\"{i}\"}} {}",
-                w.gauges.in_flight
-            );
-        }
-        let _ = writeln!(o, "# HELP sluice_connections_accepted_total Client connections accepted.\n# TYPE sluice_connections_accepted_total counter");
-        for (i, w) in self.workers.iter().enumerate() {
-            let _ = writeln!(
-                o,
-                "sluice_connections_accepted_total{{worker=\"{i}\"}} {}",
-                w.gauges.accepted
-            );
+        self.worker_family(
+            &mut o,
+            "sluice_worker_utilization",
+            "Share of the last interval the worker thread spent on a CPU (0..1).",
+            "gauge",
+            |w| format!("{:.4}", w.utilization),
+        );
+        let families: [(&str, &str, &str, fn(&WorkerView) -> u64); 5] = [
+            (
+                "sluice_worker_requests_total",
+                "Requests finished by the worker.",
+                "counter",
+                |w| w.totals.requests,
+            ),
+            (
+                "sluice_worker_connections",
+                "Open client connections.",
+                "gauge",
+                |w| w.gauges.connections,
+            ),
+            (
+                "sluice_worker_parked_connections",
+                "Idle keep-alive connections parked without a session.",
+                "gauge",
+                |w| w.gauges.parked,
+            ),
+            (
+                "sluice_worker_in_flight",
+                "Requests in flight on the worker.",
+                "gauge",
+                |w| w.gauges.in_flight,
+            ),
+            (
+                "sluice_connections_accepted_total",
+                "Client connections accepted.",
+                "counter",
+                |w| w.gauges.accepted,
+            ),
+        ];
+        for (name, help, kind, value) in families {
+            self.worker_family(&mut o, name, help, kind, |w| value(w).to_string());
         }
         super::alerts::prometheus(&mut o, &self.alerts);
         if let Some(s) = &self.signals {
             super::signals::prometheus(&mut o, s);
         }
         o
+    }
+
+    /// One metric family with a sample per worker, labelled `worker`.
+    fn worker_family(
+        &self,
+        o: &mut String,
+        name: &str,
+        help: &str,
+        kind: &str,
+        value: impl Fn(&WorkerView) -> String,
+    ) {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (i, w) in self.workers.iter().enumerate() {
+            let _ = writeln!(o, "{name}{{worker=\"{i}\"}} {}", value(w));
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 //! A timed-out operation drops its future and with it the buffer, so callers close the connection then.
 
 use bytes::BytesMut;
-use monoio::buf::{IoBuf, IoBufMut};
+use monoio::buf::{IoBuf, IoBufMut, SliceMut};
 
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt, CancelableAsyncReadRent, Canceller};
 use std::future::Future;
@@ -30,19 +30,24 @@ pub enum Timed<T> {
     Elapsed,
 }
 
+/// Takes `buf` out as its unfilled tail, grown first when less than a quarter of `chunk` is free, for a
+/// read to append to; `slice.into_inner()` gives the buffer back.
+fn free_tail(buf: &mut BytesMut, chunk: usize) -> SliceMut<BytesMut> {
+    if buf.capacity() - buf.len() < chunk / 4 {
+        buf.reserve(chunk);
+    }
+    let b = std::mem::take(buf);
+    let (len, cap) = (b.len(), b.capacity());
+    b.slice_mut(len..cap)
+}
+
 /// Reads more bytes onto the end of `buf`; 0 = EOF.
 pub async fn read_more<S: AsyncReadRent>(
     s: &mut S,
     buf: &mut BytesMut,
     chunk: usize,
 ) -> io::Result<usize> {
-    if buf.capacity() - buf.len() < chunk / 4 {
-        buf.reserve(chunk);
-    }
-    let b = std::mem::take(buf);
-    let len = b.len();
-    let cap = b.capacity();
-    let (res, slice) = s.read(b.slice_mut(len..cap)).await;
+    let (res, slice) = s.read(free_tail(buf, chunk)).await;
     *buf = slice.into_inner();
     res
 }
@@ -78,13 +83,7 @@ pub async fn read_or_park<S: CancelableAsyncReadRent>(
     cancel: &mut Canceller,
     after: Duration,
 ) -> ParkRead {
-    if buf.capacity() - buf.len() < chunk / 4 {
-        buf.reserve(chunk);
-    }
-    let b = std::mem::take(buf);
-    let len = b.len();
-    let cap = b.capacity();
-    let mut read = pin!(s.cancelable_read(b.slice_mut(len..cap), cancel.handle()));
+    let mut read = pin!(s.cancelable_read(free_tail(buf, chunk), cancel.handle()));
     let mut timer = pin!(monoio::time::sleep(after));
     let mut cancelled = false;
     let (res, slice) = std::future::poll_fn(|cx| {
