@@ -18,6 +18,8 @@ fn bind_one(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
         s.set_only_v6(true)?;
     }
     s.set_nonblocking(true)?;
+    // Linux copies TCP_NODELAY to every accepted socket, which saves a setsockopt per connection.
+    s.set_nodelay(true)?;
     s.bind(&addr.into())?;
     s.listen(BACKLOG)?;
     Ok(s.into())
@@ -52,4 +54,20 @@ pub fn bind_all(
         bound.push(actual);
     }
     Ok((bound, per_worker))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The accept loop relies on this: it no longer sets TCP_NODELAY per connection on Linux.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn accepted_sockets_inherit_nodelay() {
+        let l = bind_one("127.0.0.1:0".parse().unwrap()).unwrap();
+        l.set_nonblocking(false).unwrap();
+        let _c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s, _) = l.accept().unwrap();
+        assert!(s.nodelay().unwrap());
+    }
 }

@@ -648,6 +648,8 @@ async fn accept_loop(w: Rc<Worker>, listener: monoio::net::TcpListener) {
         match accepted {
             None => return,
             Some(Ok((stream, peer))) => {
+                // Inherited from the listener on Linux (see `listener`); elsewhere set it here.
+                #[cfg(not(target_os = "linux"))]
                 let _ = stream.set_nodelay(true);
                 w.count_accept();
                 monoio::spawn(conn::serve(w.clone(), stream, peer));

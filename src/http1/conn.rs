@@ -71,7 +71,7 @@ async fn session(
     w: &Rc<Worker>,
     stream: TcpStream,
     peer: SocketAddr,
-    mut first: bool,
+    first: bool,
 ) -> Option<(TcpStream, Duration)> {
     let fd = stream.as_raw_fd();
     let (rd, wr) = stream.into_split();
@@ -84,18 +84,25 @@ async fn session(
         peer_ip: peer.ip().to_string().into_boxed_str(),
         cancel: Canceller::new(),
     };
+    let parked = serve_requests(w, &mut c, first).await;
+    // Reunited rather than dropped as halves: monoio shuts the write side down when a write half is
+    // dropped, a syscall per connection that the close, which sends the FIN anyway, makes unnecessary.
+    let stream = c.rd.reunite(c.wr.into_inner()).ok()?;
+    parked.map(|left| (stream, left))
+}
+
+/// Serves requests on `c` until the connection should close (None) or park (the idle time left).
+async fn serve_requests(w: &Rc<Worker>, c: &mut Downstream, mut first: bool) -> Option<Duration> {
     let mut head = RequestHead::default();
     let mut snap = w.snapshot();
     loop {
         if snap.generation != w.generation() {
             snap = w.snapshot();
         }
-        match read_head(w, &snap, &mut c, &mut head, first).await {
+        match read_head(w, &snap, c, &mut head, first).await {
             Ok(Next::Head) => {}
             Ok(Next::Closed) => return None,
-            Ok(Next::Park(left)) => {
-                return c.rd.reunite(c.wr.into_inner()).ok().map(|s| (s, left));
-            }
+            Ok(Next::Park(left)) => return Some(left),
             Err(e) => {
                 let status = status_for(&e);
                 let mut rec = RequestRecord::new(c.buf.len() as u64);
@@ -110,7 +117,7 @@ async fn session(
                 snap.record(&rec, false);
                 // The head did not parse: log it with an empty request line, never with half-parsed spans.
                 let empty = RequestHead::default();
-                log(w, &snap, &c, &empty, &rec, &id, b"-");
+                log(w, &snap, c, &empty, &rec, &id, b"-");
                 return None;
             }
         }
@@ -123,7 +130,7 @@ async fn session(
         let ids = Ids::new(w, &head);
         let after = {
             let _req = w.begin_request();
-            handle(w, &snap, &mut c, &head, &mut rec, &ids).await
+            handle(w, &snap, c, &head, &mut rec, &ids).await
         };
         let upstream_fault = matches!(
             rec.reason.error_kind(),
@@ -132,7 +139,7 @@ async fn session(
             )
         );
         snap.record(&rec, upstream_fault);
-        log(w, &snap, &c, &head, &rec, ids.id(), ids.traceparent());
+        log(w, &snap, c, &head, &rec, ids.id(), ids.traceparent());
         // Let go of the head's bytes before reading again, so the read buffer is reused, not replaced.
         head.release();
         if c.buf.is_empty() && c.buf.capacity() > SHRINK_ABOVE {
