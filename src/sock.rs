@@ -3,8 +3,9 @@
 //! trip through the ring, where an io_uring write costs a ring submission, a completion and another
 //! turn of the event loop. Only when the kernel buffer is full does the write go through the driver.
 
+use bytes::BytesMut;
 use monoio::buf::{IoBuf, IoVecBuf};
-use monoio::io::{AsyncWriteRent, OwnedWriteHalf};
+use monoio::io::{AsyncWriteRent, AsyncWriteRentExt, OwnedWriteHalf};
 use monoio::net::TcpStream;
 use monoio::BufResult;
 use std::os::fd::RawFd;
@@ -19,6 +20,32 @@ impl SockWr {
     /// Wraps the write half of the socket whose descriptor is `fd`.
     pub fn new(inner: OwnedWriteHalf<TcpStream>, fd: RawFd) -> SockWr {
         SockWr { inner, fd }
+    }
+
+    /// Sends all of `a` then `buf[..n]`, with one syscall when the socket has room; `a` comes back
+    /// cleared and `buf` advanced past `n`, both keeping their allocations.
+    pub async fn write_two(
+        &mut self,
+        a: &mut Vec<u8>,
+        buf: &mut BytesMut,
+        n: usize,
+    ) -> std::io::Result<()> {
+        let sent = match crate::sys::send2_nowait(self.fd, a, &buf[..n]) {
+            Ok(k) => k,
+            Err(e) if crate::sys::would_block(&e) => 0,
+            Err(e) => return Err(e),
+        };
+        // What did not fit goes through the driver, which waits for room.
+        let from_a = sent.min(a.len());
+        if from_a < a.len() {
+            let (res, v) = self.write_all(std::mem::take(a).slice(from_a..)).await;
+            *a = v.into_inner();
+            res?;
+        }
+        a.clear();
+        let from_b = sent - from_a;
+        bytes::Buf::advance(buf, from_b);
+        crate::http1::io::write_front(self, buf, n - from_b).await
     }
 
     /// The plain write half, to reunite it with its read half.

@@ -75,6 +75,33 @@ pub fn send_nowait<T: monoio::buf::IoBuf>(fd: RawFd, buf: &T) -> std::io::Result
     }
 }
 
+/// One non-blocking `sendmsg` of `a` then `b` (a head and a body: one syscall, not two); never raises
+/// SIGPIPE.
+pub fn send2_nowait(fd: RawFd, a: &[u8], b: &[u8]) -> std::io::Result<usize> {
+    let mut iov = [
+        libc::iovec {
+            iov_base: a.as_ptr() as *mut libc::c_void,
+            iov_len: a.len(),
+        },
+        libc::iovec {
+            iov_base: b.as_ptr() as *mut libc::c_void,
+            iov_len: b.len(),
+        },
+    ];
+    // SAFETY: an all-zero msghdr is valid (no name, no control data); the iovecs point into `a` and `b`,
+    // which outlive the call, and sendmsg only reads through them.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov.as_mut_ptr();
+    msg.msg_iovlen = iov.len() as _;
+    // SAFETY: `msg` is initialised above; `fd` is a socket the caller owns for the duration of the call.
+    let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+    if n < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
 /// True for the errors that mean "try again later" on a non-blocking socket.
 pub fn would_block(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EINTR))

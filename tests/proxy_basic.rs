@@ -370,3 +370,56 @@ fn close_delimited_upstream_response_is_delivered_whole() {
         assert_eq!(r.body, body);
     }
 }
+
+/// A body that is not a repeating pattern, so a misplaced or repeated piece shows.
+fn numbered_body(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
+}
+
+#[test]
+fn bodies_around_the_one_write_bound_arrive_whole_when_trickled() {
+    // 16-64 KiB bodies are gathered and sent with their head in one write; the sizes either side take
+    // the other paths. The origin writes each in pieces with pauses, so the gathering must wait for all.
+    let sizes = [
+        16 * 1024,
+        16 * 1024 + 1,
+        40_000,
+        64 * 1024,
+        64 * 1024 + 1,
+        200_000,
+    ];
+    let be = Backend::start(move |r| {
+        let i: usize = r.path.trim_start_matches('/').parse().unwrap_or(0);
+        Reply::trickled(numbered_body(sizes[i]), 4, Duration::from_millis(20))
+    });
+    let sl = proxy_to(&be);
+    let mut c = Conn::connect(sl.addr());
+    for (i, len) in sizes.iter().enumerate() {
+        let r = c.get(&format!("/{i}"), &[]);
+        assert_eq!(r.status, 200, "{len} bytes: {r}");
+        assert_eq!(r.header("content-length"), Some(len.to_string().as_str()));
+        assert!(r.body == numbered_body(*len), "{len} bytes: body differs");
+    }
+    // One keep-alive connection upstream served them all: every body was read to its end.
+    assert_eq!(be.connections(), 1);
+}
+
+#[test]
+fn a_gathered_body_cut_short_by_the_origin_is_not_passed_off_as_complete() {
+    // 40,000 bytes declared (a size that is gathered before sending), 30,000 sent, then a reset.
+    let be = Backend::start(|_| Reply::reset_mid_body(40_000, 30_000));
+    let sl = proxy_to(&be);
+    let mut c = Conn::connect(sl.addr());
+    c.set_read_timeout(Duration::from_secs(5));
+    c.send(&build_request("GET", "/", &[], b""));
+    match c.read_response() {
+        Err(e) => assert!(
+            !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            "sluice kept the client waiting after the upstream reset: {e}"
+        ),
+        Ok(r) => assert_eq!(r.status, 502, "a cut-off body must not look complete:\n{r}"),
+    }
+}

@@ -10,6 +10,7 @@ use crate::http1::head::{Framing, HeadError, HeaderKind, Method, RequestHead, Re
 use crate::http1::io::{read_more_timeout, write_front, write_vec, Timed, READ_CHUNK};
 use crate::metrics::RequestRecord;
 use crate::respond::{ProxyError, UpstreamError};
+use crate::sock::SockWr;
 use crate::upstream::pool::UpConn;
 use crate::worker::Worker;
 use bytes::{Buf, BytesMut};
@@ -25,6 +26,9 @@ use std::time::{Duration, Instant};
 const BODY_CHUNK: usize = 64 * 1024;
 /// Response bodies up to this size are appended to the head and sent in one write.
 const COALESCE_MAX: usize = 16 * 1024;
+/// Bodies up to this size (and over `COALESCE_MAX`) are read whole and sent with their head in one write.
+/// No larger than `BODY_CHUNK`, so gathering one never grows the buffer past what streaming would.
+const ONE_WRITE_MAX: usize = BODY_CHUNK;
 /// A response head larger than this from an upstream is a bad response.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// Idle pooled connections older than this are checked for a peer close before reuse.
@@ -349,11 +353,11 @@ fn format_hex(v: u64, buf: &mut [u8; 16]) -> &[u8] {
 
 /// Reads the response head (skipping 1xx), rewrites it for the client, and relays the body.
 #[allow(clippy::too_many_arguments)]
-async fn relay<R: AsyncReadRent, W: AsyncWriteRent>(
+async fn relay<R: AsyncReadRent>(
     w: &Worker,
     up: &mut R,
     ubuf: &mut BytesMut,
-    client: &mut W,
+    client: &mut SockWr,
     out: &mut Vec<u8>,
     resp: &mut ResponseHead,
     a: &Attempt<'_>,
@@ -421,6 +425,10 @@ async fn relay<R: AsyncReadRent, W: AsyncWriteRent>(
     let client_keep = a.keep && framing != Framing::Close && !dechunk;
     write_response_head(out, resp, a, framing, dechunk, client_keep);
     rec.status = resp.status;
+    let upstream_keep = resp.keep_alive;
+    // The head is in `out` now. Its bytes share `ubuf`'s allocation, so holding them while the body is
+    // read would make every body read that needs room allocate a new buffer instead of reusing this one.
+    resp.release();
     rec.ttfb_us = sent_at.elapsed().as_micros().min(u32::MAX as u128) as u32;
     started.set(true);
     let complete = relay_body(
@@ -441,7 +449,7 @@ async fn relay<R: AsyncReadRent, W: AsyncWriteRent>(
         } else {
             After::Close
         },
-        reusable: complete && resp.keep_alive,
+        reusable: complete && upstream_keep,
     })
 }
 
@@ -506,8 +514,8 @@ fn write_response_head(
 /// Sends the response head (in `out`) and body to the client. Returns whether the upstream message was
 /// read to its end.
 #[allow(clippy::too_many_arguments)]
-async fn relay_body<R: AsyncReadRent, W: AsyncWriteRent>(
-    client: &mut W,
+async fn relay_body<R: AsyncReadRent>(
+    client: &mut SockWr,
     out: &mut Vec<u8>,
     up: &mut R,
     ubuf: &mut BytesMut,
@@ -522,6 +530,25 @@ async fn relay_body<R: AsyncReadRent, W: AsyncWriteRent>(
     match framing {
         Framing::None => {
             counted_vec(client, out, sent).await.map_err(client_err)?;
+            Ok(true)
+        }
+        Framing::Length(total) if total > COALESCE_MAX as u64 && total <= ONE_WRITE_MAX as u64 => {
+            // A bounded body is gathered whole behind the head and sent with it in one syscall:
+            // fewer sends, and fewer wake-ups of the client, than relaying it piece by piece.
+            let total = total as usize;
+            while ubuf.len() < total {
+                let missing = total - ubuf.len();
+                ubuf.reserve(missing);
+                match read_more_timeout(up, ubuf, missing, idle()).await {
+                    Timed::Done(Ok(n)) if n > 0 => {}
+                    _ => return Err(AttemptErr::after()),
+                }
+            }
+            *sent += (out.len() + total) as u64;
+            client
+                .write_two(out, ubuf, total)
+                .await
+                .map_err(client_err)?;
             Ok(true)
         }
         Framing::Length(total) => {

@@ -87,6 +87,12 @@ pub enum ReplyBody {
     NeverAnswer,
     /// These exact bytes, then close.
     Raw(Vec<u8>),
+    /// Head with Content-Length, then the body in `pieces` writes `pause` apart (keep-alive).
+    Trickled {
+        body: Vec<u8>,
+        pieces: usize,
+        pause: Duration,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -147,6 +153,17 @@ impl Reply {
     pub fn never() -> Reply {
         Reply {
             body: ReplyBody::NeverAnswer,
+            ..Reply::status(200)
+        }
+    }
+    /// A Content-Length response whose body is written in `pieces` parts, `pause` apart.
+    pub fn trickled(body: impl Into<Vec<u8>>, pieces: usize, pause: Duration) -> Reply {
+        Reply {
+            body: ReplyBody::Trickled {
+                body: body.into(),
+                pieces: pieces.max(1),
+                pause,
+            },
             ..Reply::status(200)
         }
     }
@@ -792,6 +809,21 @@ fn write_reply(
             w.flush()?;
             reset(stream);
             Ok(false)
+        }
+        ReplyBody::Trickled {
+            body,
+            pieces,
+            pause,
+        } => {
+            head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+            w.write_all(head.as_bytes())?;
+            if !is_head && !bodyless_status {
+                for part in body.chunks(body.len().div_ceil(*pieces).max(1)) {
+                    thread::sleep(*pause);
+                    w.write_all(part)?;
+                }
+            }
+            Ok(!close)
         }
         ReplyBody::Raw(bytes) => {
             w.write_all(bytes)?;
