@@ -291,6 +291,9 @@ struct Ctx {
     file: String,
 }
 
+/// Upstream index by name. Names are unique (they are TOML table keys).
+type UpstreamIndex<'a> = std::collections::HashMap<&'a str, usize, ahash::RandomState>;
+
 impl Ctx {
     fn err(&self, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
         ConfigError {
@@ -400,14 +403,20 @@ pub fn validate(raw: ConfigToml, source: Source) -> Result<Config, ConfigError> 
         return Err(cx.err("dns.min_ttl", "must not exceed dns.max_ttl"));
     }
 
-    let mut upstreams = Vec::new();
+    let mut upstreams = Vec::with_capacity(raw.upstreams.len());
     for (name, u) in raw.upstreams {
         upstreams.push(upstream(&cx, name, u)?);
     }
 
-    let mut routes = Vec::new();
+    // Routes name their upstream; hashed, so that many routes over many upstreams stay linear.
+    let by_name: UpstreamIndex = upstreams
+        .iter()
+        .enumerate()
+        .map(|(i, u)| (u.name.as_str(), i))
+        .collect();
+    let mut routes = Vec::with_capacity(raw.routes.len());
     for (name, r) in raw.routes {
-        routes.push(route(&cx, name, r, &upstreams)?);
+        routes.push(route(&cx, name, r, &upstreams, &by_name)?);
     }
 
     let access_log = match raw.access_log {
@@ -707,19 +716,23 @@ fn header_value_ok(s: &str) -> bool {
     s.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
 }
 
+/// `key` is called only to name an error: building it for every route was a measurable part of a reload.
 fn matchers(
     cx: &Ctx,
-    key: &str,
+    key: impl Fn() -> String,
     m: Option<indexmap::IndexMap<String, String>>,
     header: bool,
 ) -> Result<Vec<Matcher>, ConfigError> {
-    let mut out = Vec::new();
-    for (name, value) in m.unwrap_or_default() {
+    let Some(m) = m else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::with_capacity(m.len());
+    for (name, value) in m {
         if header && !is_token(&name) {
-            return Err(cx.err(format!("{key}.{name}"), "expected a header name"));
+            return Err(cx.err(format!("{}.{name}", key()), "expected a header name"));
         }
         if !header_value_ok(&value) {
-            return Err(cx.err(format!("{key}.{name}"), "value has control characters"));
+            return Err(cx.err(format!("{}.{name}", key()), "value has control characters"));
         }
         out.push(Matcher {
             name: if header {
@@ -741,11 +754,11 @@ pub fn path_params(pattern: &str) -> Result<(Vec<String>, bool), String> {
         ));
     }
     let mut params = Vec::new();
-    let segs: Vec<&str> = pattern[1..].split('/').collect();
+    let mut segs = pattern[1..].split('/').peekable();
     let mut wildcard = false;
-    for (i, seg) in segs.iter().enumerate() {
-        if *seg == "*" {
-            if i + 1 != segs.len() {
+    while let Some(seg) = segs.next() {
+        if seg == "*" {
+            if segs.peek().is_some() {
                 return Err(format!("'*' must be the last segment in {pattern:?}"));
             }
             wildcard = true;
@@ -780,12 +793,21 @@ fn route(
     name: String,
     r: RouteToml,
     upstreams: &[Upstream],
+    by_name: &UpstreamIndex,
 ) -> Result<Route, ConfigError> {
-    let base = format!("routes.{name}");
-    let host = match r.host.as_deref() {
-        None | Some("*") => HostPattern::Any,
+    // Key paths are built only for an error: formatting them for each of 10,000 routes cost more than
+    // checking the route.
+    let base = || format!("routes.{name}");
+    let host = match r.host {
+        None => HostPattern::Any,
+        Some(h) if h == "*" => HostPattern::Any,
         Some(h) => {
-            let lower = h.to_ascii_lowercase();
+            // Most hosts are written in lowercase already: keep the string rather than copy it.
+            let lower = if h.bytes().any(|b| b.is_ascii_uppercase()) {
+                h.to_ascii_lowercase()
+            } else {
+                h.clone()
+            };
             let check = lower.strip_prefix("*.").unwrap_or(&lower);
             if check.is_empty()
                 || !check
@@ -793,7 +815,7 @@ fn route(
                     .all(|b| b.is_ascii_alphanumeric() || b"-._:[]".contains(&b))
             {
                 return Err(cx.err(
-                    format!("{base}.host"),
+                    format!("{}.host", base()),
                     format!("expected \"example.com\", \"*.example.com\" or \"*\", got {h:?}"),
                 ));
             }
@@ -803,7 +825,8 @@ fn route(
             }
         }
     };
-    let (params, wildcard) = path_params(&r.path).map_err(|m| cx.err(format!("{base}.path"), m))?;
+    let (params, wildcard) =
+        path_params(&r.path).map_err(|m| cx.err(format!("{}.path", base()), m))?;
     let methods = match r.methods {
         None => None,
         Some(ms) => {
@@ -811,7 +834,7 @@ fn route(
             for (i, m) in ms.into_iter().enumerate() {
                 if !is_token(&m) {
                     return Err(cx.err(
-                        format!("{base}.methods[{i}]"),
+                        format!("{}.methods[{i}]", base()),
                         format!("expected a method name, got {m:?}"),
                     ));
                 }
@@ -820,17 +843,20 @@ fn route(
             Some(out)
         }
     };
-    let find = |key: String, n: &str| -> Result<usize, ConfigError> {
-        upstreams.iter().position(|u| u.name == n).ok_or_else(|| {
+    let find = |key: &dyn Fn() -> String, n: &str| -> Result<usize, ConfigError> {
+        by_name.get(n).copied().ok_or_else(|| {
             let known: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
-            cx.err(key, format!("unknown upstream {n:?} (defined: {known:?})"))
+            cx.err(
+                key(),
+                format!("unknown upstream {n:?} (defined: {known:?})"),
+            )
         })
     };
     let action = match (r.respond, r.upstream, r.split) {
         (Some(resp), None, None) => {
             if !(100..=999).contains(&resp.status) || (100..200).contains(&resp.status) {
                 return Err(cx.err(
-                    format!("{base}.respond.status"),
+                    format!("{}.respond.status", base()),
                     format!("expected 200..=999, got {}", resp.status),
                 ));
             }
@@ -838,7 +864,7 @@ fn route(
             for (k, v) in resp.headers {
                 if !is_token(&k) || !header_value_ok(&v) {
                     return Err(cx.err(
-                        format!("{base}.respond.headers.{k}"),
+                        format!("{}.respond.headers.{k}", base()),
                         "expected a header name and a value without control characters",
                     ));
                 }
@@ -848,7 +874,7 @@ fn route(
                     "content-length" | "transfer-encoding" | "connection"
                 ) {
                     return Err(cx.err(
-                        format!("{base}.respond.headers.{k}"),
+                        format!("{}.respond.headers.{k}", base()),
                         "set by sluice itself",
                     ));
                 }
@@ -861,42 +887,46 @@ fn route(
             })
         }
         (None, Some(u), None) => RouteAction::Proxy(vec![SplitTarget {
-            upstream: find(format!("{base}.upstream"), &u)?,
+            upstream: find(&|| format!("{}.upstream", base()), &u)?,
             weight: 1,
             when: None,
         }]),
         (None, None, Some(split)) => {
             if split.is_empty() {
-                return Err(cx.err(format!("{base}.split"), "expected at least one entry"));
+                return Err(cx.err(format!("{}.split", base()), "expected at least one entry"));
             }
             let mut targets = Vec::new();
             for (i, s) in split.into_iter().enumerate() {
-                let key = format!("{base}.split[{i}]");
-                let upstream = find(format!("{key}.upstream"), &s.upstream)?;
+                let key = || format!("{}.split[{i}]", base());
+                let upstream = find(&|| format!("{}.upstream", key()), &s.upstream)?;
                 let when = match (s.header, s.value) {
                     (Some(h), v) => {
                         if !is_token(&h) {
-                            return Err(cx.err(format!("{key}.header"), "expected a header name"));
+                            return Err(
+                                cx.err(format!("{}.header", key()), "expected a header name")
+                            );
                         }
                         Some(Matcher {
                             name: h.to_ascii_lowercase(),
                             value: v.filter(|v| v != "*"),
                         })
                     }
-                    (None, Some(_)) => return Err(cx.err(format!("{key}.value"), "needs `header`")),
+                    (None, Some(_)) => {
+                        return Err(cx.err(format!("{}.value", key()), "needs `header`"))
+                    }
                     (None, None) => None,
                 };
                 let weight = match (s.weight, &when) {
                     (Some(w), _) if w > 1_000_000 => {
                         return Err(cx.err(
-                            format!("{key}.weight"),
+                            format!("{}.weight", key()),
                             format!("expected 0..=1000000, got {w}"),
                         ))
                     }
                     (Some(w), _) => w,
                     (None, Some(_)) => 0,
                     (None, None) => {
-                        return Err(cx.err(key, "expected `weight`, or `header` (and `value`)"))
+                        return Err(cx.err(key(), "expected `weight`, or `header` (and `value`)"))
                     }
                 };
                 targets.push(SplitTarget {
@@ -906,16 +936,16 @@ fn route(
                 });
             }
             if targets.iter().all(|t| t.weight == 0) && targets.iter().all(|t| t.when.is_some()) {
-                return Err(cx.err(format!("{base}.split"), "needs at least one entry with a weight above 0 for requests no header rule selects"));
+                return Err(cx.err(format!("{}.split", base()), "needs at least one entry with a weight above 0 for requests no header rule selects"));
             }
             RouteAction::Proxy(targets)
         }
         (None, None, None) => {
-            return Err(cx.err(base, "expected one of `upstream`, `split` or `respond`"))
+            return Err(cx.err(base(), "expected one of `upstream`, `split` or `respond`"))
         }
         _ => {
             return Err(cx.err(
-                base,
+                base(),
                 "`upstream`, `split` and `respond` are exclusive: set exactly one",
             ))
         }
@@ -923,7 +953,7 @@ fn route(
     if let Some(p) = &r.strip_prefix {
         if !p.starts_with('/') || p.len() < 2 || p.ends_with('/') {
             return Err(cx.err(
-                format!("{base}.strip_prefix"),
+                format!("{}.strip_prefix", base()),
                 format!("expected a path like \"/v1\", got {p:?}"),
             ));
         }
@@ -931,13 +961,13 @@ fn route(
     if let Some(t) = &r.rewrite_path {
         if r.strip_prefix.is_some() {
             return Err(cx.err(
-                format!("{base}.rewrite_path"),
+                format!("{}.rewrite_path", base()),
                 "use either strip_prefix or rewrite_path",
             ));
         }
         if !t.starts_with('/') {
             return Err(cx.err(
-                format!("{base}.rewrite_path"),
+                format!("{}.rewrite_path", base()),
                 format!("expected a path starting with '/', got {t:?}"),
             ));
         }
@@ -945,19 +975,19 @@ fn route(
         while let Some(open) = rest.find('{') {
             let close = rest[open..]
                 .find('}')
-                .ok_or_else(|| cx.err(format!("{base}.rewrite_path"), "unclosed '{'"))?
+                .ok_or_else(|| cx.err(format!("{}.rewrite_path", base()), "unclosed '{'"))?
                 + open;
             let name = &rest[open + 1..close];
             if name == "*" {
                 if !wildcard {
                     return Err(cx.err(
-                        format!("{base}.rewrite_path"),
+                        format!("{}.rewrite_path", base()),
                         "{*} needs a path ending in /*",
                     ));
                 }
             } else if !params.iter().any(|p| p == name) {
                 return Err(cx.err(
-                    format!("{base}.rewrite_path"),
+                    format!("{}.rewrite_path", base()),
                     format!("{{{name}}} is not a parameter of path {:?}", r.path),
                 ));
             }
@@ -965,7 +995,7 @@ fn route(
         }
         if t.bytes().any(|b| b <= b' ' || b == 0x7f) {
             return Err(cx.err(
-                format!("{base}.rewrite_path"),
+                format!("{}.rewrite_path", base()),
                 "has spaces or control characters",
             ));
         }
@@ -977,18 +1007,30 @@ fn route(
                 .all(|b| b.is_ascii_alphanumeric() || b"-._:[]".contains(&b))
         {
             return Err(cx.err(
-                format!("{base}.host_rewrite"),
+                format!("{}.host_rewrite", base()),
                 format!("expected a host name, got {h:?}"),
             ));
         }
     }
+    let match_headers = matchers(
+        cx,
+        || format!("{}.match_headers", base()),
+        r.match_headers,
+        true,
+    )?;
+    let match_query = matchers(
+        cx,
+        || format!("{}.match_query", base()),
+        r.match_query,
+        false,
+    )?;
     Ok(Route {
         name,
         host,
         path: r.path,
         methods,
-        match_headers: matchers(cx, &format!("{base}.match_headers"), r.match_headers, true)?,
-        match_query: matchers(cx, &format!("{base}.match_query"), r.match_query, false)?,
+        match_headers,
+        match_query,
         action,
         strip_prefix: r.strip_prefix,
         rewrite_path: r.rewrite_path,

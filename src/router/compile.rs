@@ -95,9 +95,11 @@ impl Default for Trie {
 impl Trie {
     fn insert(&mut self, pattern: &str, route: u32, tail: bool) {
         let mut node = 0usize;
-        let segs: Vec<&str> = pattern[1..].split('/').collect();
-        let n = if tail { segs.len() - 1 } else { segs.len() };
-        for seg in &segs[..n] {
+        let mut segs = pattern[1..].split('/').peekable();
+        while let Some(seg) = segs.next() {
+            if tail && segs.peek().is_none() {
+                break; // the final `*` is the tail, not a node
+            }
             let next = if seg.starts_with('{') && seg.ends_with('}') {
                 match self.nodes[node].param {
                     Some(p) => p as usize,
@@ -134,11 +136,9 @@ impl Trie {
         }
     }
 
-    fn sort(&mut self, routes: &[CompiledRoute]) {
-        let key = |r: &u32| {
-            let r = &routes[*r as usize];
-            (std::cmp::Reverse(r.specificity()), r.order)
-        };
+    /// `keys[i]` is route i's sort key: (more specific first, then file order).
+    fn sort(&mut self, keys: &[(std::cmp::Reverse<usize>, usize)]) {
+        let key = |r: &u32| keys[*r as usize];
         for n in &mut self.nodes {
             n.exact.sort_by_key(key);
             n.tail.sort_by_key(key);
@@ -235,7 +235,10 @@ pub fn reason(status: u16) -> &'static str {
 impl RouteTable {
     /// Compiles the routes of a validated config.
     pub fn compile(cfg: &Config) -> RouteTable {
-        let mut t = RouteTable::default();
+        let mut t = RouteTable {
+            routes: Vec::with_capacity(cfg.routes.len()),
+            ..RouteTable::default()
+        };
         for (order, r) in cfg.routes.iter().enumerate() {
             let action = match &r.action {
                 RouteAction::Proxy(targets) => Action::Proxy(targets.clone()),
@@ -275,7 +278,16 @@ impl RouteTable {
             let idx = order as u32;
             let trie = match &r.host {
                 HostPattern::Any => &mut t.any_host,
-                HostPattern::Exact(h) => t.exact_hosts.entry(h.as_bytes().into()).or_default(),
+                // Most routes share their host with others: look up before boxing a new key.
+                HostPattern::Exact(h) => {
+                    if !t.exact_hosts.contains_key(h.as_bytes()) {
+                        t.exact_hosts.insert(h.as_bytes().into(), Trie::default());
+                    }
+                    match t.exact_hosts.get_mut(h.as_bytes()) {
+                        Some(trie) => trie,
+                        None => unreachable!("the host was inserted above"),
+                    }
+                }
                 HostPattern::Suffix(s) => {
                     let pos = match t
                         .suffix_hosts
@@ -295,13 +307,18 @@ impl RouteTable {
         }
         t.suffix_hosts
             .sort_by_key(|(k, _)| std::cmp::Reverse(k.len()));
-        let routes = t.routes.clone();
-        t.any_host.sort(&routes);
+        // Sort keys only: cloning every route to borrow them while the tries are sorted was a third of compile.
+        let keys: Vec<_> = t
+            .routes
+            .iter()
+            .map(|r| (std::cmp::Reverse(r.specificity()), r.order))
+            .collect();
+        t.any_host.sort(&keys);
         for trie in t.exact_hosts.values_mut() {
-            trie.sort(&routes);
+            trie.sort(&keys);
         }
         for (_, trie) in t.suffix_hosts.iter_mut() {
-            trie.sort(&routes);
+            trie.sort(&keys);
         }
         t
     }
