@@ -14,12 +14,27 @@ use std::os::fd::RawFd;
 pub struct SockWr {
     inner: OwnedWriteHalf<TcpStream>,
     fd: RawFd,
+    /// The connection closes after these writes: see `closing`.
+    last: bool,
 }
 
 impl SockWr {
     /// Wraps the write half of the socket whose descriptor is `fd`.
     pub fn new(inner: OwnedWriteHalf<TcpStream>, fd: RawFd) -> SockWr {
-        SockWr { inner, fd }
+        SockWr {
+            inner,
+            fd,
+            last: false,
+        }
+    }
+
+    /// Marks what is written from now on as the last bytes before the connection closes. Inline sends then
+    /// carry MSG_MORE, so the kernel holds back their last partial segment and sends it with the FIN of
+    /// the close: the reply and the FIN travel as one segment, and the peer's ACKs of both as one, which on
+    /// a new connection per request is two segments fewer out of about ten. Only for a close that
+    /// follows at once: held data waits for it.
+    pub fn closing(&mut self) {
+        self.last = true;
     }
 
     /// Sends all of `a` then `buf[..n]`, with one syscall when the socket has room; `a` comes back
@@ -30,7 +45,7 @@ impl SockWr {
         buf: &mut BytesMut,
         n: usize,
     ) -> std::io::Result<()> {
-        let sent = match crate::sys::send2_nowait(self.fd, a, &buf[..n]) {
+        let sent = match crate::sys::send2_nowait(self.fd, a, &buf[..n], self.last) {
             Ok(k) => k,
             Err(e) if crate::sys::would_block(&e) => 0,
             Err(e) => return Err(e),
@@ -56,7 +71,7 @@ impl SockWr {
 
 impl AsyncWriteRent for SockWr {
     async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
-        match crate::sys::send_nowait(self.fd, &buf) {
+        match crate::sys::send_nowait(self.fd, &buf, self.last) {
             Ok(n) if n > 0 || buf.bytes_init() == 0 => (Ok(n), buf),
             Err(e) if !crate::sys::would_block(&e) => (Err(e), buf),
             // No room (or a zero-length send): wait for it through the driver.

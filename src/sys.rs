@@ -56,8 +56,23 @@ pub fn thread_cpu_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// One non-blocking `send` of `buf`'s initialised bytes; never raises SIGPIPE.
-pub fn send_nowait<T: monoio::buf::IoBuf>(fd: RawFd, buf: &T) -> std::io::Result<usize> {
+/// Flags of an inline send: never block, never raise SIGPIPE, and with `more` hold a tail shorter than a
+/// segment back for what follows (here: the FIN of the close that comes next).
+fn send_flags(more: bool) -> libc::c_int {
+    let base = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+    if more {
+        base | libc::MSG_MORE
+    } else {
+        base
+    }
+}
+
+/// One non-blocking `send` of `buf`'s initialised bytes (see `send_flags` for `more`).
+pub fn send_nowait<T: monoio::buf::IoBuf>(
+    fd: RawFd,
+    buf: &T,
+    more: bool,
+) -> std::io::Result<usize> {
     // SAFETY: `IoBuf` guarantees `read_ptr()` is valid for `bytes_init()` bytes while `buf` is borrowed;
     // `fd` is a socket the caller owns for the duration of the call; MSG_DONTWAIT keeps it from blocking.
     let n = unsafe {
@@ -65,7 +80,7 @@ pub fn send_nowait<T: monoio::buf::IoBuf>(fd: RawFd, buf: &T) -> std::io::Result
             fd,
             buf.read_ptr().cast(),
             buf.bytes_init(),
-            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            send_flags(more),
         )
     };
     if n < 0 {
@@ -75,9 +90,9 @@ pub fn send_nowait<T: monoio::buf::IoBuf>(fd: RawFd, buf: &T) -> std::io::Result
     }
 }
 
-/// One non-blocking `sendmsg` of `a` then `b` (a head and a body: one syscall, not two); never raises
-/// SIGPIPE.
-pub fn send2_nowait(fd: RawFd, a: &[u8], b: &[u8]) -> std::io::Result<usize> {
+/// One non-blocking `sendmsg` of `a` then `b` (a head and a body: one syscall, not two); see `send_flags`
+/// for `more`.
+pub fn send2_nowait(fd: RawFd, a: &[u8], b: &[u8], more: bool) -> std::io::Result<usize> {
     let mut iov = [
         libc::iovec {
             iov_base: a.as_ptr() as *mut libc::c_void,
@@ -94,7 +109,7 @@ pub fn send2_nowait(fd: RawFd, a: &[u8], b: &[u8]) -> std::io::Result<usize> {
     msg.msg_iov = iov.as_mut_ptr();
     msg.msg_iovlen = iov.len() as _;
     // SAFETY: `msg` is initialised above; `fd` is a socket the caller owns for the duration of the call.
-    let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+    let n = unsafe { libc::sendmsg(fd, &msg, send_flags(more)) };
     if n < 0 {
         Err(std::io::Error::last_os_error())
     } else {

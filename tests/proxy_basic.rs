@@ -423,3 +423,48 @@ fn a_gathered_body_cut_short_by_the_origin_is_not_passed_off_as_complete() {
         Ok(r) => assert_eq!(r.status, 502, "a cut-off body must not look complete:\n{r}"),
     }
 }
+
+#[test]
+fn a_reply_that_ends_the_connection_arrives_at_once_with_its_close() {
+    // When the client asks to close, the reply's tail is held for the FIN (MSG_MORE): it must still arrive
+    // at once, whole, followed by the close, for small, gathered and streamed bodies.
+    let sizes = [13usize, 40_000, 200_000];
+    let be = Backend::start(move |r| {
+        let i: usize = r.path.trim_start_matches('/').parse().unwrap_or(0);
+        Reply::ok(numbered_body(sizes[i]))
+    });
+    let sl = proxy_to(&be);
+    for (i, len) in sizes.iter().enumerate() {
+        let mut c = Conn::connect(sl.addr());
+        let t = std::time::Instant::now();
+        let r = c.get(&format!("/{i}"), &[("Connection", "close")]);
+        assert_eq!(r.status, 200, "{len} bytes: {r}");
+        assert!(r.body == numbered_body(*len), "{len} bytes: body differs");
+        assert!(
+            c.closed_within(Duration::from_secs(2)),
+            "{len} bytes: sluice should close after Connection: close"
+        );
+        // A held-back tail that waited for anything but the close would show here as a stall.
+        assert!(
+            t.elapsed() < Duration::from_millis(500),
+            "{len} bytes: reply and close took {:?}",
+            t.elapsed()
+        );
+    }
+}
+
+#[test]
+fn a_request_pipelined_behind_connection_close_does_not_cost_the_reply() {
+    // Bytes after a `Connection: close` request are never answered, but the reply to it must arrive.
+    let be = Backend::fixed("first");
+    let sl = proxy_to(&be);
+    let mut c = Conn::connect(sl.addr());
+    let mut two = build_request("GET", "/a", &[("Connection", "close")], b"");
+    two.extend_from_slice(&build_request("GET", "/b", &[], b""));
+    c.send(&two);
+    let r = c.read_response().expect("the reply to the close request");
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(r.body_str(), "first");
+    assert!(c.closed_within(Duration::from_secs(2)));
+    assert_eq!(be.request_count(), 1);
+}

@@ -166,6 +166,12 @@ pub async fn attempt(
         t0.elapsed().as_micros().min(u32::MAX as u128) as u32
     };
     let replayable = matches!(a.body, ReqBody::Buffered);
+    // The client asked to close after this request, which it sent whole, and nothing more of it is
+    // buffered: the reply ends the connection and can leave with the FIN. Not when unread bytes may remain
+    // (a close with unread data resets the connection, and a reply still held back would be lost with it).
+    if !a.head.keep_alive && replayable && c.buf.is_empty() {
+        c.wr.closing();
+    }
 
     // Send the request (kept in c.out for a retry).
     let req = std::mem::take(&mut c.out);
