@@ -1,10 +1,12 @@
-//! Micro-benchmarks of the per-request CPU work: head parse, route lookup, endpoint pick, chunked scan.
+//! Micro-benchmarks of the per-request CPU work: head parse, route lookup, endpoint pick, response-head
+//! rewrite, chunked scan; and the pieces of a large config's reload.
 
 use bytes::BytesMut;
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use sluice::config::{parse, Source};
 use sluice::http1::chunked::ChunkedDecoder;
-use sluice::http1::head::{Limits, RequestHead};
+use sluice::http1::head::{Limits, RequestHead, ResponseHead};
+use sluice::proxy::response::{write_head, Rewrite};
 use sluice::router::RouteTable;
 use sluice::snapshot::Snapshot;
 use sluice::upstream::Group;
@@ -48,6 +50,40 @@ fn bench_parse(c: &mut Criterion) {
             })
         });
     }
+}
+
+/// A typical upstream response head: 9 headers, one of them hop-by-hop.
+const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Mon, 23 Nov 2026 18:00:00 GMT\r\nContent-Type: application/json\r\nContent-Length: 1234\r\nConnection: keep-alive\r\nCache-Control: private, max-age=60\r\nETag: \"5f3c-61a2b3c4d5e6f\"\r\nVary: Accept-Encoding\r\nX-Upstream-Time: 0.004\r\n\r\n";
+
+fn bench_response(c: &mut Criterion) {
+    let mut resp = ResponseHead::default();
+    let mut buf = BytesMut::with_capacity(16384);
+    let mut out = Vec::with_capacity(1024);
+    c.bench_function("parse_response_9_headers", |b| {
+        b.iter(|| {
+            resp.release();
+            buf.clear();
+            buf.extend_from_slice(RESPONSE);
+            black_box(resp.parse(&mut buf, false, 65536).unwrap());
+        })
+    });
+    resp.release();
+    buf.clear();
+    buf.extend_from_slice(RESPONSE);
+    resp.parse(&mut buf, false, 65536).unwrap();
+    let rewrite = Rewrite {
+        id: b"0123456789abcdef0123456789abcdef",
+        set_cookie: None,
+        client_minor: 1,
+        chunked: false,
+        client_keep: true,
+    };
+    c.bench_function("rewrite_response_head_9_headers", |b| {
+        b.iter(|| {
+            write_head(&mut out, black_box(&resp), &rewrite);
+            black_box(out.len())
+        })
+    });
 }
 
 fn many_routes() -> String {
@@ -131,6 +167,7 @@ criterion_group!(
     bench_parse,
     bench_route,
     bench_pick,
+    bench_response,
     bench_chunked,
     bench_reload
 );

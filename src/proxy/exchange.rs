@@ -3,10 +3,10 @@
 //! (upstream -> client) run concurrently, so an upstream that answers while still reading (echo, early
 //! 413) cannot deadlock against full socket buffers.
 
-use super::{After, Downstream, Fail};
+use super::{response, After, Downstream, Fail};
 use crate::config::{Sticky, Upstream};
 use crate::http1::chunked::ChunkedDecoder;
-use crate::http1::head::{Framing, HeadError, HeaderKind, Method, RequestHead, ResponseHead};
+use crate::http1::head::{Framing, HeadError, Method, RequestHead, ResponseHead};
 use crate::http1::io::{read_more_timeout, write_front, write_vec, Timed, READ_CHUNK};
 use crate::metrics::RequestRecord;
 use crate::respond::{ProxyError, UpstreamError};
@@ -349,14 +349,6 @@ async fn pump_body<R: AsyncReadRent, W: AsyncWriteRent>(
     }
 }
 
-fn format_hex(v: u64, buf: &mut [u8; 16]) -> &[u8] {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for (i, b) in buf.iter_mut().enumerate() {
-        *b = HEX[((v >> ((15 - i) * 4)) & 0xf) as usize];
-    }
-    &buf[..]
-}
-
 /// Reads the response head (skipping 1xx), rewrites it for the client, and relays the body.
 #[allow(clippy::too_many_arguments)]
 async fn relay<R: AsyncReadRent>(
@@ -429,7 +421,14 @@ async fn relay<R: AsyncReadRent>(
     let framing = resp.body();
     let dechunk = framing == Framing::Chunked && a.head.minor == 0;
     let client_keep = a.keep && framing != Framing::Close && !dechunk;
-    write_response_head(out, resp, a, framing, dechunk, client_keep);
+    let rewrite = response::Rewrite {
+        id: a.id,
+        set_cookie: a.set_cookie,
+        client_minor: a.head.minor,
+        chunked: framing == Framing::Chunked && !dechunk,
+        client_keep,
+    };
+    response::write_head(out, resp, &rewrite);
     rec.status = resp.status;
     let upstream_keep = resp.keep_alive;
     // The head is in `out` now. Its bytes share `ubuf`'s allocation, so holding them while the body is
@@ -457,64 +456,6 @@ async fn relay<R: AsyncReadRent>(
         },
         reusable: complete && upstream_keep,
     })
-}
-
-fn write_response_head(
-    out: &mut Vec<u8>,
-    resp: &ResponseHead,
-    a: &Attempt<'_>,
-    framing: Framing,
-    dechunk: bool,
-    client_keep: bool,
-) {
-    out.clear();
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(itoa::Buffer::new().format(resp.status).as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(resp.reason());
-    out.extend_from_slice(b"\r\n");
-    let mut has_id = false;
-    let mut cl_written = false;
-    for h in &resp.headers {
-        let (name, value) = resp.header(h);
-        match h.kind {
-            HeaderKind::HopByHop => continue,
-            HeaderKind::ContentLength if cl_written => continue,
-            HeaderKind::ContentLength => cl_written = true,
-            HeaderKind::RequestId => has_id = true,
-            _ => {}
-        }
-        out.extend_from_slice(name);
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
-        out.extend_from_slice(b"\r\n");
-    }
-    if !has_id {
-        out.extend_from_slice(b"x-request-id: ");
-        out.extend_from_slice(a.id);
-        out.extend_from_slice(b"\r\n");
-    }
-    if let Some((s, key)) = a.set_cookie {
-        out.extend_from_slice(b"set-cookie: ");
-        out.extend_from_slice(s.cookie.as_bytes());
-        out.push(b'=');
-        out.extend_from_slice(format_hex(key, &mut [0u8; 16]));
-        out.extend_from_slice(b"; Path=/; HttpOnly");
-        if let Some(ttl) = s.ttl {
-            out.extend_from_slice(b"; Max-Age=");
-            out.extend_from_slice(itoa::Buffer::new().format(ttl.as_secs()).as_bytes());
-        }
-        out.extend_from_slice(b"\r\n");
-    }
-    if framing == Framing::Chunked && !dechunk {
-        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
-    }
-    if !client_keep {
-        out.extend_from_slice(b"connection: close\r\n");
-    } else if a.head.minor == 0 {
-        out.extend_from_slice(b"connection: keep-alive\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
 }
 
 /// Sends the response head (in `out`) and body to the client. Returns whether the upstream message was

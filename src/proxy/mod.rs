@@ -6,6 +6,7 @@
 
 mod exchange;
 mod request;
+pub mod response;
 
 use crate::config::HashOn;
 use crate::http1::chunked::ChunkedDecoder;
