@@ -254,20 +254,7 @@ fn reset_mid_body_does_not_look_complete() {
     let sl = Sluice::start(&app_config(&eps(&[be.addr()]), "retries = 0"));
     let mut c = Conn::connect(sl.addr());
     c.send(&build_request("GET", "/", &[], b""));
-    match c.read_response() {
-        // Truncated: the client must see the connection end early, not hang.
-        Err(e) => assert!(
-            !matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-            ),
-            "sluice kept the client waiting after the upstream reset: {e}"
-        ),
-        Ok(r) => assert_eq!(
-            r.status, 502,
-            "a reset mid-body must not reach the client as a complete response:\n{r}"
-        ),
-    }
+    assert_cut_off(c.read_response(), 502, "a reset mid-body");
 }
 
 #[test]
@@ -515,18 +502,11 @@ fn upstream_idle_timeout_cuts_a_stalled_body() {
     let mut c = Conn::connect(sl.addr());
     c.send(&build_request("GET", "/", &[], b""));
     let t = Instant::now();
-    match c.read_response() {
-        Ok(r) => assert_eq!(
-            r.status, 504,
-            "a stalled upstream body must not look complete:\n{r}"
-        ),
-        Err(e) => {
-            assert!(
-            !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
-            "client left hanging on a stalled upstream body ({e}) — upstream idle_timeout is 300ms"
-        )
-        }
-    }
+    assert_cut_off(
+        c.read_response(),
+        504,
+        "a stalled upstream body (upstream idle_timeout 300ms)",
+    );
     assert!(
         t.elapsed() < Duration::from_secs(3),
         "took {:?}",

@@ -215,6 +215,21 @@ fn json_after_key<'a>(text: &'a str, key: &str) -> Option<&'a str> {
 
 /// Asserts `resp` is one of sluice's JSON error responses with `status`,
 /// whose `request_id` matches the `X-Request-Id` response header.
+/// Asserts that a response the upstream cut short reaches the client as an early close or as the error
+/// `status`, never as a complete-looking reply, and that the client was not left hanging.
+pub fn assert_cut_off(r: std::io::Result<Response>, status: u16, what: &str) {
+    match r {
+        Ok(r) => assert_eq!(r.status, status, "{what} must not look complete:\n{r}"),
+        Err(e) => assert!(
+            !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            "client left hanging after {what}: {e}"
+        ),
+    }
+}
+
 pub fn assert_json_error(resp: &Response, status: u16) {
     assert_eq!(resp.status, status, "status; response:\n{resp}");
     let ct = resp.header("content-type").unwrap_or("");
