@@ -405,14 +405,37 @@ fn bodies_around_the_one_write_bound_arrive_whole_when_trickled() {
 }
 
 #[test]
-fn a_gathered_body_cut_short_by_the_origin_is_not_passed_off_as_complete() {
-    // 40,000 bytes declared (a size that is gathered before sending), 30,000 sent, then a reset.
+fn a_gathered_body_cut_short_by_the_origin_becomes_a_502() {
+    // 40,000 bytes declared (a size that is gathered before anything is sent), 30,000 sent, then a reset:
+    // nothing has reached the client, so it gets a proper 502 rather than a connection cut mid-response.
     let be = Backend::start(|_| Reply::reset_mid_body(40_000, 30_000));
     let sl = proxy_to(&be);
     let mut c = Conn::connect(sl.addr());
     c.set_read_timeout(Duration::from_secs(5));
     c.send(&build_request("GET", "/", &[], b""));
-    assert_cut_off(c.read_response(), 502, "a gathered body cut short");
+    let r = c.read_response().expect("a 502, not a cut-off response");
+    assert_json_error(&r, 502);
+}
+
+#[test]
+fn a_gathered_body_that_stalls_becomes_a_504() {
+    let be = Backend::start(|_| Reply::stall_mid_body(40_000, 30_000));
+    let sl = Sluice::start(&config(&format!(
+        "{}{}",
+        upstream("app", &[be.addr()], "retries = 0\nidle_timeout = \"300ms\""),
+        catch_all("app")
+    )));
+    let mut c = Conn::connect(sl.addr());
+    c.set_read_timeout(Duration::from_secs(5));
+    let t = std::time::Instant::now();
+    c.send(&build_request("GET", "/", &[], b""));
+    let r = c.read_response().expect("a 504, not a cut-off response");
+    assert_json_error(&r, 504);
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        t.elapsed()
+    );
 }
 
 #[test]

@@ -435,6 +435,22 @@ async fn relay<R: AsyncReadRent>(
     // read would make every body read that needs room allocate a new buffer instead of reusing this one.
     resp.release();
     rec.ttfb_us = sent_at.elapsed().as_micros().min(u32::MAX as u128) as u32;
+    if let Some(total) = gathered(framing) {
+        // Nothing has reached the client yet, so a body cut short is still an upstream error the client can
+        // be told about, not a connection closed mid-response. Not retried: `out`, which kept the request
+        // for a retry, holds the rewritten response head by now.
+        while ubuf.len() < total {
+            let missing = total - ubuf.len();
+            ubuf.reserve(missing);
+            let idle = remaining(a.deadline, a.ucfg.idle_timeout);
+            let e = match read_more_timeout(up, ubuf, missing, idle).await {
+                Timed::Done(Ok(n)) if n > 0 => continue,
+                Timed::Done(_) => UpstreamError::Reset(a.addr),
+                Timed::Elapsed => UpstreamError::Timeout,
+            };
+            return Err(AttemptErr::upstream(e, false, true));
+        }
+    }
     started.set(true);
     let complete = relay_body(
         client,
@@ -458,6 +474,17 @@ async fn relay<R: AsyncReadRent>(
     })
 }
 
+/// The body length when a response is small enough to be gathered whole behind its head and sent with it in
+/// one syscall: fewer sends, and fewer wake-ups of the client, than relaying it piece by piece.
+fn gathered(framing: Framing) -> Option<usize> {
+    match framing {
+        Framing::Length(n) if n > COALESCE_MAX as u64 && n <= ONE_WRITE_MAX as u64 => {
+            Some(n as usize)
+        }
+        _ => None,
+    }
+}
+
 /// Sends the response head (in `out`) and body to the client. Returns whether the upstream message was
 /// read to its end.
 #[allow(clippy::too_many_arguments)]
@@ -479,18 +506,9 @@ async fn relay_body<R: AsyncReadRent>(
             counted_vec(client, out, sent).await.map_err(client_err)?;
             Ok(true)
         }
-        Framing::Length(total) if total > COALESCE_MAX as u64 && total <= ONE_WRITE_MAX as u64 => {
-            // A bounded body is gathered whole behind the head and sent with it in one syscall:
-            // fewer sends, and fewer wake-ups of the client, than relaying it piece by piece.
+        Framing::Length(total) if gathered(framing).is_some() => {
+            // `relay` gathered the whole body behind the head: one syscall for both.
             let total = total as usize;
-            while ubuf.len() < total {
-                let missing = total - ubuf.len();
-                ubuf.reserve(missing);
-                match read_more_timeout(up, ubuf, missing, idle()).await {
-                    Timed::Done(Ok(n)) if n > 0 => {}
-                    _ => return Err(AttemptErr::after()),
-                }
-            }
             *sent += (out.len() + total) as u64;
             client
                 .write_two(out, ubuf, total)
