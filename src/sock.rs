@@ -28,6 +28,11 @@ impl SockWr {
         }
     }
 
+    /// The socket's descriptor.
+    pub fn fd(&self) -> RawFd {
+        self.fd
+    }
+
     /// Marks what is written from now on as the last bytes before the connection closes. Inline sends then
     /// carry MSG_MORE, so the kernel holds back their last partial segment and sends it with the FIN of
     /// the close: the reply and the FIN travel as one segment, and the peer's ACKs of both as one, which on

@@ -67,6 +67,15 @@ fn send_flags(more: bool) -> libc::c_int {
     }
 }
 
+/// A send's return value as a result: bytes sent, or the OS error.
+fn sent(n: isize) -> std::io::Result<usize> {
+    if n < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
 /// One non-blocking `send` of `buf`'s initialised bytes (see `send_flags` for `more`).
 pub fn send_nowait<T: monoio::buf::IoBuf>(
     fd: RawFd,
@@ -83,11 +92,7 @@ pub fn send_nowait<T: monoio::buf::IoBuf>(
             send_flags(more),
         )
     };
-    if n < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
+    sent(n)
 }
 
 /// One non-blocking `sendmsg` of `a` then `b` (a head and a body: one syscall, not two); see `send_flags`
@@ -109,12 +114,7 @@ pub fn send2_nowait(fd: RawFd, a: &[u8], b: &[u8], more: bool) -> std::io::Resul
     msg.msg_iov = iov.as_mut_ptr();
     msg.msg_iovlen = iov.len() as _;
     // SAFETY: `msg` is initialised above; `fd` is a socket the caller owns for the duration of the call.
-    let n = unsafe { libc::sendmsg(fd, &msg, send_flags(more)) };
-    if n < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
+    sent(unsafe { libc::sendmsg(fd, &msg, send_flags(more)) })
 }
 
 /// True for the errors that mean "try again later" on a non-blocking socket.

@@ -119,7 +119,7 @@ fn remaining(deadline: Option<Instant>, d: Duration) -> Duration {
 async fn connect(w: &Worker, addr: SocketAddr, timeout: Duration) -> Result<UpConn, AttemptErr> {
     let now = Instant::now();
     while let Some(conn) = w.pool_take(addr, now) {
-        if conn.idle_for(now) >= STALE_CHECK_AFTER && crate::sys::peer_closed(conn.fd) {
+        if conn.idle_for(now) >= STALE_CHECK_AFTER && crate::sys::peer_closed(conn.wr.fd()) {
             w.pool_recycle(conn.buf);
             continue;
         }

@@ -279,15 +279,10 @@ impl RouteTable {
             let trie = match &r.host {
                 HostPattern::Any => &mut t.any_host,
                 // Most routes share their host with others: look up before boxing a new key.
-                HostPattern::Exact(h) => {
-                    if !t.exact_hosts.contains_key(h.as_bytes()) {
-                        t.exact_hosts.insert(h.as_bytes().into(), Trie::default());
-                    }
-                    match t.exact_hosts.get_mut(h.as_bytes()) {
-                        Some(trie) => trie,
-                        None => unreachable!("the host was inserted above"),
-                    }
-                }
+                HostPattern::Exact(h) => match t.exact_hosts.get_mut(h.as_bytes()) {
+                    Some(trie) => trie,
+                    None => t.exact_hosts.entry(h.as_bytes().into()).or_default(),
+                },
                 HostPattern::Suffix(s) => {
                     let pos = match t
                         .suffix_hosts

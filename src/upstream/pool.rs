@@ -7,17 +7,15 @@ use monoio::io::{OwnedReadHalf, Splitable};
 use monoio::net::TcpStream;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 /// A connection to an upstream endpoint with its read buffer.
 pub struct UpConn {
     /// Read half of the socket (split once, so request and response can flow at the same time).
     pub rd: OwnedReadHalf<TcpStream>,
-    /// Write half.
+    /// Write half (it also knows the descriptor, for the stale-connection peek).
     pub wr: SockWr,
-    /// The socket's descriptor, for the stale-connection peek.
-    pub fd: RawFd,
     /// Bytes read from the upstream and not yet consumed.
     pub buf: BytesMut,
     /// Endpoint address.
@@ -36,7 +34,6 @@ impl UpConn {
         UpConn {
             rd,
             wr: SockWr::new(wr, fd),
-            fd,
             buf,
             addr,
             reused: false,
