@@ -24,10 +24,8 @@ use std::time::{Duration, Instant};
 
 /// Body chunk for large transfers: fewer, larger sends.
 const BODY_CHUNK: usize = 64 * 1024;
-/// Response bodies up to this size are appended to the head and sent in one write.
-const COALESCE_MAX: usize = 16 * 1024;
-/// Bodies up to this size (and over `COALESCE_MAX`) are read whole and sent with their head in one write.
-/// No larger than `BODY_CHUNK`, so gathering one never grows the buffer past what streaming would.
+/// Content-Length bodies up to this size are read whole and sent with their head in one write. No larger
+/// than `BODY_CHUNK`, so gathering one never grows the buffer past what streaming would.
 const ONE_WRITE_MAX: usize = BODY_CHUNK;
 /// A response head larger than this from an upstream is a bad response.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -478,9 +476,7 @@ async fn relay<R: AsyncReadRent>(
 /// one syscall: fewer sends, and fewer wake-ups of the client, than relaying it piece by piece.
 fn gathered(framing: Framing) -> Option<usize> {
     match framing {
-        Framing::Length(n) if n > COALESCE_MAX as u64 && n <= ONE_WRITE_MAX as u64 => {
-            Some(n as usize)
-        }
+        Framing::Length(n) if n <= ONE_WRITE_MAX as u64 => Some(n as usize),
         _ => None,
     }
 }
@@ -506,26 +502,16 @@ async fn relay_body<R: AsyncReadRent>(
             counted_vec(client, out, sent).await.map_err(client_err)?;
             Ok(true)
         }
-        Framing::Length(total) if gathered(framing).is_some() => {
-            // `relay` gathered the whole body behind the head: one syscall for both.
-            let total = total as usize;
-            *sent += (out.len() + total) as u64;
+        Framing::Length(total) => {
+            // The head and as much of the body as is here (all of it when `relay` gathered it) leave in one
+            // syscall, the body sent from the read buffer rather than copied behind the head.
+            let first = (ubuf.len() as u64).min(total) as usize;
+            *sent += (out.len() + first) as u64;
             client
-                .write_two(out, ubuf, total)
+                .write_two(out, ubuf, first)
                 .await
                 .map_err(client_err)?;
-            Ok(true)
-        }
-        Framing::Length(total) => {
-            let mut left = total;
-            // Small bodies ride along with the head: one write.
-            let first = (ubuf.len() as u64).min(left) as usize;
-            if first <= COALESCE_MAX {
-                out.extend_from_slice(&ubuf[..first]);
-                ubuf.advance(first);
-                left -= first as u64;
-            }
-            counted_vec(client, out, sent).await.map_err(client_err)?;
+            let mut left = total - first as u64;
             while left > 0 {
                 if ubuf.is_empty() {
                     match read_more_timeout(up, ubuf, BODY_CHUNK, idle()).await {
