@@ -89,7 +89,8 @@ pub fn status_for(e: &ProxyError) -> u16 {
             | H::LengthAndChunked
             | H::BadLength
             | H::BadTransferEncoding
-            | H::BadHost,
+            | H::BadHost
+            | H::BadStatus,
         ) => 400,
         ProxyError::Chunk(_) => 400,
         ProxyError::BodyTooLarge => 413,
@@ -141,6 +142,7 @@ pub fn message_for(e: &ProxyError) -> &'static str {
             HeadError::BadHost => "missing or duplicate Host header",
             HeadError::Version => "unsupported HTTP version",
             HeadError::MethodNotImplemented => "method not implemented",
+            HeadError::BadStatus => "invalid status code",
         },
         ProxyError::Chunk(_) => "invalid chunked body",
         ProxyError::BodyTooLarge => "request body too large",

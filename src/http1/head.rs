@@ -15,11 +15,22 @@ pub struct Span {
 }
 
 impl Span {
-    fn of(base: *const u8, s: &[u8]) -> Span {
-        let start = s.as_ptr() as usize - base as usize;
-        Span {
-            start: start as u32,
-            end: (start + s.len()) as u32,
+    /// The span of `s` within `buf`. httparse hands back slices of the buffer it parsed, except where
+    /// it has nothing to point at: an absent or non-UTF-8 reason phrase is a static `""`. Only
+    /// addresses are compared, so a slice from anywhere else becomes the empty span instead of an
+    /// offset computed across two allocations (which wrapped, and panicked in `get` later).
+    fn of(buf: &[u8], s: &[u8]) -> Span {
+        let base = buf.as_ptr() as usize;
+        let at = s.as_ptr() as usize;
+        match at.checked_sub(base) {
+            Some(start) if start <= buf.len() && s.len() <= buf.len() - start => Span {
+                start: start as u32,
+                end: (start + s.len()) as u32,
+            },
+            _ => {
+                debug_assert!(s.is_empty(), "a non-empty slice outside the parsed buffer");
+                Span::default()
+            }
         }
     }
 
@@ -113,6 +124,9 @@ pub enum HeadError {
     /// CONNECT and other methods a reverse proxy does not serve (501).
     #[error("method not implemented")]
     MethodNotImplemented,
+    /// A response status outside 100-599 (RFC 9112 §4: three digits; RFC 9110 §15: classes 1xx-5xx).
+    #[error("status code outside 100-599")]
+    BadStatus,
 }
 
 /// How a message body is delimited.
@@ -298,14 +312,13 @@ impl RequestHead {
             return Err(HeadError::TooLarge);
         }
         check_line_endings(&buf[..n])?;
-        let base = buf.as_ptr();
         let method = req.method.ok_or(HeadError::Syntax)?;
         let target = req.path.ok_or(HeadError::Syntax)?;
         if target.len() > limits.max_uri_bytes {
             return Err(HeadError::UriTooLong);
         }
         self.minor = req.version.ok_or(HeadError::Syntax)?;
-        self.method = Span::of(base, method.as_bytes());
+        self.method = Span::of(buf, method.as_bytes());
         let kind = Method::of(method.as_bytes());
         self.method_kind = Some(kind);
         if method == "CONNECT" {
@@ -327,7 +340,7 @@ impl RequestHead {
                 if auth.is_empty() || auth.contains(&b'@') {
                     return Err(HeadError::Syntax);
                 }
-                self.authority = Some(Span::of(base, auth));
+                self.authority = Some(Span::of(buf, auth));
                 // "http://host" leaves an empty path; the router and the forwarder read it as "/".
                 &rest[slash..]
             } else {
@@ -335,11 +348,11 @@ impl RequestHead {
             };
         match memchr::memchr(b'?', path_bytes) {
             Some(q) => {
-                self.path = Span::of(base, &path_bytes[..q]);
-                self.query = Some(Span::of(base, &path_bytes[q + 1..]));
+                self.path = Span::of(buf, &path_bytes[..q]);
+                self.query = Some(Span::of(buf, &path_bytes[q + 1..]));
             }
             None => {
-                self.path = Span::of(base, path_bytes);
+                self.path = Span::of(buf, path_bytes);
                 self.query = None;
             }
         }
@@ -362,7 +375,7 @@ impl RequestHead {
             match kind {
                 HeaderKind::Host => {
                     host_count += 1;
-                    self.host = Some(Span::of(base, value));
+                    self.host = Some(Span::of(buf, value));
                 }
                 HeaderKind::ContentLength => {
                     let v = parse_length(value)?;
@@ -396,8 +409,8 @@ impl RequestHead {
                 _ => {}
             }
             self.headers.push(Header {
-                name: Span::of(base, name),
-                value: Span::of(base, value),
+                name: Span::of(buf, name),
+                value: Span::of(buf, value),
                 kind,
             });
         }
@@ -444,6 +457,9 @@ pub struct Limits {
     pub max_uri_bytes: usize,
 }
 
+/// A response head larger than this from an upstream is a bad response.
+pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+
 /// A parsed upstream response head.
 #[derive(Debug, Default)]
 pub struct ResponseHead {
@@ -462,6 +478,10 @@ pub struct ResponseHead {
 }
 
 impl ResponseHead {
+    /// The head as received (status line through the blank line), for the fuzz targets' checks.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
     /// Reason phrase.
     pub fn reason(&self) -> &[u8] {
         self.reason.get(&self.bytes)
@@ -516,10 +536,12 @@ impl ResponseHead {
             Err(_) => return Err(HeadError::Syntax),
         };
         check_line_endings(&buf[..n])?;
-        let base = buf.as_ptr();
         self.status = res.code.ok_or(HeadError::Syntax)?;
+        if !(100..=599).contains(&self.status) {
+            return Err(HeadError::BadStatus);
+        }
         self.minor = res.version.ok_or(HeadError::Syntax)?;
-        self.reason = Span::of(base, res.reason.unwrap_or("").as_bytes());
+        self.reason = reason_span(buf);
         self.headers.clear();
         let mut content_length = None;
         let mut chunked = false;
@@ -570,8 +592,8 @@ impl ResponseHead {
                 _ => {}
             }
             self.headers.push(Header {
-                name: Span::of(base, name),
-                value: Span::of(base, h.value),
+                name: Span::of(buf, name),
+                value: Span::of(buf, h.value),
                 kind,
             });
         }
@@ -604,6 +626,25 @@ impl ResponseHead {
             };
         self.bytes = buf.split_to(n).freeze();
         Ok(Some(()))
+    }
+}
+
+/// The reason phrase exactly as received: everything after `HTTP/1.x NNN ` up to the CR, obs-text
+/// included (httparse returns `""` for a non-UTF-8 reason, and the relay must not invent one). Runs
+/// only on a status line httparse accepted, whose version and code are fixed-width (RFC 9112 §4).
+fn reason_span(buf: &[u8]) -> Span {
+    const REASON_AT: usize = b"HTTP/1.1 200 ".len();
+    // httparse skips empty lines before the status line (RFC 9112 §2.2).
+    let line_start = buf
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(0);
+    let line = &buf[line_start..];
+    let line_end = memchr::memchr(b'\r', line).unwrap_or(0);
+    if line_end > REASON_AT {
+        Span::of(buf, &line[REASON_AT..line_end])
+    } else {
+        Span::default()
     }
 }
 
@@ -873,7 +914,79 @@ mod tests {
         assert!(!r.keep_alive);
     }
 
+    fn status_line(wire: &[u8]) -> Result<(u16, Vec<u8>), HeadError> {
+        let mut b = BytesMut::from(wire);
+        let mut r = ResponseHead::default();
+        r.parse(&mut b, false, 65536)?.ok_or(HeadError::Syntax)?;
+        Ok((r.status, r.reason().to_vec()))
+    }
+
+    #[test]
+    fn reason_phrase_is_kept_as_received() {
+        let ok = |wire: &[u8], reason: &[u8]| {
+            assert_eq!(status_line(wire), Ok((200, reason.to_vec())), "{wire:?}");
+        };
+        ok(b"HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n", b"");
+        ok(b"HTTP/1.1 200 \r\nContent-Length: 0\r\n\r\n", b"");
+        ok(b"HTTP/1.1 200 \x80\r\nContent-Length: 0\r\n\r\n", b"\x80");
+        ok(b"HTTP/1.1 200 Caf\xe9\r\n\r\n", b"Caf\xe9");
+        ok(b"HTTP/1.1 200 Very OK\r\n\r\n", b"Very OK");
+        ok(b"\r\nHTTP/1.1 200 OK\r\n\r\n", b"OK");
+        assert_eq!(
+            status_line(b"HTTP/1.1 103\r\nLink: </a>\r\n\r\n"),
+            Ok((103, vec![]))
+        );
+    }
+
+    #[test]
+    fn status_outside_100_to_599_is_rejected() {
+        for wire in [
+            &b"HTTP/1.1 000 Zero\r\n\r\n"[..],
+            b"HTTP/1.1 099 Low\r\n\r\n",
+            b"HTTP/1.1 600 High\r\n\r\n",
+            b"HTTP/1.1 999 X\r\n\r\n",
+        ] {
+            assert_eq!(status_line(wire), Err(HeadError::BadStatus), "{wire:?}");
+        }
+        assert!(status_line(b"HTTP/1.1 20 OK\r\n\r\n").is_err());
+        assert!(status_line(b"HTTP/1.1 2000 OK\r\n\r\n").is_err());
+        assert_eq!(
+            status_line(b"HTTP/1.1 599 X\r\n\r\n"),
+            Ok((599, b"X".to_vec()))
+        );
+        assert_eq!(
+            status_line(b"HTTP/1.1 100 Continue\r\n\r\n").map(|s| s.0),
+            Ok(100)
+        );
+    }
+
+    #[test]
+    fn span_of_a_foreign_slice_is_empty() {
+        let buf = b"abcdef";
+        assert_eq!(Span::of(buf, &buf[2..4]).get(buf), b"cd");
+        assert_eq!(Span::of(buf, &buf[6..]), Span { start: 6, end: 6 });
+        assert_eq!(Span::of(buf, b""), Span::default());
+    }
+
     proptest! {
+        /// Well-formed status lines with any reason bytes and code: the parse never panics, and a
+        /// reason it accepts is exactly the bytes sent.
+        #[test]
+        fn status_lines(code in 0u16..1000, reason in proptest::collection::vec(any::<u8>(), 0..20), sp in any::<bool>()) {
+            let mut wire = format!("HTTP/1.1 {code:03}").into_bytes();
+            if sp || !reason.is_empty() {
+                wire.push(b' ');
+            }
+            wire.extend_from_slice(&reason);
+            wire.extend_from_slice(b"\r\nContent-Length: 0\r\n\r\n");
+            if let Ok((status, got)) = status_line(&wire) {
+                prop_assert_eq!(status, code);
+                prop_assert_eq!(got, reason);
+            } else if (100..=599).contains(&code) {
+                prop_assert!(reason.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f));
+            }
+        }
+
         #[test]
         fn never_panics(data in proptest::collection::vec(any::<u8>(), 0..600)) {
             let _ = req(&data);

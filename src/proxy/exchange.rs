@@ -6,7 +6,9 @@
 use super::{response, After, Downstream, Fail};
 use crate::config::{Sticky, Upstream};
 use crate::http1::chunked::ChunkedDecoder;
-use crate::http1::head::{Framing, HeadError, Method, RequestHead, ResponseHead};
+use crate::http1::head::{
+    Framing, HeadError, Method, RequestHead, ResponseHead, MAX_RESPONSE_HEAD,
+};
 use crate::http1::io::{read_more_timeout, write_front, write_vec, Timed, READ_CHUNK};
 use crate::metrics::RequestRecord;
 use crate::respond::{ProxyError, UpstreamError};
@@ -27,8 +29,6 @@ const BODY_CHUNK: usize = 64 * 1024;
 /// Content-Length bodies up to this size are read whole and sent with their head in one write. No larger
 /// than `BODY_CHUNK`, so gathering one never grows the buffer past what streaming would.
 const ONE_WRITE_MAX: usize = BODY_CHUNK;
-/// A response head larger than this from an upstream is a bad response.
-const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// Idle pooled connections older than this are checked for a peer close before reuse.
 const STALE_CHECK_AFTER: Duration = Duration::from_secs(1);
 
