@@ -45,6 +45,8 @@ pub enum EndReason {
     Overflow,
     /// The response started but could not be finished.
     Aborted,
+    /// A bug: serving the request panicked (see `crate::panic`).
+    Internal,
 }
 
 impl EndReason {
@@ -66,6 +68,7 @@ impl EndReason {
             EndReason::NoHealthy => "no_healthy_upstream",
             EndReason::Overflow => "upstream_overflow",
             EndReason::Aborted => "response_aborted",
+            EndReason::Internal => "internal_error",
         }
     }
 
@@ -85,6 +88,7 @@ impl EndReason {
                 ErrorKind::UpstreamReset
             }
             EndReason::NoHealthy | EndReason::Overflow => ErrorKind::Unavailable,
+            EndReason::Internal => ErrorKind::Internal,
         })
     }
 }
@@ -106,10 +110,12 @@ pub enum ErrorKind {
     Unavailable,
     /// Rejected by a policy (auth, rate limit; later issues).
     Policy,
+    /// A bug in sluice (a caught panic).
+    Internal,
 }
 
 /// Number of `ErrorKind`s.
-pub const ERROR_KINDS: usize = 7;
+pub const ERROR_KINDS: usize = 8;
 
 /// Labels of `ErrorKind`s, by discriminant.
 pub const ERROR_KIND_NAMES: [&str; ERROR_KINDS] = [
@@ -120,6 +126,7 @@ pub const ERROR_KIND_NAMES: [&str; ERROR_KINDS] = [
     "upstream_reset",
     "unavailable",
     "policy",
+    "internal",
 ];
 
 /// What one request did; filled along the path, recorded once at the end.
@@ -423,6 +430,11 @@ pub struct WorkerGauges {
     pub in_flight: u64,
     /// Connections accepted since start.
     pub accepted: u64,
+    /// Idle pooled upstream connections closed instead of reused since start, because bytes or a close
+    /// arrived on them while idle.
+    pub pool_retired: u64,
+    /// Panics caught since start (each closed one connection; the worker kept serving).
+    pub panics: u64,
     /// Worker thread CPU time since start, ns.
     pub cpu_ns: u64,
     /// Idle pooled upstream connections.

@@ -56,6 +56,7 @@ pub fn plan_cpus(cfg: &Config) -> Result<Vec<Option<core_affinity::CoreId>>, Ser
 
 /// Runs until drained. Logging must already be initialised.
 pub fn run(cfg: Config) -> Result<(), ServerError> {
+    crate::panic::install_hook();
     let cfg = Arc::new(cfg);
     let mut generation = 1u64;
     let snapshot = Snapshot::build(cfg.clone(), generation)?;

@@ -35,9 +35,9 @@ fn peek(fd: RawFd) -> Peek {
     }
 }
 
-/// True when the peer has closed (or reset) an idle connection: a non-blocking peek reads EOF or an error.
-/// Costs one syscall, so callers use it only for connections that sat idle long enough to go stale.
-/// Unsolicited bytes on an idle upstream connection count too: the exchange is out of step, do not reuse it.
+/// True when anything arrived on an idle connection: the peer's EOF, an error, or bytes. On an idle
+/// upstream connection unsolicited bytes mean the exchange is out of step, so it must not be reused.
+/// One syscall, made on every reuse of a pooled connection.
 pub fn peer_closed(fd: RawFd) -> bool {
     peek(fd) != Peek::Empty
 }

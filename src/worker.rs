@@ -267,6 +267,8 @@ pub struct Worker {
     id_counter: Cell<u64>,
     stop: LocalEvent,
     accepted: Cell<u64>,
+    pool_retired: Cell<u64>,
+    panics: Cell<u64>,
     driver: Cell<&'static str>,
     log: RefCell<Option<LogSink>>,
     cpu: Cell<i64>,
@@ -295,6 +297,8 @@ impl Worker {
             id_counter: Cell::new(0),
             stop: LocalEvent::default(),
             accepted: Cell::new(0),
+            pool_retired: Cell::new(0),
+            panics: Cell::new(0),
             driver: Cell::new(""),
             log: RefCell::new(None),
             cpu: Cell::new(-1),
@@ -317,11 +321,6 @@ impl Worker {
     /// True once a drain started.
     pub fn is_draining(&self) -> bool {
         self.draining.get()
-    }
-
-    /// Request body timeout of the current snapshot.
-    pub fn body_timeout(&self) -> Duration {
-        self.current.borrow().http.body_timeout
     }
 
     /// Marks a request as started; the guard ends it.
@@ -433,6 +432,8 @@ impl Worker {
             parked: self.parking.parked() as u64,
             in_flight: self.in_flight.get() as u64,
             accepted: self.accepted.get(),
+            pool_retired: self.pool_retired.get(),
+            panics: self.panics.get(),
             cpu_ns: crate::metrics::thread_cpu_ns(),
             pooled: pools.total_idle() as u64,
             endpoints,
@@ -455,6 +456,17 @@ impl Worker {
     /// A read buffer for a new upstream connection.
     pub fn pool_buffer(&self) -> BytesMut {
         self.pools.borrow_mut().buffer(crate::http1::io::READ_CHUNK)
+    }
+
+    /// Closes a pooled connection that something arrived on while idle, counting it, and keeps its buffer.
+    pub fn pool_retire(&self, buf: BytesMut) {
+        self.pool_retired.set(self.pool_retired.get() + 1);
+        self.pool_recycle(buf);
+    }
+
+    /// Counts a panic caught on this worker (a connection or a request that hit a bug).
+    pub fn count_panic(&self) {
+        self.panics.set(self.panics.get() + 1);
     }
 
     /// Keeps a buffer for reuse.

@@ -697,7 +697,7 @@ impl Store {
             "gauge",
             |w| format!("{:.4}", w.utilization),
         );
-        let families: [(&str, &str, &str, fn(&WorkerView) -> u64); 5] = [
+        let families: [(&str, &str, &str, fn(&WorkerView) -> u64); 7] = [
             (
                 "sluice_worker_requests_total",
                 "Requests finished by the worker.",
@@ -727,6 +727,18 @@ impl Store {
                 "Client connections accepted.",
                 "counter",
                 |w| w.gauges.accepted,
+            ),
+            (
+                "sluice_upstream_pool_retired_total",
+                "Idle pooled upstream connections closed instead of reused: bytes or a close arrived while idle.",
+                "counter",
+                |w| w.gauges.pool_retired,
+            ),
+            (
+                "sluice_panics_total",
+                "Panics caught: each closed one connection (500 if nothing was sent yet); the worker kept serving.",
+                "counter",
+                |w| w.gauges.panics,
             ),
         ];
         for (name, help, kind, value) in families {

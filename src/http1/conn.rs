@@ -9,7 +9,7 @@ use crate::http1::io::{
     read_more_timeout, read_or_park, write_vec, ParkRead, Timed, HEAD_CHUNK, SHRINK_ABOVE,
 };
 use crate::http1::park;
-use crate::metrics::{ErrorKind, RequestRecord};
+use crate::metrics::{EndReason, ErrorKind, RequestRecord};
 use crate::proxy::{handle, After, Downstream, Ids};
 use crate::respond::{message_for, reason_for, status_for, write_error, ProxyError};
 use crate::sock::SockWr;
@@ -21,6 +21,7 @@ use monoio::net::TcpStream;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
+use std::pin::pin;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -40,8 +41,16 @@ pub fn serve(w: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr) -> impl Fut
         loop {
             // Boxed: the session (buffers, parsed heads, the proxy's state) is most of what a connection
             // costs, and a parked connection keeps none of it.
-            let Some((parked, idle_left)) = Box::pin(session(&w, stream, peer, first)).await else {
-                return;
+            // A bug anywhere in the session ends this connection alone (see `crate::panic`).
+            let served = crate::panic::catch(Box::pin(session(&w, stream, peer, first))).await;
+            let (parked, idle_left) = match served {
+                Ok(Some(s)) => s,
+                Ok(None) => return,
+                Err(p) => {
+                    w.count_panic();
+                    tracing::error!(worker = w.id, client = %peer, panic = %p, "panic on a connection; closed it");
+                    return;
+                }
             };
             stream = parked;
             first = false;
@@ -128,9 +137,14 @@ async fn serve_requests(w: &Rc<Worker>, c: &mut Downstream, mut first: bool) -> 
         }
         let mut rec = RequestRecord::new(head.bytes().len() as u64);
         let ids = Ids::new(w, &head);
-        let after = {
+        let served = {
             let _req = w.begin_request();
-            handle(w, &snap, c, &head, &mut rec, &ids).await
+            let request = pin!(handle(w, &snap, c, &head, &mut rec, &ids));
+            crate::panic::catch(request).await
+        };
+        let after = match served {
+            Ok(after) => after,
+            Err(p) => contained(w, c, &mut rec, ids.id(), &p).await,
         };
         let upstream_fault = matches!(
             rec.reason.error_kind(),
@@ -152,6 +166,34 @@ async fn serve_requests(w: &Rc<Worker>, c: &mut Downstream, mut first: bool) -> 
             return None;
         }
     }
+}
+
+/// After a panic while serving a request: counted, logged with the request id, and answered with a 500
+/// when nothing of a response had been sent (else the connection just closes, as for any failure
+/// after the response started). The connection always closes: its state is whatever the panic left.
+async fn contained(
+    w: &Worker,
+    c: &mut Downstream,
+    rec: &mut RequestRecord,
+    id: &[u8],
+    p: &crate::panic::Panicked,
+) -> After {
+    w.count_panic();
+    tracing::error!(
+        worker = w.id,
+        request_id = %String::from_utf8_lossy(id),
+        panic = %p,
+        "panic while serving a request; connection closed"
+    );
+    rec.reason = EndReason::Internal;
+    if rec.bytes_out == 0 {
+        rec.status = 500;
+        c.out.clear();
+        write_error(&mut c.out, 500, "internal error", id, true);
+        rec.bytes_out = c.out.len() as u64;
+        let _ = write_vec(&mut c.wr, &mut c.out).await;
+    }
+    After::Close
 }
 
 fn log(

@@ -29,8 +29,6 @@ const BODY_CHUNK: usize = 64 * 1024;
 /// Content-Length bodies up to this size are read whole and sent with their head in one write. No larger
 /// than `BODY_CHUNK`, so gathering one never grows the buffer past what streaming would.
 const ONE_WRITE_MAX: usize = BODY_CHUNK;
-/// Idle pooled connections older than this are checked for a peer close before reuse.
-const STALE_CHECK_AFTER: Duration = Duration::from_secs(1);
 
 /// State of the request body relative to what has been sent.
 pub enum ReqBody {
@@ -101,6 +99,8 @@ pub struct Attempt<'a> {
     pub keep: bool,
     /// Route body limit.
     pub max_body: u64,
+    /// `[http] body_timeout` of the generation the request started on (not the worker's current one).
+    pub body_timeout: Duration,
     /// Affinity cookie to set.
     pub set_cookie: Option<(&'a Sticky, u64)>,
     /// Request id.
@@ -117,8 +117,12 @@ fn remaining(deadline: Option<Instant>, d: Duration) -> Duration {
 async fn connect(w: &Worker, addr: SocketAddr, timeout: Duration) -> Result<UpConn, AttemptErr> {
     let now = Instant::now();
     while let Some(conn) = w.pool_take(addr, now) {
-        if conn.idle_for(now) >= STALE_CHECK_AFTER && crate::sys::peer_closed(conn.wr.fd()) {
-            w.pool_recycle(conn.buf);
+        // RFC 9112 §9.3: anything that arrived on an idle connection (an unsolicited response, junk, a
+        // close) means the exchange is out of step or over; reusing it would hand this request that
+        // answer. Checked on every reuse, however short the idle time: bytes can land within
+        // microseconds of the connection going back to the pool.
+        if crate::sys::peer_closed(conn.wr.fd()) {
+            w.pool_retire(conn.buf);
             continue;
         }
         return Ok(conn);
@@ -202,7 +206,6 @@ pub async fn attempt(
         }
     }
     let relay = relay(
-        w,
         &mut up.rd,
         &mut up.buf,
         &mut c.wr,
@@ -223,7 +226,7 @@ pub async fn attempt(
                 &mut up.wr,
                 *framing,
                 a.max_body,
-                w.body_timeout(),
+                a.body_timeout,
                 &body_done,
                 &pumped,
             );
@@ -350,7 +353,6 @@ async fn pump_body<R: AsyncReadRent, W: AsyncWriteRent>(
 /// Reads the response head (skipping 1xx), rewrites it for the client, and relays the body.
 #[allow(clippy::too_many_arguments)]
 async fn relay<R: AsyncReadRent>(
-    w: &Worker,
     up: &mut R,
     ubuf: &mut BytesMut,
     client: &mut SockWr,
@@ -365,6 +367,12 @@ async fn relay<R: AsyncReadRent>(
     let head_req = a.head.method_kind() == Method::Head;
     let replayable = matches!(a.body, ReqBody::Buffered);
     let idempotent = a.head.method_kind().is_idempotent();
+    let rt = a.ucfg.response_timeout;
+    // `response_timeout` is a deadline for the whole head, not a timer per read: a head dripped a byte
+    // at a time still ends at it. While the body still uploads the response clock has not started, so
+    // the upload's time is allowed too; once the body is sent the clock runs from then.
+    let mut head_by = body_done.get().then(|| sent_at + rt);
+    let upload_by = sent_at + rt + a.body_timeout;
     loop {
         match resp.parse(ubuf, head_req, MAX_RESPONSE_HEAD) {
             Ok(Some(())) if resp.status == 101 => {
@@ -386,13 +394,13 @@ async fn relay<R: AsyncReadRent>(
                 ))
             }
         }
-        // While the body still uploads, the response clock has not started: allow the upload's time too.
-        let base = if body_done.get() {
-            a.ucfg.response_timeout
-        } else {
-            a.ucfg.response_timeout + w.body_timeout()
-        };
-        match read_more_timeout(up, ubuf, READ_CHUNK, remaining(a.deadline, base)).await {
+        let now = Instant::now();
+        if head_by.is_none() && body_done.get() {
+            head_by = Some(now + rt);
+        }
+        let until = head_by.unwrap_or(upload_by);
+        let wait = remaining(a.deadline, until.saturating_duration_since(now));
+        match read_more_timeout(up, ubuf, READ_CHUNK, wait).await {
             Timed::Done(Ok(0)) | Timed::Done(Err(_)) => {
                 let nothing = ubuf.is_empty();
                 if reused && nothing && replayable {
@@ -409,7 +417,7 @@ async fn relay<R: AsyncReadRent>(
                 let e = if a.deadline.is_some_and(|d| Instant::now() >= d) {
                     UpstreamError::Timeout
                 } else {
-                    UpstreamError::HeadTimeout(a.ucfg.response_timeout)
+                    UpstreamError::HeadTimeout(rt)
                 };
                 return Err(AttemptErr::upstream(e, false, true));
             }

@@ -89,6 +89,8 @@ pub async fn handle(
     rec: &mut RequestRecord,
     ids: &Ids,
 ) -> After {
+    #[cfg(debug_assertions)]
+    crate::panic::debug_failpoint(head.path());
     let id = ids.id();
     let keep = head.keep_alive && !w.is_draining();
     let Some(m) = snap.routes.lookup(head.host(), head.path(), head) else {
@@ -331,6 +333,7 @@ async fn proxy(
             deadline,
             keep,
             max_body: route.max_body_bytes,
+            body_timeout: snap.http.body_timeout,
             set_cookie,
             id: ids.id(),
         };

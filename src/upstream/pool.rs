@@ -22,8 +22,6 @@ pub struct UpConn {
     pub addr: SocketAddr,
     /// Taken from the pool rather than freshly connected.
     pub reused: bool,
-    /// When it went idle (set by `Pools::put`).
-    idle_since: Option<Instant>,
 }
 
 impl UpConn {
@@ -37,14 +35,7 @@ impl UpConn {
             buf,
             addr,
             reused: false,
-            idle_since: None,
         }
-    }
-
-    /// How long it sat in the pool before this use.
-    pub fn idle_for(&self, now: Instant) -> Duration {
-        self.idle_since
-            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t))
     }
 }
 
@@ -84,7 +75,7 @@ impl Pools {
     }
 
     /// Returns a connection for reuse; drops it when the pool for that address is full.
-    pub fn put(&mut self, mut conn: UpConn, max_idle: usize, idle_timeout: Duration, now: Instant) {
+    pub fn put(&mut self, conn: UpConn, max_idle: usize, idle_timeout: Duration, now: Instant) {
         if max_idle == 0 || !conn.buf.is_empty() {
             return;
         }
@@ -97,7 +88,6 @@ impl Pools {
         if slot.idle.len() >= max_idle {
             return;
         }
-        conn.idle_since = Some(now);
         slot.idle.push(Idle { conn, expires });
     }
 
