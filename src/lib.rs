@@ -10,6 +10,7 @@ pub mod control;
 pub mod dns;
 pub mod listener;
 pub mod metrics;
+pub mod msg;
 pub mod panic;
 pub mod runtime;
 pub mod server;

@@ -2,9 +2,10 @@
 //! for signals. SIGHUP reloads the file (a bad file keeps the old config); SIGTERM/SIGINT drain.
 
 use crate::config::{self, Config, ConfigError, Source};
-use crate::control::{self, ToControl};
+use crate::control;
+use crate::msg::{ToControl, ToWorker};
 use crate::snapshot::Snapshot;
-use crate::worker::{self, ToWorker, WorkerHandle, WorkerSpec};
+use crate::worker::{self, WorkerHandle, WorkerSpec};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 use std::io;

@@ -5,14 +5,14 @@
 
 use crate::access_log::LogSink;
 use crate::config::{Driver, SplitTarget};
-use crate::control::ToControl;
+use crate::msg::{ToControl, ToWorker, WorkerLink};
 use crate::http1::conn;
 use crate::link::{Inbox, Link};
 use crate::metrics::{EndpointGauge, GenStats, RequestRecord, StatsDelta, WorkerGauges};
 use crate::snapshot::Snapshot;
 use crate::upstream::gate::Gate;
 use crate::upstream::pool::{Pools, UpConn};
-use crate::upstream::{AdminMode, EndpointAddr, Group};
+use crate::upstream::Group;
 use bytes::BytesMut;
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -24,49 +24,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-
-/// Messages to a worker.
-#[derive(Debug)]
-pub enum ToWorker {
-    /// A new config snapshot: used for requests that start after it arrives.
-    Snapshot(Box<Snapshot>),
-    /// Active health verdict for an endpoint.
-    Health {
-        /// Snapshot generation the verdict is for.
-        generation: u64,
-        /// Upstream index.
-        upstream: usize,
-        /// Endpoint.
-        addr: SocketAddr,
-        /// Up or down.
-        healthy: bool,
-    },
-    /// A new endpoint list after DNS re-resolution.
-    Endpoints {
-        /// Snapshot generation.
-        generation: u64,
-        /// Upstream index.
-        upstream: usize,
-        /// The resolved endpoints.
-        list: Vec<EndpointAddr>,
-    },
-    /// An operator's runtime change to one endpoint (admin API).
-    EndpointAdmin {
-        /// Upstream name.
-        upstream: Arc<str>,
-        /// Endpoint.
-        addr: SocketAddr,
-        /// New mode, if changed.
-        mode: Option<AdminMode>,
-        /// New weight, if changed.
-        weight: Option<u32>,
-    },
-    /// Stop accepting, finish in-flight requests within the grace period, exit.
-    Drain(Duration),
-}
-
-/// How other threads reach a worker.
-pub type WorkerLink = Link<ToWorker>;
 
 /// A running worker thread.
 #[derive(Debug)]

@@ -9,7 +9,7 @@ use crate::http1::io::{read_more_timeout, write_vec, Timed};
 use crate::router::Action;
 use crate::snapshot::Snapshot;
 use crate::upstream::AdminMode;
-use crate::worker::ToWorker;
+use crate::msg::ToWorker;
 use bytes::BytesMut;
 use serde_json::{json, Value};
 use std::cell::{Cell, RefCell};

@@ -5,7 +5,7 @@
 use super::Broadcast;
 use crate::snapshot::Snapshot;
 use crate::upstream::EndpointAddr;
-use crate::worker::ToWorker;
+use crate::msg::ToWorker;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::collections::HashMap;
 use std::io;

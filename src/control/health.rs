@@ -7,7 +7,7 @@ use crate::config::HealthCheck;
 use crate::http1::head::ResponseHead;
 use crate::http1::io::{read_more_timeout, write_vec, Timed};
 use crate::snapshot::Snapshot;
-use crate::worker::ToWorker;
+use crate::msg::ToWorker;
 use bytes::BytesMut;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;

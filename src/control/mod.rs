@@ -12,23 +12,12 @@ pub mod webhook;
 
 use crate::link::{Inbox, Link};
 use crate::snapshot::Snapshot;
-use crate::worker::{ToWorker, WorkerLink};
+use crate::msg::{ToControl, ToWorker, WorkerLink};
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-
-/// Messages to the control thread.
-#[derive(Debug)]
-pub enum ToControl {
-    /// A new snapshot: restart checks for it.
-    Snapshot(Arc<Snapshot>),
-    /// A worker's statistics for the last interval.
-    Stats(Box<crate::metrics::StatsDelta>),
-    /// Exit.
-    Stop,
-}
 
 /// Handle to the control thread.
 pub struct ControlHandle {

@@ -1,0 +1,65 @@
+//! The messages between threads: what the main and control threads tell a worker, and what a worker
+//! (or the main thread) tells the control thread. Workers and the control thread both depend on this
+//! module and never on each other.
+
+use crate::link::Link;
+use crate::snapshot::Snapshot;
+use crate::upstream::{AdminMode, EndpointAddr};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Messages to a worker.
+#[derive(Debug)]
+pub enum ToWorker {
+    /// A new config snapshot: used for requests that start after it arrives.
+    Snapshot(Box<Snapshot>),
+    /// Active health verdict for an endpoint.
+    Health {
+        /// Snapshot generation the verdict is for.
+        generation: u64,
+        /// Upstream index.
+        upstream: usize,
+        /// Endpoint.
+        addr: SocketAddr,
+        /// Up or down.
+        healthy: bool,
+    },
+    /// A new endpoint list after DNS re-resolution.
+    Endpoints {
+        /// Snapshot generation.
+        generation: u64,
+        /// Upstream index.
+        upstream: usize,
+        /// The resolved endpoints.
+        list: Vec<EndpointAddr>,
+    },
+    /// An operator's runtime change to one endpoint (admin API).
+    EndpointAdmin {
+        /// Upstream name.
+        upstream: Arc<str>,
+        /// Endpoint.
+        addr: SocketAddr,
+        /// New mode, if changed.
+        mode: Option<AdminMode>,
+        /// New weight, if changed.
+        weight: Option<u32>,
+    },
+    /// Stop accepting, finish in-flight requests within the grace period, exit.
+    Drain(Duration),
+}
+
+/// How other threads reach a worker.
+pub type WorkerLink = Link<ToWorker>;
+
+/// Messages to the control thread.
+#[derive(Debug)]
+pub enum ToControl {
+    /// A new snapshot: restart checks for it.
+    Snapshot(Arc<Snapshot>),
+    /// A worker's statistics for the last interval.
+    Stats(Box<crate::metrics::StatsDelta>),
+    /// Exit.
+    Stop,
+}
+
