@@ -62,4 +62,3 @@ pub enum ToControl {
     /// Exit.
     Stop,
 }
-

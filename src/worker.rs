@@ -5,10 +5,10 @@
 
 use crate::access_log::LogSink;
 use crate::config::{Driver, SplitTarget};
-use crate::msg::{ToControl, ToWorker, WorkerLink};
 use crate::http1::conn;
 use crate::link::{Inbox, Link};
 use crate::metrics::{EndpointGauge, GenStats, RequestRecord, StatsDelta, WorkerGauges};
+use crate::msg::{ToControl, ToWorker, WorkerLink};
 use crate::snapshot::Snapshot;
 use crate::upstream::gate::Gate;
 use crate::upstream::pool::{Pools, UpConn};

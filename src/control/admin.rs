@@ -6,10 +6,10 @@ use super::stats::Store;
 use crate::config::secret::Secret;
 use crate::http1::head::{Limits, RequestHead};
 use crate::http1::io::{read_more_timeout, write_vec, Timed};
+use crate::msg::ToWorker;
 use crate::router::Action;
 use crate::snapshot::Snapshot;
 use crate::upstream::AdminMode;
-use crate::msg::ToWorker;
 use bytes::BytesMut;
 use serde_json::{json, Value};
 use std::cell::{Cell, RefCell};
@@ -267,7 +267,7 @@ fn endpoint_admin(st: &AdminState, path: &[u8]) -> Reply {
 }
 
 fn metrics(st: &AdminState) -> Reply {
-    let mut text = st.store.borrow().prometheus(st.generation.get());
+    let mut text = super::prometheus::render(&st.store.borrow(), st.generation.get());
     if let Some(c) = &st.log_counters {
         use std::sync::atomic::Ordering::Relaxed;
         text.push_str(&format!(

@@ -4,12 +4,12 @@
 //! worker and never waiting on a receiver: evaluation only reads the `Store` and queues JSON.
 
 use super::stats::Store;
-use super::webhook::{self, Delivery, Queue};
+use super::status::{AlertStatus, Transition};
+use super::webhook::{self, Queue};
 use crate::config::monitoring::{Alert, AlertMetric, AlertScope};
 use crate::snapshot::Snapshot;
 use serde_json::json;
 use std::cell::RefCell;
-use std::fmt::Write;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -94,45 +94,6 @@ pub fn next_firing(firing: bool, value: f64, threshold: f64, clear_below: f64) -
     } else {
         value > threshold
     }
-}
-
-/// A change of state.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Transition {
-    /// True = started firing, false = resolved.
-    pub firing: bool,
-    /// The metric's value that caused it.
-    pub value: f64,
-    /// When (unix seconds).
-    pub at: u64,
-}
-
-impl Transition {
-    /// "firing" or "resolved".
-    pub fn state(&self) -> &'static str {
-        if self.firing {
-            "firing"
-        } else {
-            "resolved"
-        }
-    }
-}
-
-/// One rule as last evaluated, for `/alerts` and `/metrics`.
-#[derive(Debug, Clone)]
-pub struct AlertStatus {
-    /// The rule.
-    pub rule: Alert,
-    /// Firing now.
-    pub firing: bool,
-    /// Value at the last evaluation.
-    pub value: f64,
-    /// Since when the rule is in its current state (unix seconds).
-    pub since: u64,
-    /// The last transition, if any.
-    pub last_transition: Option<Transition>,
-    /// Webhook URL and delivery status, when the rule has one.
-    pub webhook: Option<(String, Delivery)>,
 }
 
 struct Rule {
@@ -282,28 +243,6 @@ pub async fn run(store: Rc<RefCell<Store>>, snapshot: Rc<RefCell<Arc<Snapshot>>>
     }
 }
 
-/// `sluice_alert_firing` and `sluice_alert_value` lines.
-pub fn prometheus(o: &mut String, alerts: &[AlertStatus]) {
-    let _ = writeln!(o, "# HELP sluice_alert_firing 1 while the alert rule fires, else 0.\n# TYPE sluice_alert_firing gauge");
-    for a in alerts {
-        let _ = writeln!(
-            o,
-            "sluice_alert_firing{{alert=\"{}\"}} {}",
-            super::stats::esc(&a.rule.name),
-            a.firing as u8
-        );
-    }
-    let _ = writeln!(o, "# HELP sluice_alert_value The alert rule's metric at its last evaluation.\n# TYPE sluice_alert_value gauge");
-    for a in alerts {
-        let _ = writeln!(
-            o,
-            "sluice_alert_value{{alert=\"{}\"}} {}",
-            super::stats::esc(&a.rule.name),
-            a.value
-        );
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -447,7 +386,7 @@ mod tests {
             )],
             0,
         );
-        prometheus(&mut o, &a.statuses());
+        crate::control::prometheus::alert_lines(&mut o, &a.statuses());
         assert!(
             o.contains("sluice_alert_firing{alert=\"a\\\"b\"} 0\n"),
             "{o}"

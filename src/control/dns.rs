@@ -3,9 +3,9 @@
 //! set for an upstream is sent to the workers like a health change. A failed lookup keeps the last answer.
 
 use super::Broadcast;
+use crate::msg::ToWorker;
 use crate::snapshot::Snapshot;
 use crate::upstream::EndpointAddr;
-use crate::msg::ToWorker;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::collections::HashMap;
 use std::io;

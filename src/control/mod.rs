@@ -6,13 +6,15 @@ pub mod admin;
 pub mod alerts;
 mod dns;
 mod health;
+pub mod prometheus;
 pub mod signals;
 pub mod stats;
+pub mod status;
 pub mod webhook;
 
 use crate::link::{Inbox, Link};
-use crate::snapshot::Snapshot;
 use crate::msg::{ToControl, ToWorker, WorkerLink};
+use crate::snapshot::Snapshot;
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::rc::Rc;

@@ -2,12 +2,9 @@
 //! short history of per-second figures for the stats page, alerts and scaling signals. Lives on the
 //! control thread only; workers never wait for it.
 
-use crate::metrics::{
-    new_hist_u64, Counters, StatsDelta, WorkerGauges, ERROR_KINDS, ERROR_KIND_NAMES,
-};
+use crate::metrics::{new_hist_u64, Counters, StatsDelta, WorkerGauges};
 use hdrhistogram::Histogram;
 use std::collections::{BTreeMap, VecDeque};
-use std::fmt::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,9 +13,6 @@ use std::time::Instant;
 pub const HISTORY: usize = 300;
 
 /// Prometheus histogram bucket bounds, seconds.
-const BUCKETS: [f64; 14] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
 
 /// One worker's latest state.
 #[derive(Debug, Clone, Default)]
@@ -174,9 +168,9 @@ pub struct Store {
     /// Upstreams that some route splits traffic to: their counts come from their endpoints.
     split_upstreams: std::collections::BTreeSet<Arc<str>>,
     /// Alert rules as last evaluated (written by `alerts`).
-    pub alerts: Vec<super::alerts::AlertStatus>,
+    pub alerts: Vec<super::status::AlertStatus>,
     /// Scaling signals as last computed (written by `signals`).
-    pub signals: Option<super::signals::SignalsReport>,
+    pub signals: Option<super::status::SignalsReport>,
 }
 
 fn add_hist(into: &mut Option<Histogram<u64>>, h: &Histogram<u32>) {
@@ -531,262 +525,4 @@ impl Store {
         }
         out
     }
-
-    /// Prometheus text exposition (version 0.0.4).
-    pub fn prometheus(&self, generation: u64) -> String {
-        let mut o = String::with_capacity(8192);
-        let _ = writeln!(o, "# HELP sluice_build_info Build information.\n# TYPE sluice_build_info gauge\nsluice_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
-        let _ = writeln!(o, "# HELP sluice_uptime_seconds Seconds since start.\n# TYPE sluice_uptime_seconds gauge\nsluice_uptime_seconds {}", self.uptime_secs());
-        let _ = writeln!(o, "# HELP sluice_config_generation Config generation in use (1 = as started; +1 per reload).\n# TYPE sluice_config_generation gauge\nsluice_config_generation {generation}");
-
-        let _ = writeln!(o, "# HELP sluice_requests_total Requests finished, by route.\n# TYPE sluice_requests_total counter");
-        for (name, r) in &self.routes {
-            let _ = writeln!(
-                o,
-                "sluice_requests_total{{route=\"{}\"}} {}",
-                esc(name),
-                r.c.requests
-            );
-        }
-        let _ = writeln!(o, "# HELP sluice_responses_total Responses by route and status class (\"none\" = closed without a response).\n# TYPE sluice_responses_total counter");
-        for (name, r) in &self.routes {
-            for (i, class) in ["none", "1xx", "2xx", "3xx", "4xx", "5xx"]
-                .iter()
-                .enumerate()
-            {
-                if r.c.status[i] > 0 {
-                    let _ = writeln!(
-                        o,
-                        "sluice_responses_total{{route=\"{}\",class=\"{class}\"}} {}",
-                        esc(name),
-                        r.c.status[i]
-                    );
-                }
-            }
-        }
-        let _ = writeln!(o, "# HELP sluice_errors_total Failed requests by kind.\n# TYPE sluice_errors_total counter");
-        for (i, kind) in ERROR_KIND_NAMES.iter().enumerate().take(ERROR_KINDS) {
-            let _ = writeln!(
-                o,
-                "sluice_errors_total{{kind=\"{kind}\"}} {}",
-                self.global.errors[i]
-            );
-        }
-        let _ = writeln!(o, "# HELP sluice_route_errors_total Failed requests by route and kind (kinds with none omitted).\n# TYPE sluice_route_errors_total counter");
-        for (name, r) in &self.routes {
-            for (i, kind) in ERROR_KIND_NAMES.iter().enumerate().take(ERROR_KINDS) {
-                if r.c.errors[i] > 0 {
-                    let _ = writeln!(
-                        o,
-                        "sluice_route_errors_total{{route=\"{}\",kind=\"{kind}\"}} {}",
-                        esc(name),
-                        r.c.errors[i]
-                    );
-                }
-            }
-        }
-        let _ = writeln!(o, "# HELP sluice_received_bytes_total Bytes received from clients, by route.\n# TYPE sluice_received_bytes_total counter");
-        for (name, r) in &self.routes {
-            let _ = writeln!(
-                o,
-                "sluice_received_bytes_total{{route=\"{}\"}} {}",
-                esc(name),
-                r.c.bytes_in
-            );
-        }
-        let _ = writeln!(o, "# HELP sluice_sent_bytes_total Bytes sent to clients, by route.\n# TYPE sluice_sent_bytes_total counter");
-        for (name, r) in &self.routes {
-            let _ = writeln!(
-                o,
-                "sluice_sent_bytes_total{{route=\"{}\"}} {}",
-                esc(name),
-                r.c.bytes_out
-            );
-        }
-        let _ = writeln!(o, "# HELP sluice_request_duration_seconds Time from complete request head to the end of the response, by route.\n# TYPE sluice_request_duration_seconds histogram");
-        for (name, r) in &self.routes {
-            histogram(
-                &mut o,
-                "sluice_request_duration_seconds",
-                &format!("route=\"{}\"", esc(name)),
-                r.hist.as_ref(),
-                r.c.latency_sum_us,
-                r.c.requests,
-            );
-        }
-
-        let _ = writeln!(o, "# HELP sluice_upstream_requests_total Requests sent to an upstream endpoint (each attempt).\n# TYPE sluice_upstream_requests_total counter");
-        for ((u, a), e) in &self.endpoints {
-            let _ = writeln!(
-                o,
-                "sluice_upstream_requests_total{{upstream=\"{}\",endpoint=\"{a}\"}} {}",
-                esc(u),
-                e.requests
-            );
-        }
-        let _ = writeln!(o, "# HELP sluice_upstream_failures_total Failed attempts (connect, reset, timeout, bad response).\n# TYPE sluice_upstream_failures_total counter");
-        for ((u, a), e) in &self.endpoints {
-            let _ = writeln!(
-                o,
-                "sluice_upstream_failures_total{{upstream=\"{}\",endpoint=\"{a}\"}} {}",
-                esc(u),
-                e.failures
-            );
-        }
-        let _ = writeln!(o, "# HELP sluice_upstream_responses_total Responses relayed or generated per endpoint, by status class.\n# TYPE sluice_upstream_responses_total counter");
-        for ((u, a), e) in &self.endpoints {
-            for (i, class) in ["none", "1xx", "2xx", "3xx", "4xx", "5xx"]
-                .iter()
-                .enumerate()
-            {
-                if e.status[i] > 0 {
-                    let _ = writeln!(o, "sluice_upstream_responses_total{{upstream=\"{}\",endpoint=\"{a}\",class=\"{class}\"}} {}", esc(u), e.status[i]);
-                }
-            }
-        }
-        let _ = writeln!(o, "# HELP sluice_upstream_ttfb_seconds Upstream time to first byte of the response head.\n# TYPE sluice_upstream_ttfb_seconds histogram");
-        for ((u, a), e) in &self.endpoints {
-            let sum_us = e
-                .ttfb
-                .as_ref()
-                .map_or(0, |h| (h.mean() * h.len() as f64) as u64);
-            let count = e.ttfb.as_ref().map_or(0, |h| h.len());
-            histogram(
-                &mut o,
-                "sluice_upstream_ttfb_seconds",
-                &format!("upstream=\"{}\",endpoint=\"{a}\"", esc(u)),
-                e.ttfb.as_ref(),
-                sum_us,
-                count,
-            );
-        }
-        let eps = self.configured_endpoints();
-        let _ = writeln!(o, "# HELP sluice_upstream_healthy 1 when the endpoint passes active checks and no worker has ejected it.\n# TYPE sluice_upstream_healthy gauge");
-        for (u, a) in &eps {
-            let (_, _, healthy, _, _) = self.endpoint_state(u, *a);
-            let _ = writeln!(
-                o,
-                "sluice_upstream_healthy{{upstream=\"{}\",endpoint=\"{a}\"}} {}",
-                esc(u),
-                healthy as u8
-            );
-        }
-        let _ = writeln!(o, "# HELP sluice_upstream_in_flight Requests in flight to the endpoint, all workers.\n# TYPE sluice_upstream_in_flight gauge");
-        for (u, a) in &eps {
-            let (inf, _, _, _, _) = self.endpoint_state(u, *a);
-            let _ = writeln!(
-                o,
-                "sluice_upstream_in_flight{{upstream=\"{}\",endpoint=\"{a}\"}} {inf}",
-                esc(u)
-            );
-        }
-        let _ = writeln!(o, "# HELP sluice_upstream_idle_connections Idle pooled connections to the endpoint, all workers.\n# TYPE sluice_upstream_idle_connections gauge");
-        for (u, a) in &eps {
-            let (_, idle, _, _, _) = self.endpoint_state(u, *a);
-            let _ = writeln!(
-                o,
-                "sluice_upstream_idle_connections{{upstream=\"{}\",endpoint=\"{a}\"}} {idle}",
-                esc(u)
-            );
-        }
-
-        self.worker_family(
-            &mut o,
-            "sluice_worker_utilization",
-            "Share of the last interval the worker thread spent on a CPU (0..1).",
-            "gauge",
-            |w| format!("{:.4}", w.utilization),
-        );
-        let families: [(&str, &str, &str, fn(&WorkerView) -> u64); 7] = [
-            (
-                "sluice_worker_requests_total",
-                "Requests finished by the worker.",
-                "counter",
-                |w| w.totals.requests,
-            ),
-            (
-                "sluice_worker_connections",
-                "Open client connections.",
-                "gauge",
-                |w| w.gauges.connections,
-            ),
-            (
-                "sluice_worker_parked_connections",
-                "Idle keep-alive connections parked without a session.",
-                "gauge",
-                |w| w.gauges.parked,
-            ),
-            (
-                "sluice_worker_in_flight",
-                "Requests in flight on the worker.",
-                "gauge",
-                |w| w.gauges.in_flight,
-            ),
-            (
-                "sluice_connections_accepted_total",
-                "Client connections accepted.",
-                "counter",
-                |w| w.gauges.accepted,
-            ),
-            (
-                "sluice_upstream_pool_retired_total",
-                "Idle pooled upstream connections closed instead of reused: bytes or a close arrived while idle.",
-                "counter",
-                |w| w.gauges.pool_retired,
-            ),
-            (
-                "sluice_panics_total",
-                "Panics caught: each closed one connection (500 if nothing was sent yet); the worker kept serving.",
-                "counter",
-                |w| w.gauges.panics,
-            ),
-        ];
-        for (name, help, kind, value) in families {
-            self.worker_family(&mut o, name, help, kind, |w| value(w).to_string());
-        }
-        super::alerts::prometheus(&mut o, &self.alerts);
-        if let Some(s) = &self.signals {
-            super::signals::prometheus(&mut o, s);
-        }
-        o
-    }
-
-    /// One metric family with a sample per worker, labelled `worker`.
-    fn worker_family(
-        &self,
-        o: &mut String,
-        name: &str,
-        help: &str,
-        kind: &str,
-        value: impl Fn(&WorkerView) -> String,
-    ) {
-        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (i, w) in self.workers.iter().enumerate() {
-            let _ = writeln!(o, "{name}{{worker=\"{i}\"}} {}", value(w));
-        }
-    }
-}
-
-/// Escapes a label value (backslash, quote, newline).
-pub fn esc(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-fn histogram(
-    o: &mut String,
-    name: &str,
-    labels: &str,
-    h: Option<&Histogram<u64>>,
-    sum_us: u64,
-    count: u64,
-) {
-    for le in BUCKETS {
-        let n = h.map_or(0, |h| h.count_between(0, (le * 1e6) as u64));
-        let _ = writeln!(o, "{name}_bucket{{{labels},le=\"{le}\"}} {n}");
-    }
-    let _ = writeln!(o, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
-    let _ = writeln!(o, "{name}_sum{{{labels}}} {}", sum_us as f64 / 1e6);
-    let _ = writeln!(o, "{name}_count{{{labels}}} {count}");
 }
