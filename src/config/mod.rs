@@ -12,6 +12,9 @@ pub use validate::*;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
+/// Most `{param}` captures one route path may have (the router keeps captures on the stack).
+pub const MAX_PARAMS: usize = 8;
+
 /// The embedded default configuration, used when sluice runs with no arguments.
 pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
 

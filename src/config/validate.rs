@@ -779,10 +779,10 @@ pub fn path_params(pattern: &str) -> Result<(Vec<String>, bool), String> {
             ));
         }
     }
-    if params.len() > crate::router::MAX_PARAMS {
+    if params.len() > super::MAX_PARAMS {
         return Err(format!(
             "at most {} parameters per path",
-            crate::router::MAX_PARAMS
+            super::MAX_PARAMS
         ));
     }
     Ok((params, wildcard))

@@ -7,5 +7,6 @@ mod lookup;
 pub use compile::*;
 pub use lookup::*;
 
-/// Most `{param}` captures one path pattern may have; captures live on the stack.
-pub const MAX_PARAMS: usize = 8;
+/// Most `{param}` captures one path pattern may have; captures live on the stack. A config rule
+/// (validation rejects more), so it is defined there.
+pub use crate::config::MAX_PARAMS;
