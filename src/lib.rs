@@ -18,7 +18,9 @@ pub mod snapshot;
 pub mod sock;
 pub mod worker;
 
+pub mod conn;
 pub mod http1;
+pub mod io;
 pub mod link;
 pub mod proxy;
 pub mod respond;

@@ -65,7 +65,7 @@ impl SockWr {
         a.clear();
         let from_b = sent - from_a;
         bytes::Buf::advance(buf, from_b);
-        crate::http1::io::write_front(self, buf, n - from_b).await
+        crate::io::write_front(self, buf, n - from_b).await
     }
 
     /// The plain write half, to reunite it with its read half.

@@ -296,7 +296,7 @@ enum Source {
 fn classify(bt: &str) -> Source {
     if bt.contains("sluice::worker::reporter") || bt.contains("sluice::worker::sweeper") {
         Source::Timer
-    } else if (bt.contains("BytesMut::reserve") && bt.contains("sluice::http1::io::read_more"))
+    } else if (bt.contains("BytesMut::reserve") && bt.contains("sluice::io::read_more"))
         || (bt.contains("BytesMut::promote_to_shared") && bt.contains("sluice::http1::head::"))
     {
         Source::Regrowth

@@ -5,7 +5,7 @@
 use super::stats::Store;
 use crate::config::secret::Secret;
 use crate::http1::head::{Limits, RequestHead};
-use crate::http1::io::{read_more_timeout, write_vec, Timed};
+use crate::io::{read_more_timeout, write_vec, Timed};
 use crate::msg::ToWorker;
 use crate::router::Action;
 use crate::snapshot::Snapshot;

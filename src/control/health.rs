@@ -5,7 +5,7 @@
 use super::Broadcast;
 use crate::config::HealthCheck;
 use crate::http1::head::ResponseHead;
-use crate::http1::io::{read_more_timeout, write_vec, Timed};
+use crate::io::{read_more_timeout, write_vec, Timed};
 use crate::msg::ToWorker;
 use crate::snapshot::Snapshot;
 use bytes::BytesMut;

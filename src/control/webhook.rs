@@ -267,7 +267,7 @@ async fn post(hook: &Webhook, body: &str) -> io::Result<()> {
                 "status line too long",
             ));
         }
-        let n = crate::http1::io::read_more(&mut s, &mut buf, 1024).await?;
+        let n = crate::io::read_more(&mut s, &mut buf, 1024).await?;
         if n == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,

@@ -1,7 +1,5 @@
-//! HTTP/1.1: strict head parsing, chunked framing, owned-buffer I/O, and the downstream connection loop.
+//! HTTP/1.1 as a codec: strict head parsing, chunked framing, and the encoding of what sluice itself
+//! writes (status lines, error bodies, reason phrases). Knows nothing of sockets, workers or routes.
 
 pub mod chunked;
-pub mod conn;
 pub mod head;
-pub mod io;
-pub mod park;

@@ -9,7 +9,7 @@ use crate::http1::chunked::ChunkedDecoder;
 use crate::http1::head::{
     Framing, HeadError, Method, RequestHead, ResponseHead, MAX_RESPONSE_HEAD,
 };
-use crate::http1::io::{read_more_timeout, write_front, write_vec, Timed, READ_CHUNK};
+use crate::io::{read_more_timeout, write_front, write_vec, Timed, READ_CHUNK};
 use crate::metrics::RequestRecord;
 use crate::respond::{ProxyError, UpstreamError};
 use crate::sock::SockWr;

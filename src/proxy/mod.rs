@@ -11,7 +11,7 @@ pub mod response;
 use crate::config::HashOn;
 use crate::http1::chunked::ChunkedDecoder;
 use crate::http1::head::{Framing, Method, RequestHead};
-use crate::http1::io::write_vec;
+use crate::io::write_vec;
 use crate::metrics::{EndReason, RequestRecord};
 use crate::respond::{message_for, reason_for, status_for, write_error, ProxyError, UpstreamError};
 use crate::router::{Action, CompiledRoute, Match, RouteInput};

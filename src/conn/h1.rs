@@ -5,10 +5,10 @@
 
 use crate::access_log::{format_json, format_template, LogFields};
 use crate::http1::head::RequestHead;
-use crate::http1::io::{
+use crate::io::{
     read_more_timeout, read_or_park, write_vec, ParkRead, Timed, HEAD_CHUNK, SHRINK_ABOVE,
 };
-use crate::http1::park;
+use crate::conn::park;
 use crate::metrics::{EndReason, ErrorKind, RequestRecord};
 use crate::proxy::{handle, After, Downstream, Ids};
 use crate::respond::{message_for, reason_for, status_for, write_error, ProxyError};

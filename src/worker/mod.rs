@@ -5,7 +5,7 @@
 
 use crate::access_log::LogSink;
 use crate::config::{Driver, SplitTarget};
-use crate::http1::conn;
+use crate::conn::h1;
 use crate::link::{Inbox, Link};
 use crate::metrics::{EndpointGauge, GenStats, RequestRecord, StatsDelta, WorkerGauges};
 use crate::msg::{ToControl, ToWorker, WorkerLink};
@@ -232,7 +232,7 @@ pub struct Worker {
     retired: RefCell<Vec<Rc<Gen>>>,
     to_control: Link<ToControl>,
     /// Idle deadlines of parked keep-alive connections.
-    pub parking: crate::http1::park::Parking,
+    pub parking: crate::conn::park::Parking,
 }
 
 impl Worker {
@@ -412,7 +412,7 @@ impl Worker {
 
     /// A read buffer for a new upstream connection.
     pub fn pool_buffer(&self) -> BytesMut {
-        self.pools.borrow_mut().buffer(crate::http1::io::READ_CHUNK)
+        self.pools.borrow_mut().buffer(crate::io::READ_CHUNK)
     }
 
     /// Closes a pooled connection that something arrived on while idle, counting it, and keeps its buffer.
@@ -555,7 +555,7 @@ async fn worker_main(spec: WorkerSpec, inbox: Inbox<ToWorker>, driver: &'static 
         }
     }
     monoio::spawn(sweeper(w.clone()));
-    monoio::spawn(crate::http1::park::sweeper(w.clone()));
+    monoio::spawn(crate::conn::park::sweeper(w.clone()));
     monoio::spawn(reporter(w.clone()));
     if w.log.borrow().is_some() {
         monoio::spawn(log_flusher(w.clone()));
@@ -621,7 +621,7 @@ async fn accept_loop(w: Rc<Worker>, listener: monoio::net::TcpListener) {
                 #[cfg(not(target_os = "linux"))]
                 let _ = stream.set_nodelay(true);
                 w.count_accept();
-                monoio::spawn(conn::serve(w.clone(), stream, peer));
+                monoio::spawn(h1::serve(w.clone(), stream, peer));
             }
             Some(Err(e)) => {
                 // EMFILE and friends: back off instead of spinning.
