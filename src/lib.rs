@@ -19,6 +19,7 @@ pub mod sock;
 pub mod worker;
 
 pub mod conn;
+pub mod hex;
 pub mod http1;
 pub mod io;
 pub mod link;

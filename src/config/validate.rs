@@ -780,10 +780,7 @@ pub fn path_params(pattern: &str) -> Result<(Vec<String>, bool), String> {
         }
     }
     if params.len() > super::MAX_PARAMS {
-        return Err(format!(
-            "at most {} parameters per path",
-            super::MAX_PARAMS
-        ));
+        return Err(format!("at most {} parameters per path", super::MAX_PARAMS));
     }
     Ok((params, wildcard))
 }

@@ -4,11 +4,11 @@
 //! requests for longer than `PARK_AFTER` parks: its session state is freed and it waits for readability.
 
 use crate::access_log::{format_json, format_template, LogFields};
+use crate::conn::park;
 use crate::http1::head::RequestHead;
 use crate::io::{
     read_more_timeout, read_or_park, write_vec, ParkRead, Timed, HEAD_CHUNK, SHRINK_ABOVE,
 };
-use crate::conn::park;
 use crate::metrics::{EndReason, ErrorKind, RequestRecord};
 use crate::proxy::{handle, After, Downstream, Ids};
 use crate::respond::{message_for, reason_for, status_for, write_error, ProxyError};
@@ -118,7 +118,7 @@ async fn serve_requests(w: &Rc<Worker>, c: &mut Downstream, mut first: bool) -> 
                 rec.status = status;
                 rec.reason = reason_for(&e);
                 let mut id = [0u8; 32];
-                w.next_request_id(&mut id);
+                w.ids.next_request_id(&mut id);
                 c.out.clear();
                 write_error(&mut c.out, status, message_for(&e), &id, true);
                 rec.bytes_out = c.out.len() as u64;
@@ -136,7 +136,7 @@ async fn serve_requests(w: &Rc<Worker>, c: &mut Downstream, mut first: bool) -> 
             snap = w.snapshot();
         }
         let mut rec = RequestRecord::new(head.bytes().len() as u64);
-        let ids = Ids::new(w, &head);
+        let ids = Ids::new(&w.ids, &head);
         let served = {
             let _req = w.begin_request();
             let request = pin!(handle(w, &snap, c, &head, &mut rec, &ids));

@@ -14,15 +14,15 @@ use crate::http1::head::{Framing, Method, RequestHead};
 use crate::io::write_vec;
 use crate::metrics::{EndReason, RequestRecord};
 use crate::respond::{message_for, reason_for, status_for, write_error, ProxyError, UpstreamError};
-use crate::router::{Action, CompiledRoute, Match, RouteInput};
+use crate::router::{choose_target, Action, CompiledRoute, Match, RouteInput};
 use crate::sock::SockWr;
 use crate::upstream::balance::hash64;
+pub use crate::worker::ids::Ids;
 use crate::worker::{Gen, Worker};
 use bytes::{Buf, BytesMut};
 use exchange::{attempt, Attempt, ReqBody};
 use monoio::io::OwnedReadHalf;
 use monoio::net::TcpStream;
-pub use request::Ids;
 use request::{build_request_head, cookie, parse_hex};
 use std::time::Instant;
 
@@ -134,7 +134,11 @@ pub async fn handle(
             After::KeepAlive
         }
         Action::Proxy(targets) => {
-            let gi = choose_target(snap, targets, head);
+            let gi = if targets.len() == 1 {
+                targets[0].upstream
+            } else {
+                snap.with_split(m.route as usize, |rr| choose_target(targets, head, rr))
+            };
             match proxy(w, snap, c, head, route, &m, gi, ids, keep, rec).await {
                 Ok(after) => after,
                 Err(Fail::After) => {
@@ -179,27 +183,6 @@ async fn send_error(
     } else {
         After::KeepAlive
     }
-}
-
-/// Picks the upstream group for a route: header rules first, then weights.
-fn choose_target(snap: &Gen, targets: &[crate::config::SplitTarget], head: &RequestHead) -> usize {
-    if targets.len() == 1 {
-        return targets[0].upstream;
-    }
-    for t in targets {
-        if let Some(rule) = &t.when {
-            if let Some(v) = head.get(rule.name.as_bytes()) {
-                if rule
-                    .value
-                    .as_ref()
-                    .is_none_or(|want| crate::http1::head::trim(v) == want.as_bytes())
-                {
-                    return t.upstream;
-                }
-            }
-        }
-    }
-    snap.split_pick(targets)
 }
 
 #[allow(clippy::too_many_arguments)]

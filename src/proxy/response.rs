@@ -52,7 +52,9 @@ pub fn write_head(out: &mut Vec<u8>, resp: &ResponseHead, r: &Rewrite<'_>) {
         out.extend_from_slice(b"set-cookie: ");
         out.extend_from_slice(s.cookie.as_bytes());
         out.push(b'=');
-        out.extend_from_slice(format_hex(key, &mut [0u8; 16]));
+        let mut hex = [0u8; 16];
+        crate::hex::hex_into(&mut hex, key);
+        out.extend_from_slice(&hex);
         out.extend_from_slice(b"; Path=/; HttpOnly");
         if let Some(ttl) = s.ttl {
             out.extend_from_slice(b"; Max-Age=");
@@ -69,12 +71,4 @@ pub fn write_head(out: &mut Vec<u8>, resp: &ResponseHead, r: &Rewrite<'_>) {
         out.extend_from_slice(b"connection: keep-alive\r\n");
     }
     out.extend_from_slice(b"\r\n");
-}
-
-fn format_hex(v: u64, buf: &mut [u8; 16]) -> &[u8] {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for (i, b) in buf.iter_mut().enumerate() {
-        *b = HEX[((v >> ((15 - i) * 4)) & 0xf) as usize];
-    }
-    &buf[..]
 }

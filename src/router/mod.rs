@@ -3,9 +3,11 @@
 
 mod compile;
 mod lookup;
+mod split;
 
 pub use compile::*;
 pub use lookup::*;
+pub use split::choose_target;
 
 /// Most `{param}` captures one path pattern may have; captures live on the stack. A config rule
 /// (validation rejects more), so it is defined there.

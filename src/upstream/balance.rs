@@ -39,17 +39,30 @@ impl SmoothWrr {
         now: Instant,
         avoid: Option<usize>,
     ) -> Option<usize> {
-        if self.current.len() != eps.len() {
-            self.current = vec![0; eps.len()];
+        self.next_weighted(eps.len(), |i| {
+            let e = &eps[i];
+            (e.available(now) && Some(i) != avoid).then_some(e.weight)
+        })
+    }
+
+    /// The next of `n` choices, where `weight(i)` is choice i's weight, or None while it may not be
+    /// chosen. Endpoints and the traffic split of a route both go through here.
+    pub fn next_weighted(
+        &mut self,
+        n: usize,
+        weight: impl Fn(usize) -> Option<u32>,
+    ) -> Option<usize> {
+        if self.current.len() != n {
+            self.current = vec![0; n];
         }
         let mut total = 0i64;
         let mut best: Option<usize> = None;
-        for (i, e) in eps.iter().enumerate() {
-            if !e.available(now) || Some(i) == avoid {
+        for i in 0..n {
+            let Some(w) = weight(i) else {
                 continue;
-            }
-            self.current[i] += e.weight as i64;
-            total += e.weight as i64;
+            };
+            self.current[i] += w as i64;
+            total += w as i64;
             if best.is_none_or(|b| self.current[i] > self.current[b]) {
                 best = Some(i);
             }

@@ -1,0 +1,116 @@
+//! One config generation as a worker runs it: the snapshot plus the upstream state (balancers,
+//! in-flight counts, circuit breakers) and the counters built from it. A request keeps the `Rc<Gen>`
+//! it started on to its end, so a reload never mixes two generations in one request.
+
+use crate::metrics::{EndpointGauge, GenStats, RequestRecord, StatsDelta};
+use crate::snapshot::Snapshot;
+use crate::upstream::balance::SmoothWrr;
+use crate::upstream::gate::Gate;
+use crate::upstream::pool::Pools;
+use crate::upstream::Group;
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// One config generation as a worker runs it: the snapshot plus the upstream state built from it.
+/// A request holds its `Rc<Gen>` to the end, so a reload mid-request never mixes generations.
+pub struct Gen {
+    snap: Snapshot,
+    pub(super) groups: RefCell<Vec<Group>>,
+    /// Traffic-split state by route index, grown on first use.
+    splits: RefCell<Vec<SmoothWrr>>,
+    pub(super) stats: RefCell<GenStats>,
+    pub(super) route_names: Vec<Arc<str>>,
+    pub(super) upstream_names: Vec<Arc<str>>,
+}
+
+impl std::ops::Deref for Gen {
+    type Target = Snapshot;
+    fn deref(&self) -> &Snapshot {
+        &self.snap
+    }
+}
+
+impl Gen {
+    pub(super) fn new(snap: Snapshot, worker: usize, workers: usize) -> Gen {
+        let groups = snap
+            .upstreams
+            .iter()
+            .map(|u| Group::new(u, worker, workers))
+            .collect();
+        let sizes: Vec<usize> = snap.upstreams.iter().map(|u| u.endpoints.len()).collect();
+        Gen {
+            stats: RefCell::new(GenStats::new(snap.routes.routes.len(), &sizes)),
+            route_names: snap
+                .routes
+                .routes
+                .iter()
+                .map(|r| Arc::from(r.name.as_str()))
+                .collect(),
+            upstream_names: snap
+                .upstreams
+                .iter()
+                .map(|u| Arc::from(u.cfg.name.as_str()))
+                .collect(),
+            snap,
+            groups: RefCell::new(groups),
+            splits: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Counts a finished request.
+    pub fn record(&self, rec: &RequestRecord, endpoint_failed: bool) {
+        if self.snap.config.metrics {
+            self.stats.borrow_mut().record(rec, endpoint_failed);
+        }
+    }
+
+    /// Moves this generation's counts into a report.
+    pub(super) fn drain_into(&self, out: &mut StatsDelta) {
+        let addrs: Vec<Vec<SocketAddr>> = self
+            .groups
+            .borrow()
+            .iter()
+            .map(|g| g.eps.iter().map(|e| e.addr).collect())
+            .collect();
+        self.stats
+            .borrow_mut()
+            .drain_into(out, &self.route_names, &self.upstream_names, &addrs);
+    }
+
+    pub(super) fn endpoint_gauges(&self, pools: &Pools, out: &mut Vec<EndpointGauge>) {
+        let now = Instant::now();
+        for (name, g) in self.upstream_names.iter().zip(self.groups.borrow().iter()) {
+            for e in &g.eps {
+                out.push(EndpointGauge {
+                    upstream: name.clone(),
+                    addr: e.addr,
+                    in_flight: e.in_flight,
+                    ejected: e.ejected_until.is_some_and(|t| now < t),
+                    active_down: e.active_down,
+                    idle: pools.idle(&e.addr) as u32,
+                });
+            }
+        }
+    }
+
+    /// Runs `f` on upstream group `gi`.
+    pub fn with_group<R>(&self, gi: usize, f: impl FnOnce(&mut Group) -> R) -> Option<R> {
+        self.groups.borrow_mut().get_mut(gi).map(f)
+    }
+
+    /// The circuit breaker of upstream `gi`.
+    pub fn gate(&self, gi: usize) -> Option<Gate> {
+        self.groups.borrow().get(gi).map(|g| g.gate.clone())
+    }
+
+    /// Runs `f` on the traffic-split state of route `route` (one per route, per worker).
+    pub fn with_split<R>(&self, route: usize, f: impl FnOnce(&mut SmoothWrr) -> R) -> R {
+        let mut splits = self.splits.borrow_mut();
+        if splits.len() <= route {
+            splits.resize_with(route + 1, || SmoothWrr::new(0));
+        }
+        f(&mut splits[route])
+    }
+}

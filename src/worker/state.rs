@@ -1,0 +1,292 @@
+//! Everything one worker owns: its current generation and the ones requests still hold, its upstream
+//! connection pools, its counters, its access log buffer, its parked connections. Not `Send`; nothing
+//! in it is locked, and no borrow of it is held across an `.await`.
+
+use super::event::LocalEvent;
+use super::gen::Gen;
+use super::ids::IdGen;
+use crate::access_log::LogSink;
+use crate::link::Link;
+use crate::metrics::{RequestRecord, StatsDelta, WorkerGauges};
+use crate::msg::{ToControl, ToWorker};
+use crate::snapshot::Snapshot;
+use crate::upstream::pool::{Pools, UpConn};
+use bytes::BytesMut;
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// Everything worker k owns. Not Send; nothing locked.
+pub struct Worker {
+    /// Worker index.
+    pub id: usize,
+    pub(super) workers: usize,
+    pub(super) current: RefCell<Rc<Gen>>,
+    pub(super) generation: Cell<u64>,
+    pub(super) pools: RefCell<Pools>,
+    pub(super) draining: Cell<bool>,
+    pub(super) in_flight: Cell<usize>,
+    pub(super) connections: Cell<usize>,
+    /// Request and span ids.
+    pub ids: IdGen,
+    pub(super) stop: LocalEvent,
+    pub(super) accepted: Cell<u64>,
+    pub(super) pool_retired: Cell<u64>,
+    pub(super) panics: Cell<u64>,
+    pub(super) driver: Cell<&'static str>,
+    pub(super) log: RefCell<Option<LogSink>>,
+    pub(super) cpu: Cell<i64>,
+    pub(super) retired: RefCell<Vec<Rc<Gen>>>,
+    pub(super) to_control: Link<ToControl>,
+    /// Idle deadlines of parked keep-alive connections.
+    pub parking: crate::conn::park::Parking,
+}
+
+impl Worker {
+    pub(super) fn new(
+        id: usize,
+        workers: usize,
+        snap: Snapshot,
+        to_control: Link<ToControl>,
+    ) -> Worker {
+        Worker {
+            id,
+            workers,
+            generation: Cell::new(snap.generation),
+            current: RefCell::new(Rc::new(Gen::new(snap, id, workers))),
+            pools: RefCell::new(Pools::default()),
+            draining: Cell::new(false),
+            in_flight: Cell::new(0),
+            connections: Cell::new(0),
+            ids: IdGen::new(id),
+            stop: LocalEvent::default(),
+            accepted: Cell::new(0),
+            pool_retired: Cell::new(0),
+            panics: Cell::new(0),
+            driver: Cell::new(""),
+            log: RefCell::new(None),
+            cpu: Cell::new(-1),
+            retired: RefCell::new(Vec::new()),
+            to_control,
+            parking: Default::default(),
+        }
+    }
+
+    /// The current generation (an Rc clone; connections re-fetch only when the generation changed).
+    pub fn snapshot(&self) -> Rc<Gen> {
+        self.current.borrow().clone()
+    }
+
+    /// Generation of the current snapshot.
+    pub fn generation(&self) -> u64 {
+        self.generation.get()
+    }
+
+    /// True once a drain started.
+    pub fn is_draining(&self) -> bool {
+        self.draining.get()
+    }
+
+    /// Marks a request as started; the guard ends it.
+    pub fn begin_request(&self) -> InFlight<'_> {
+        self.in_flight.set(self.in_flight.get() + 1);
+        InFlight(self)
+    }
+
+    /// Counts an open connection; the guard ends it.
+    pub fn begin_connection(&self) -> ConnGuard<'_> {
+        self.connections.set(self.connections.get() + 1);
+        ConnGuard(self)
+    }
+
+    /// Writes an access log line for a finished request if an access log is on and the record is sampled.
+    pub fn log_request(
+        &self,
+        gen: &Gen,
+        rec: &RequestRecord,
+        f: impl FnOnce(&mut Vec<u8>, Option<&str>),
+    ) {
+        let Some(cfg) = gen.config.access_log.as_ref() else {
+            return;
+        };
+        let mut log = self.log.borrow_mut();
+        let Some(sink) = log.as_mut() else { return };
+        if sink.sampled(rec, cfg.sample) {
+            sink.line(|out| f(out, cfg.template.as_deref()));
+        }
+    }
+
+    /// Name of route `i` and of upstream `u` in generation `gen`.
+    pub fn names<'a>(
+        &self,
+        gen: &'a Gen,
+        rec: &RequestRecord,
+    ) -> (Option<&'a str>, Option<&'a str>, Option<SocketAddr>) {
+        let route = rec
+            .route
+            .and_then(|i| gen.route_names.get(i as usize))
+            .map(|s| &**s);
+        let (up, ep) = match rec.endpoint {
+            Some((u, e)) => {
+                let name = gen.upstream_names.get(u as usize).map(|s| &**s);
+                let addr = gen
+                    .groups
+                    .borrow()
+                    .get(u as usize)
+                    .and_then(|g| g.eps.get(e as usize))
+                    .map(|e| e.addr);
+                (name, addr)
+            }
+            None => (None, None),
+        };
+        (route, up, ep)
+    }
+
+    /// Counts an accepted connection.
+    pub fn count_accept(&self) {
+        self.accepted.set(self.accepted.get() + 1);
+    }
+
+    /// Builds this interval's report: every live generation's counts plus the worker's gauges.
+    pub(super) fn report(&self) -> StatsDelta {
+        let cur = self.snapshot();
+        let mut d = StatsDelta {
+            worker: self.id,
+            generation: cur.generation,
+            ..Default::default()
+        };
+        // Requests that started on an older generation record there; collect those too, then let go of
+        // generations nobody else holds.
+        let mut retired = self.retired.borrow_mut();
+        for g in retired.iter() {
+            g.drain_into(&mut d);
+        }
+        retired.retain(|g| Rc::strong_count(g) > 1);
+        cur.drain_into(&mut d);
+        let pools = self.pools.borrow();
+        let mut endpoints = Vec::new();
+        cur.endpoint_gauges(&pools, &mut endpoints);
+        d.gauges = WorkerGauges {
+            driver: self.driver.get(),
+            cpu: self.cpu.get(),
+            connections: self.connections.get() as u64,
+            parked: self.parking.parked() as u64,
+            in_flight: self.in_flight.get() as u64,
+            accepted: self.accepted.get(),
+            pool_retired: self.pool_retired.get(),
+            panics: self.panics.get(),
+            cpu_ns: crate::metrics::thread_cpu_ns(),
+            pooled: pools.total_idle() as u64,
+            endpoints,
+        };
+        d
+    }
+
+    /// Takes an idle pooled connection.
+    pub fn pool_take(&self, addr: SocketAddr, now: Instant) -> Option<UpConn> {
+        self.pools.borrow_mut().take(addr, now)
+    }
+
+    /// Returns a connection to the pool.
+    pub fn pool_put(&self, conn: UpConn, max_idle: usize, idle_timeout: Duration) {
+        self.pools
+            .borrow_mut()
+            .put(conn, max_idle, idle_timeout, Instant::now());
+    }
+
+    /// A read buffer for a new upstream connection.
+    pub fn pool_buffer(&self) -> BytesMut {
+        self.pools.borrow_mut().buffer(crate::io::READ_CHUNK)
+    }
+
+    /// Closes a pooled connection that something arrived on while idle, counting it, and keeps its buffer.
+    pub fn pool_retire(&self, buf: BytesMut) {
+        self.pool_retired.set(self.pool_retired.get() + 1);
+        self.pool_recycle(buf);
+    }
+
+    /// Counts a panic caught on this worker (a connection or a request that hit a bug).
+    pub fn count_panic(&self) {
+        self.panics.set(self.panics.get() + 1);
+    }
+
+    /// Keeps a buffer for reuse.
+    pub fn pool_recycle(&self, buf: BytesMut) {
+        self.pools.borrow_mut().recycle(buf);
+    }
+
+    /// Idle pooled connections to `addr`.
+    pub fn pool_idle(&self, addr: &SocketAddr) -> usize {
+        self.pools.borrow().idle(addr)
+    }
+
+    pub(super) fn apply(&self, msg: ToWorker) -> Option<Duration> {
+        match msg {
+            ToWorker::Snapshot(s) => {
+                self.generation.set(s.generation);
+                let old = std::mem::replace(
+                    &mut *self.current.borrow_mut(),
+                    Rc::new(Gen::new(*s, self.id, self.workers)),
+                );
+                self.retired.borrow_mut().push(old);
+                tracing::debug!(
+                    worker = self.id,
+                    generation = self.generation.get(),
+                    "snapshot applied"
+                );
+            }
+            ToWorker::Health {
+                generation,
+                upstream,
+                addr,
+                healthy,
+            } => {
+                let cur = self.snapshot();
+                if cur.generation == generation {
+                    cur.with_group(upstream, |g| g.set_active(addr, healthy));
+                }
+            }
+            ToWorker::Endpoints {
+                generation,
+                upstream,
+                list,
+            } => {
+                let cur = self.snapshot();
+                if cur.generation == generation {
+                    cur.with_group(upstream, |g| g.set_endpoints(&list));
+                    cur.stats.borrow_mut().resize_upstream(upstream, list.len());
+                }
+            }
+            ToWorker::EndpointAdmin {
+                upstream,
+                addr,
+                mode,
+                weight,
+            } => {
+                let cur = self.snapshot();
+                if let Some(gi) = cur.upstream_names.iter().position(|n| *n == upstream) {
+                    cur.with_group(gi, |g| g.set_admin(addr, mode, weight));
+                }
+            }
+            ToWorker::Drain(grace) => return Some(grace),
+        }
+        None
+    }
+}
+
+/// Ends a request on drop.
+pub struct InFlight<'a>(&'a Worker);
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.set(self.0.in_flight.get() - 1);
+    }
+}
+
+/// Ends a connection on drop.
+pub struct ConnGuard<'a>(&'a Worker);
+impl Drop for ConnGuard<'_> {
+    fn drop(&mut self) {
+        self.0.connections.set(self.0.connections.get() - 1);
+    }
+}
