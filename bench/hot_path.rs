@@ -4,9 +4,9 @@
 use bytes::BytesMut;
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use sluice::config::{parse, Source};
+use sluice::conn::h1::response::{write_head, Rewrite};
 use sluice::http1::chunked::ChunkedDecoder;
 use sluice::http1::head::{Limits, RequestHead, ResponseHead};
-use sluice::proxy::response::{write_head, Rewrite};
 use sluice::router::RouteTable;
 use sluice::snapshot::Snapshot;
 use sluice::upstream::Group;

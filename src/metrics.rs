@@ -43,8 +43,8 @@ pub enum EndReason {
     NoHealthy,
     /// Circuit breaker rejected the request.
     Overflow,
-    /// The response started but could not be finished.
-    Aborted,
+    /// Refused by a policy (authentication, access rules, limits).
+    Policy,
     /// A bug: serving the request panicked (see `crate::panic`).
     Internal,
 }
@@ -67,7 +67,7 @@ impl EndReason {
             EndReason::UpstreamProtocol => "upstream_protocol_error",
             EndReason::NoHealthy => "no_healthy_upstream",
             EndReason::Overflow => "upstream_overflow",
-            EndReason::Aborted => "response_aborted",
+            EndReason::Policy => "policy_rejected",
             EndReason::Internal => "internal_error",
         }
     }
@@ -84,10 +84,9 @@ impl EndReason {
             EndReason::UpstreamConnectTimeout
             | EndReason::UpstreamResponseTimeout
             | EndReason::UpstreamTimeout => ErrorKind::UpstreamTimeout,
-            EndReason::UpstreamReset | EndReason::UpstreamProtocol | EndReason::Aborted => {
-                ErrorKind::UpstreamReset
-            }
+            EndReason::UpstreamReset | EndReason::UpstreamProtocol => ErrorKind::UpstreamReset,
             EndReason::NoHealthy | EndReason::Overflow => ErrorKind::Unavailable,
+            EndReason::Policy => ErrorKind::Policy,
             EndReason::Internal => ErrorKind::Internal,
         })
     }

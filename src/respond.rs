@@ -2,7 +2,9 @@
 //! every error carries (`{"error", "status", "request_id"}`). Nothing here allocates beyond the output buffer.
 
 use crate::http1::chunked::ChunkError;
+use crate::http1::encode::{Reply, ReplyBody};
 use crate::http1::head::HeadError;
+use crate::metrics::EndReason;
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -44,7 +46,26 @@ pub enum UpstreamError {
     CircuitOpen(usize),
 }
 
-/// Why a request failed; one per failure site on the proxy path.
+/// Why a policy refused a request. The policy chain (`crate::policy`) returns these; what the
+/// client must be told besides (`WWW-Authenticate`, `Retry-After`, `RateLimit-*`) travels in the
+/// request's header edits, not here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    /// No credential, or one that does not verify.
+    #[error("authentication required")]
+    Unauthenticated,
+    /// A known caller that may not reach this route.
+    #[error("access denied")]
+    Forbidden,
+    /// Over a rate limit or a quota.
+    #[error("too many requests")]
+    TooManyRequests,
+    /// The external authorization service could not be asked.
+    #[error("authorization service unavailable")]
+    AuthUnavailable,
+}
+
+/// Why a request failed; one per failure site on the request path.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     /// Bad request head.
@@ -68,145 +89,122 @@ pub enum ProxyError {
     /// No route matched.
     #[error("no route")]
     NoRoute,
+    /// A policy refused the request.
+    #[error("{0}")]
+    Policy(#[from] PolicyError),
     /// Talking to the upstream failed.
     #[error("{0}")]
     Upstream(#[from] UpstreamError),
+    /// A bug: serving the request panicked (see `crate::panic`).
+    #[error("internal error")]
+    Internal,
 }
 
-/// The status code for an error. Exhaustive: a new variant forces a decision here.
-pub fn status_for(e: &ProxyError) -> u16 {
+/// Whose fault a failure is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The client's request or behaviour (also: no route).
+    Client,
+    /// A policy said no.
+    Policy,
+    /// The upstream endpoint: counts toward its passive health.
+    Upstream,
+    /// Not the endpoint's doing on the upstream side: the group has no healthy endpoint or is full.
+    Capacity,
+    /// A bug in sluice.
+    Internal,
+}
+
+/// What an error means for the client, the record and the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Class {
+    /// The response status.
+    pub status: u16,
+    /// Why the request ended, for metrics and the access log.
+    pub reason: EndReason,
+    /// Whose fault it is.
+    pub fault: Fault,
+    /// Short, stable text for the JSON body (no per-request formatting).
+    pub message: &'static str,
+    /// The request body may be partly unread, so the connection cannot carry another request.
+    pub body_unread: bool,
+}
+
+/// The one mapping from error to status, end reason and message. Exhaustive: a new variant forces a
+/// decision here.
+pub fn classify(e: &ProxyError) -> Class {
+    use EndReason as R;
     use HeadError as H;
     use UpstreamError as U;
+    let class = |status, reason, fault, message, body_unread| Class {
+        status,
+        reason,
+        fault,
+        message,
+        body_unread,
+    };
+    // The client's error whose body may be partly unread, then one whose body is not in question.
+    let unread = |status, reason, message| class(status, reason, Fault::Client, message, true);
+    let c = |status, reason, message| class(status, reason, Fault::Client, message, false);
+    let up = |status, reason, message| class(status, reason, Fault::Upstream, message, false);
+    let policy = |status, message| class(status, R::Policy, Fault::Policy, message, false);
+    let capacity = |reason, message| class(503, reason, Fault::Capacity, message, false);
     match e {
-        ProxyError::Head(H::TooLarge | H::TooManyHeaders) => 431,
-        ProxyError::Head(H::UriTooLong) => 414,
-        ProxyError::Head(H::MethodNotImplemented) => 501,
-        ProxyError::Head(H::Version) => 505,
-        ProxyError::Head(
-            H::Syntax
-            | H::BareLf
-            | H::BadValue
-            | H::LengthAndChunked
-            | H::BadLength
-            | H::BadTransferEncoding
-            | H::BadHost
-            | H::BadStatus,
-        ) => 400,
-        ProxyError::Chunk(_) => 400,
-        ProxyError::BodyTooLarge => 413,
-        ProxyError::HeadTimeout | ProxyError::BodyTimeout => 408,
-        ProxyError::ClientClosed => 400,
-        ProxyError::NoRoute => 404,
-        ProxyError::Upstream(
-            U::Connect { .. } | U::Reset(_) | U::BadResponse(_) | U::BadChunk(_),
-        ) => 502,
-        ProxyError::Upstream(U::ConnectTimeout(_) | U::HeadTimeout(_) | U::Timeout) => 504,
-        ProxyError::Upstream(U::NoHealthy(_) | U::CircuitOpen(_)) => 503,
-    }
-}
-
-/// Why the request ended, for metrics and the access log. Exhaustive like `status_for`.
-pub fn reason_for(e: &ProxyError) -> crate::metrics::EndReason {
-    use crate::metrics::EndReason as R;
-    use UpstreamError as U;
-    match e {
-        ProxyError::Head(_) | ProxyError::Chunk(_) | ProxyError::BodyTooLarge => R::BadRequest,
-        ProxyError::HeadTimeout | ProxyError::BodyTimeout => R::ClientTimeout,
-        ProxyError::ClientClosed => R::ClientAbort,
-        ProxyError::NoRoute => R::NoRoute,
-        ProxyError::Upstream(U::Connect { .. }) => R::UpstreamConnect,
-        ProxyError::Upstream(U::ConnectTimeout(_)) => R::UpstreamConnectTimeout,
-        ProxyError::Upstream(U::HeadTimeout(_)) => R::UpstreamResponseTimeout,
-        ProxyError::Upstream(U::Timeout) => R::UpstreamTimeout,
-        ProxyError::Upstream(U::Reset(_)) => R::UpstreamReset,
-        ProxyError::Upstream(U::BadResponse(_) | U::BadChunk(_)) => R::UpstreamProtocol,
-        ProxyError::Upstream(U::NoHealthy(_)) => R::NoHealthy,
-        ProxyError::Upstream(U::CircuitOpen(_)) => R::Overflow,
-    }
-}
-
-/// Short, stable text for the JSON body (no per-request formatting).
-pub fn message_for(e: &ProxyError) -> &'static str {
-    use UpstreamError as U;
-    match e {
-        ProxyError::Head(h) => match h {
-            HeadError::TooLarge => "request header section too large",
-            HeadError::TooManyHeaders => "too many request headers",
-            HeadError::UriTooLong => "request-target too long",
-            HeadError::Syntax => "malformed request",
-            HeadError::BareLf => "bare LF in request head",
-            HeadError::BadValue => "invalid character in header value",
-            HeadError::LengthAndChunked => "both Content-Length and Transfer-Encoding",
-            HeadError::BadLength => "invalid Content-Length",
-            HeadError::BadTransferEncoding => "unsupported Transfer-Encoding",
-            HeadError::BadHost => "missing or duplicate Host header",
-            HeadError::Version => "unsupported HTTP version",
-            HeadError::MethodNotImplemented => "method not implemented",
-            HeadError::BadStatus => "invalid status code",
+        ProxyError::Head(h) => {
+            let (status, message) = match h {
+                H::TooLarge => (431, "request header section too large"),
+                H::TooManyHeaders => (431, "too many request headers"),
+                H::UriTooLong => (414, "request-target too long"),
+                H::MethodNotImplemented => (501, "method not implemented"),
+                H::Version => (505, "unsupported HTTP version"),
+                H::Syntax => (400, "malformed request"),
+                H::BareLf => (400, "bare LF in request head"),
+                H::BadValue => (400, "invalid character in header value"),
+                H::LengthAndChunked => (400, "both Content-Length and Transfer-Encoding"),
+                H::BadLength => (400, "invalid Content-Length"),
+                H::BadTransferEncoding => (400, "unsupported Transfer-Encoding"),
+                H::BadHost => (400, "missing or duplicate Host header"),
+                H::BadStatus => (400, "invalid status code"),
+            };
+            unread(status, R::BadRequest, message)
+        }
+        ProxyError::Chunk(_) => unread(400, R::BadRequest, "invalid chunked body"),
+        ProxyError::BodyTooLarge => unread(413, R::BadRequest, "request body too large"),
+        ProxyError::HeadTimeout => unread(408, R::ClientTimeout, "request head timeout"),
+        ProxyError::BodyTimeout => unread(408, R::ClientTimeout, "request body timeout"),
+        ProxyError::ClientClosed => unread(400, R::ClientAbort, "client closed the connection"),
+        ProxyError::NoRoute => c(404, R::NoRoute, "no route"),
+        ProxyError::Policy(p) => match p {
+            PolicyError::Unauthenticated => policy(401, "authentication required"),
+            PolicyError::Forbidden => policy(403, "access denied"),
+            PolicyError::TooManyRequests => policy(429, "too many requests"),
+            PolicyError::AuthUnavailable => policy(503, "authorization service unavailable"),
         },
-        ProxyError::Chunk(_) => "invalid chunked body",
-        ProxyError::BodyTooLarge => "request body too large",
-        ProxyError::HeadTimeout => "request head timeout",
-        ProxyError::BodyTimeout => "request body timeout",
-        ProxyError::ClientClosed => "client closed the connection",
-        ProxyError::NoRoute => "no route",
         ProxyError::Upstream(u) => match u {
-            U::Connect { .. } => "upstream connection refused",
-            U::ConnectTimeout(_) => "upstream connect timeout",
-            U::Reset(_) => "upstream closed the connection",
-            U::HeadTimeout(_) => "upstream response timeout",
-            U::Timeout => "upstream timeout",
-            U::BadResponse(_) | U::BadChunk(_) => "invalid response from upstream",
-            U::NoHealthy(_) => "no healthy upstream endpoint",
-            U::CircuitOpen(_) => "upstream overloaded",
+            U::Connect { .. } => up(502, R::UpstreamConnect, "upstream connection refused"),
+            U::ConnectTimeout(_) => up(504, R::UpstreamConnectTimeout, "upstream connect timeout"),
+            U::Reset(_) => up(502, R::UpstreamReset, "upstream closed the connection"),
+            U::HeadTimeout(_) => up(504, R::UpstreamResponseTimeout, "upstream response timeout"),
+            U::Timeout => up(504, R::UpstreamTimeout, "upstream timeout"),
+            U::BadResponse(_) | U::BadChunk(_) => {
+                up(502, R::UpstreamProtocol, "invalid response from upstream")
+            }
+            U::NoHealthy(_) => capacity(R::NoHealthy, "no healthy upstream endpoint"),
+            U::CircuitOpen(_) => capacity(R::Overflow, "upstream overloaded"),
         },
+        ProxyError::Internal => class(500, R::Internal, Fault::Internal, "internal error", false),
     }
 }
 
-/// Appends a complete error response to `out`.
-pub fn write_error(out: &mut Vec<u8>, status: u16, message: &str, request_id: &[u8], close: bool) {
-    let mut body_len = itoa::Buffer::new();
-    let mut st = itoa::Buffer::new();
-    let status_s = st.format(status);
-    // {"error":"...","status":NNN,"request_id":"..."}\n
-    let len = 10 + message.len() + 11 + status_s.len() + 15 + request_id.len() + 3;
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status_s.as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(crate::router::reason(status).as_bytes());
-    out.extend_from_slice(b"\r\ncontent-type: application/json\r\ncontent-length: ");
-    out.extend_from_slice(body_len.format(len).as_bytes());
-    out.extend_from_slice(b"\r\nx-request-id: ");
-    out.extend_from_slice(request_id);
-    if close {
-        out.extend_from_slice(b"\r\nconnection: close");
-    }
-    let start = out.len() + 4;
-    out.extend_from_slice(b"\r\n\r\n{\"error\":\"");
-    out.extend_from_slice(message.as_bytes());
-    out.extend_from_slice(b"\",\"status\":");
-    out.extend_from_slice(status_s.as_bytes());
-    out.extend_from_slice(b",\"request_id\":\"");
-    out.extend_from_slice(request_id);
-    out.extend_from_slice(b"\"}\n");
-    debug_assert_eq!(out.len() - start, len);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn error_body_is_json_with_exact_length() {
-        let mut out = Vec::new();
-        write_error(&mut out, 404, "no route", b"abc", false);
-        let text = String::from_utf8(out).unwrap();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap();
-        assert!(head.starts_with("HTTP/1.1 404 Not Found"));
-        assert!(head.contains(&format!("content-length: {}", body.len())));
-        assert_eq!(
-            body,
-            "{\"error\":\"no route\",\"status\":404,\"request_id\":\"abc\"}\n"
-        );
+/// The error response for `e`: the one shape every error takes (status, JSON body, request id), with
+/// `headers` for what a rejection must tell the client (`WWW-Authenticate`, `Retry-After`, ...).
+pub fn error_reply<'a>(e: &ProxyError, request_id: &'a [u8], headers: &'a [u8]) -> Reply<'a> {
+    let class = classify(e);
+    Reply {
+        status: class.status,
+        headers,
+        body: ReplyBody::ErrorJson(class.message),
+        request_id,
+        head_only: false,
     }
 }

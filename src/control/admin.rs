@@ -524,7 +524,7 @@ fn signals(st: &AdminState) -> Value {
 async fn send(s: &mut monoio::net::TcpStream, (status, ctype, body): Reply) {
     let mut out = format!(
         "HTTP/1.1 {status} {}\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n{body}",
-        crate::router::reason(status),
+        crate::http1::encode::reason(status),
         body.len()
     )
     .into_bytes();

@@ -12,7 +12,6 @@ use std::time::Instant;
 /// Seconds of per-second history kept.
 pub const HISTORY: usize = 300;
 
-
 /// One worker's latest state.
 #[derive(Debug, Clone, Default)]
 pub struct WorkerView {

@@ -2,4 +2,5 @@
 //! writes (status lines, error bodies, reason phrases). Knows nothing of sockets, workers or routes.
 
 pub mod chunked;
+pub mod encode;
 pub mod head;

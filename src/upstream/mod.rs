@@ -3,8 +3,10 @@
 //! Pools live beside the groups, keyed by address, so a reload keeps warm connections.
 
 pub mod balance;
+pub mod client;
 pub mod gate;
 pub mod pool;
+pub mod request;
 
 use crate::config::{Balancer, Upstream};
 use balance::{Ring, SmoothWrr};

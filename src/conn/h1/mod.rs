@@ -3,20 +3,21 @@
 //! because each is served to completion before the next head is parsed. A connection idle between
 //! requests for longer than `PARK_AFTER` parks: its session state is freed and it waits for readability.
 
-use crate::access_log::{format_json, format_template, LogFields};
+pub mod client;
+pub mod response;
+
 use crate::conn::park;
 use crate::http1::head::RequestHead;
-use crate::io::{
-    read_more_timeout, read_or_park, write_vec, ParkRead, Timed, HEAD_CHUNK, SHRINK_ABOVE,
-};
-use crate::metrics::{EndReason, ErrorKind, RequestRecord};
-use crate::proxy::{handle, After, Downstream, Ids};
-use crate::respond::{message_for, reason_for, status_for, write_error, ProxyError};
+use crate::io::{read_more_timeout, read_or_park, ParkRead, Timed, HEAD_CHUNK, SHRINK_ABOVE};
+use crate::metrics::RequestRecord;
+use crate::pipeline::downstream::{Downstream, ResponseSink};
+use crate::pipeline::{self, record, After, Buffers, Ctx};
+use crate::respond::{classify, error_reply, ProxyError};
 use crate::sock::SockWr;
-use crate::worker::Gen;
-use crate::worker::Worker;
+use crate::worker::{Gen, Worker};
 use bytes::BytesMut;
-use monoio::io::{Canceller, Splitable};
+use client::H1Client;
+use monoio::io::Splitable;
 use monoio::net::TcpStream;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -84,16 +85,14 @@ async fn session(
 ) -> Option<(TcpStream, Duration)> {
     let fd = stream.as_raw_fd();
     let (rd, wr) = stream.into_split();
-    let mut c = Downstream {
+    let mut c = H1Client::new(
         rd,
-        wr: SockWr::new(wr, fd),
-        buf: BytesMut::with_capacity(HEAD_CHUNK),
-        out: Vec::with_capacity(512),
-        resp: Default::default(),
-        peer_ip: peer.ip().to_string().into_boxed_str(),
-        cancel: Canceller::new(),
-    };
-    let parked = serve_requests(w, &mut c, first).await;
+        SockWr::new(wr, fd),
+        BytesMut::with_capacity(HEAD_CHUNK),
+        peer.ip().to_string().into_boxed_str(),
+    );
+    let mut bufs = Buffers::default();
+    let parked = serve_requests(w, &mut c, &mut bufs, first).await;
     // Reunited rather than dropped as halves: monoio shuts the write side down when a write half is
     // dropped, a syscall per connection that the close, which sends the FIN anyway, makes unnecessary.
     let stream = c.rd.reunite(c.wr.into_inner()).ok()?;
@@ -101,59 +100,53 @@ async fn session(
 }
 
 /// Serves requests on `c` until the connection should close (None) or park (the idle time left).
-async fn serve_requests(w: &Rc<Worker>, c: &mut Downstream, mut first: bool) -> Option<Duration> {
+async fn serve_requests(
+    w: &Rc<Worker>,
+    c: &mut H1Client,
+    bufs: &mut Buffers,
+    mut first: bool,
+) -> Option<Duration> {
     let mut head = RequestHead::default();
-    let mut snap = w.snapshot();
+    let mut gen = w.snapshot();
     loop {
-        if snap.generation != w.generation() {
-            snap = w.snapshot();
+        if gen.generation != w.generation() {
+            gen = w.snapshot();
         }
-        match read_head(w, &snap, c, &mut head, first).await {
+        match read_head(w, &gen, c, &mut head, first).await {
             Ok(Next::Head) => {}
             Ok(Next::Closed) => return None,
             Ok(Next::Park(left)) => return Some(left),
             Err(e) => {
-                let status = status_for(&e);
-                let mut rec = RequestRecord::new(c.buf.len() as u64);
-                rec.status = status;
-                rec.reason = reason_for(&e);
-                let mut id = [0u8; 32];
-                w.ids.next_request_id(&mut id);
-                c.out.clear();
-                write_error(&mut c.out, status, message_for(&e), &id, true);
-                rec.bytes_out = c.out.len() as u64;
-                let _ = write_vec(&mut c.wr, &mut c.out).await;
-                snap.record(&rec, false);
-                // The head did not parse: log it with an empty request line, never with half-parsed spans.
-                let empty = RequestHead::default();
-                log(w, &snap, c, &empty, &rec, &id, b"-");
+                bad_head(w, &gen, c, &e).await;
                 return None;
             }
         }
         first = false;
         // A reload may have landed while this connection waited for the head.
-        if snap.generation != w.generation() {
-            snap = w.snapshot();
+        if gen.generation != w.generation() {
+            gen = w.snapshot();
         }
-        let mut rec = RequestRecord::new(head.bytes().len() as u64);
-        let ids = Ids::new(&w.ids, &head);
+        c.minor = head.minor;
+        let mut ctx = Ctx::new(w, gen.clone(), &head);
         let served = {
             let _req = w.begin_request();
-            let request = pin!(handle(w, &snap, c, &head, &mut rec, &ids));
+            let request = pin!(pipeline::serve(w, c, &head, &mut ctx, bufs));
             crate::panic::catch(request).await
         };
         let after = match served {
             Ok(after) => after,
-            Err(p) => contained(w, c, &mut rec, ids.id(), &p).await,
+            Err(p) => contained(w, c, &mut ctx, &p).await,
         };
-        let upstream_fault = matches!(
-            rec.reason.error_kind(),
-            Some(
-                ErrorKind::UpstreamConnect | ErrorKind::UpstreamTimeout | ErrorKind::UpstreamReset
-            )
+        let ids = &ctx.ids;
+        record::finish(
+            w,
+            &gen,
+            &head,
+            &ctx.rec,
+            ids.id(),
+            ids.traceparent(),
+            &c.peer_ip,
         );
-        snap.record(&rec, upstream_fault);
-        log(w, &snap, c, &head, &rec, ids.id(), ids.traceparent());
         // Let go of the head's bytes before reading again, so the read buffer is reused, not replaced.
         head.release();
         if c.buf.is_empty() && c.buf.capacity() > SHRINK_ABOVE {
@@ -168,83 +161,70 @@ async fn serve_requests(w: &Rc<Worker>, c: &mut Downstream, mut first: bool) -> 
     }
 }
 
+/// A head that did not parse: its error response, then the connection closes. It is counted and
+/// logged with an empty request line, never with half-parsed spans.
+async fn bad_head(w: &Worker, gen: &Gen, c: &mut H1Client, e: &ProxyError) {
+    let mut rec = RequestRecord::new(c.buf.len() as u64);
+    let mut id = [0u8; 32];
+    w.ids.next_request_id(&mut id);
+    let reply = error_reply(e, &id, b"");
+    rec.status = reply.status;
+    rec.reason = classify(e).reason;
+    let (_, mut sink) = c.split();
+    if let Ok(n) = sink.send_reply(&reply, true).await {
+        rec.bytes_out = n;
+    }
+    record::finish(w, gen, &RequestHead::default(), &rec, &id, b"-", &c.peer_ip);
+}
+
 /// After a panic while serving a request: counted, logged with the request id, and answered with a 500
 /// when nothing of a response had been sent (else the connection just closes, as for any failure
 /// after the response started). The connection always closes: its state is whatever the panic left.
 async fn contained(
     w: &Worker,
-    c: &mut Downstream,
-    rec: &mut RequestRecord,
-    id: &[u8],
+    c: &mut H1Client,
+    ctx: &mut Ctx,
     p: &crate::panic::Panicked,
 ) -> After {
     w.count_panic();
     tracing::error!(
         worker = w.id,
-        request_id = %String::from_utf8_lossy(id),
+        request_id = %String::from_utf8_lossy(ctx.ids.id()),
         panic = %p,
         "panic while serving a request; connection closed"
     );
-    rec.reason = EndReason::Internal;
-    if rec.bytes_out == 0 {
-        rec.status = 500;
-        c.out.clear();
-        write_error(&mut c.out, 500, "internal error", id, true);
-        rec.bytes_out = c.out.len() as u64;
-        let _ = write_vec(&mut c.wr, &mut c.out).await;
+    let e = ProxyError::Internal;
+    ctx.rec.reason = classify(&e).reason;
+    if ctx.rec.bytes_out == 0 {
+        let reply = error_reply(&e, ctx.ids.id(), b"");
+        ctx.rec.status = reply.status;
+        let (_, mut sink) = c.split();
+        if let Ok(n) = sink.send_reply(&reply, true).await {
+            ctx.rec.bytes_out = n;
+        }
     }
     After::Close
-}
-
-fn log(
-    w: &Worker,
-    snap: &Gen,
-    c: &Downstream,
-    head: &RequestHead,
-    rec: &RequestRecord,
-    request_id: &[u8],
-    traceparent: &[u8],
-) {
-    if snap.config.access_log.is_none() {
-        return;
-    }
-    let (route, upstream, endpoint) = w.names(snap, rec);
-    let fields = LogFields {
-        head,
-        rec,
-        request_id,
-        traceparent,
-        client: &c.peer_ip,
-        route,
-        upstream,
-        endpoint,
-        worker: w.id,
-    };
-    w.log_request(snap, rec, |out, template| match template {
-        Some(t) => format_template(out, t, &fields),
-        None => format_json(out, &fields),
-    });
 }
 
 /// Reads until a complete head is parsed, the client goes away, or the connection should park.
 async fn read_head(
     w: &Worker,
-    snap: &crate::snapshot::Snapshot,
-    c: &mut Downstream,
+    gen: &Gen,
+    c: &mut H1Client,
     head: &mut RequestHead,
     first: bool,
 ) -> Result<Next, ProxyError> {
     let mut started: Option<Instant> = None;
     loop {
         if !c.buf.is_empty() {
-            if head.parse(&mut c.buf, &snap.limits)?.is_some() {
+            if head.parse(&mut c.buf, &gen.limits)?.is_some() {
                 return Ok(Next::Head);
             }
             started.get_or_insert_with(Instant::now);
         } else if w.is_draining() && !first {
             return Ok(Next::Closed);
         }
-        let idle = snap.http.idle_timeout;
+        let idle = gen.http.idle_timeout;
         if started.is_none() && !first && idle > PARK_AFTER {
             // Between requests: wait briefly with the buffer posted, then park without it.
             match read_or_park(&mut c.rd, &mut c.buf, HEAD_CHUNK, &mut c.cancel, PARK_AFTER).await {
@@ -254,8 +234,8 @@ async fn read_head(
             }
         }
         let wait = match started {
-            Some(t) => snap.http.header_timeout.saturating_sub(t.elapsed()),
-            None if first => snap.http.header_timeout,
+            Some(t) => gen.http.header_timeout.saturating_sub(t.elapsed()),
+            None if first => gen.http.header_timeout,
             None => idle,
         };
         match read_more_timeout(&mut c.rd, &mut c.buf, HEAD_CHUNK, wait).await {

@@ -1,21 +1,20 @@
-//! One attempt at an upstream exchange: take a pooled connection (or connect), send the request, relay the
-//! response. When the request body streams, the body pump (client -> upstream) and the response relay
-//! (upstream -> client) run concurrently, so an upstream that answers while still reading (echo, early
-//! 413) cannot deadlock against full socket buffers.
+//! One attempt at an upstream exchange: a connection (pooled or new), the request sent, the response
+//! relayed to the downstream. When the request body streams, the body pump (client -> upstream) and
+//! the response relay (upstream -> client) run concurrently, so an upstream that answers while still
+//! reading (echo, early 413) cannot deadlock against full socket buffers.
 
-use super::{response, After, Downstream, Fail};
+use super::Fail;
 use crate::config::{Sticky, Upstream};
 use crate::http1::chunked::ChunkedDecoder;
-use crate::http1::head::{
-    Framing, HeadError, Method, RequestHead, ResponseHead, MAX_RESPONSE_HEAD,
-};
-use crate::io::{read_more_timeout, write_front, write_vec, Timed, READ_CHUNK};
+use crate::http1::head::{Framing, Method, RequestHead, ResponseHead};
+use crate::io::{read_more_timeout, write_front, Timed};
 use crate::metrics::RequestRecord;
-use crate::respond::{ProxyError, UpstreamError};
-use crate::sock::SockWr;
-use crate::upstream::pool::UpConn;
+use crate::pipeline::downstream::{Downstream, RequestBody, ResponseEdits, ResponseSink};
+use crate::pipeline::{After, Buffers};
+use crate::respond::{classify, Fault, ProxyError, UpstreamError};
+use crate::upstream::client::{self, remaining, HeadDeadline, HeadFail};
 use crate::worker::Worker;
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use std::cell::Cell;
 use std::future::Future;
@@ -51,34 +50,39 @@ pub struct AttemptErr {
 }
 
 impl AttemptErr {
-    fn upstream(e: UpstreamError, retryable: bool, endpoint_fault: bool) -> Self {
+    /// A failure before the response started; whether it counts against the endpoint is
+    /// `respond::classify`'s answer, not the caller's.
+    fn before(e: ProxyError, retryable: bool) -> Self {
         AttemptErr {
-            fail: Fail::Before(ProxyError::Upstream(e)),
+            endpoint_fault: classify(&e).fault == Fault::Upstream,
+            fail: Fail::Before(e),
             retryable,
             stale: false,
-            endpoint_fault,
         }
     }
+    fn upstream(e: UpstreamError, retryable: bool) -> Self {
+        AttemptErr::before(ProxyError::Upstream(e), retryable)
+    }
+    /// A pooled connection the peer had closed: nothing was processed, so the request goes again at
+    /// once, and the endpoint is not to blame.
     fn stale(addr: SocketAddr) -> Self {
         AttemptErr {
             stale: true,
-            ..AttemptErr::upstream(UpstreamError::Reset(addr), true, false)
+            endpoint_fault: false,
+            ..AttemptErr::upstream(UpstreamError::Reset(addr), true)
         }
     }
     fn client(e: ProxyError) -> Self {
-        AttemptErr {
-            fail: Fail::Before(e),
-            retryable: false,
-            stale: false,
-            endpoint_fault: false,
-        }
+        AttemptErr::before(e, false)
     }
-    fn after() -> Self {
+    /// The response had started: the connection closes, and the cause is kept for the record (an
+    /// upstream that broke off mid-body counts toward its passive health; a client that left does not).
+    fn after(cause: ProxyError) -> Self {
         AttemptErr {
-            fail: Fail::After,
+            endpoint_fault: classify(&cause).fault == Fault::Upstream,
+            fail: Fail::After(cause),
             retryable: false,
             stale: false,
-            endpoint_fault: false,
         }
     }
 }
@@ -107,44 +111,6 @@ pub struct Attempt<'a> {
     pub id: &'a [u8],
 }
 
-fn remaining(deadline: Option<Instant>, d: Duration) -> Duration {
-    match deadline {
-        Some(t) => d.min(t.saturating_duration_since(Instant::now())),
-        None => d,
-    }
-}
-
-async fn connect(w: &Worker, addr: SocketAddr, timeout: Duration) -> Result<UpConn, AttemptErr> {
-    let now = Instant::now();
-    while let Some(conn) = w.pool_take(addr, now) {
-        // RFC 9112 §9.3: anything that arrived on an idle connection (an unsolicited response, junk, a
-        // close) means the exchange is out of step or over; reusing it would hand this request that
-        // answer. Checked on every reuse, however short the idle time: bytes can land within
-        // microseconds of the connection going back to the pool.
-        if crate::sys::peer_closed(conn.wr.fd()) {
-            w.pool_retire(conn.buf);
-            continue;
-        }
-        return Ok(conn);
-    }
-    match monoio::time::timeout(timeout, monoio::net::TcpStream::connect_addr(addr)).await {
-        Ok(Ok(s)) => {
-            let _ = s.set_nodelay(true);
-            Ok(UpConn::new(s, addr, w.pool_buffer()))
-        }
-        Ok(Err(e)) => Err(AttemptErr::upstream(
-            UpstreamError::Connect { addr, source: e },
-            true,
-            true,
-        )),
-        Err(_) => Err(AttemptErr::upstream(
-            UpstreamError::ConnectTimeout(addr),
-            true,
-            true,
-        )),
-    }
-}
-
 /// What the response relay reports.
 struct Relayed {
     after: After,
@@ -153,14 +119,20 @@ struct Relayed {
 }
 
 /// Runs one attempt against `a.addr`.
-pub async fn attempt(
+pub async fn attempt<D: Downstream>(
     w: &Worker,
-    c: &mut Downstream,
+    d: &mut D,
+    bufs: &mut Buffers,
     a: &Attempt<'_>,
     rec: &mut RequestRecord,
 ) -> Result<After, AttemptErr> {
     let t0 = Instant::now();
-    let mut up = connect(w, a.addr, remaining(a.deadline, a.ucfg.connect_timeout)).await?;
+    let connect = remaining(a.deadline, a.ucfg.connect_timeout);
+    let mut up = match client::connect(w, a.addr, connect).await {
+        Ok(up) => up,
+        // Nothing was sent: any method may go to another endpoint.
+        Err(e) => return Err(AttemptErr::upstream(e, true)),
+    };
     let reused = up.reused;
     rec.connect_us = if reused {
         0
@@ -168,61 +140,63 @@ pub async fn attempt(
         t0.elapsed().as_micros().min(u32::MAX as u128) as u32
     };
     let replayable = matches!(a.body, ReqBody::Buffered);
+    let idempotent = a.head.method_kind().is_idempotent();
     // The client asked to close after this request, which it sent whole, and nothing more of it is
     // buffered: the reply ends the connection and can leave with the FIN. Not when unread bytes may remain
     // (a close with unread data resets the connection, and a reply still held back would be lost with it).
-    if !a.head.keep_alive && replayable && c.buf.is_empty() {
-        c.wr.closing();
+    if !a.head.keep_alive && replayable && d.split().0.buf().is_empty() {
+        d.closing();
     }
 
-    // Send the request (kept in c.out for a retry).
-    let req = std::mem::take(&mut c.out);
+    // Send the request (kept in `bufs.upstream_req` for a retry).
+    let req = std::mem::take(&mut bufs.upstream_req);
     let (res, req) = up.wr.write_all(req).await;
-    c.out = req;
+    bufs.upstream_req = req;
     if res.is_err() {
         // A write to a pooled connection fails when the peer closed it while idle: nothing was processed.
         return Err(if reused && replayable {
             AttemptErr::stale(a.addr)
         } else {
-            AttemptErr::upstream(
-                UpstreamError::Reset(a.addr),
-                replayable && a.head.method_kind().is_idempotent(),
-                true,
-            )
+            AttemptErr::upstream(UpstreamError::Reset(a.addr), replayable && idempotent)
         });
     }
 
-    let body_done = Cell::new(matches!(a.body, ReqBody::Buffered));
+    let body_done = Cell::new(replayable);
     let started = Cell::new(false);
     let pumped = Cell::new(0u64);
     let sent_at = Instant::now();
+    let (mut client_body, mut sink) = d.split();
     if let ReqBody::Stream(_) = a.body {
-        if a.head.expect_continue && a.head.minor == 1 {
-            c.out.clear();
-            c.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
-            if write_vec(&mut c.wr, &mut c.out).await.is_err() {
-                return Err(AttemptErr::client(ProxyError::ClientClosed));
+        if a.head.expect_continue {
+            match sink.interim_continue().await {
+                Ok(n) => rec.bytes_out += n,
+                Err(_) => return Err(AttemptErr::client(ProxyError::ClientClosed)),
             }
         }
     }
+    let deadline = HeadDeadline {
+        sent_at,
+        response_timeout: a.ucfg.response_timeout,
+        body_timeout: a.body_timeout,
+        total: a.deadline,
+    };
     let relay = relay(
         &mut up.rd,
         &mut up.buf,
-        &mut c.wr,
-        &mut c.out,
-        &mut c.resp,
+        &mut sink,
+        &mut bufs.resp,
         a,
         reused,
         &body_done,
         &started,
-        (rec, sent_at),
+        &deadline,
+        rec,
     );
     let relayed = match a.body {
         ReqBody::Buffered => relay.await?,
         ReqBody::Stream(framing) => {
             let pump = pump_body(
-                &mut c.rd,
-                &mut c.buf,
+                &mut client_body,
                 &mut up.wr,
                 *framing,
                 a.max_body,
@@ -238,7 +212,7 @@ pub async fn attempt(
         }
     };
     // The response head was forwarded: free its bytes so the pooled connection's buffer is reused.
-    c.resp.release();
+    bufs.resp.release();
     if relayed.reusable && up.buf.is_empty() {
         w.pool_put(up, a.ucfg.pool_max_idle, a.ucfg.pool_idle_timeout);
     } else {
@@ -273,7 +247,7 @@ async fn duplex(
                 Poll::Ready(Err(PumpErr::Upstream)) => pumped = Some(false),
                 Poll::Ready(Err(PumpErr::Client(e))) => {
                     return Poll::Ready(Err(if started.get() {
-                        AttemptErr::after()
+                        AttemptErr::after(e)
                     } else {
                         AttemptErr::client(e)
                     }));
@@ -297,9 +271,8 @@ async fn duplex(
 }
 
 /// Streams the rest of the request body from the client to the upstream, enforcing size and time limits.
-async fn pump_body<R: AsyncReadRent, W: AsyncWriteRent>(
-    rd: &mut R,
-    buf: &mut BytesMut,
+async fn pump_body<B: RequestBody, W: AsyncWriteRent>(
+    body: &mut B,
     up: &mut W,
     framing: Framing,
     max: u64,
@@ -314,6 +287,7 @@ async fn pump_body<R: AsyncReadRent, W: AsyncWriteRent>(
         _ => u64::MAX,
     };
     loop {
+        let buf = body.buf();
         if !buf.is_empty() {
             let n = match framing {
                 Framing::Chunked => {
@@ -340,7 +314,7 @@ async fn pump_body<R: AsyncReadRent, W: AsyncWriteRent>(
             }
         }
         let wait = deadline.saturating_duration_since(Instant::now());
-        match read_more_timeout(rd, buf, BODY_CHUNK, wait).await {
+        match body.read_more(wait).await {
             Timed::Done(Ok(0)) | Timed::Done(Err(_)) => {
                 return Err(PumpErr::Client(ProxyError::ClientClosed))
             }
@@ -350,101 +324,60 @@ async fn pump_body<R: AsyncReadRent, W: AsyncWriteRent>(
     }
 }
 
-/// Reads the response head (skipping 1xx), rewrites it for the client, and relays the body.
+/// Reads the response head, sends the client's head, and relays the body.
 #[allow(clippy::too_many_arguments)]
-async fn relay<R: AsyncReadRent>(
+async fn relay<R: AsyncReadRent, S: ResponseSink>(
     up: &mut R,
     ubuf: &mut BytesMut,
-    client: &mut SockWr,
-    out: &mut Vec<u8>,
+    sink: &mut S,
     resp: &mut ResponseHead,
     a: &Attempt<'_>,
     reused: bool,
     body_done: &Cell<bool>,
     started: &Cell<bool>,
-    (rec, sent_at): (&mut RequestRecord, Instant),
+    deadline: &HeadDeadline,
+    rec: &mut RequestRecord,
 ) -> Result<Relayed, AttemptErr> {
     let head_req = a.head.method_kind() == Method::Head;
     let replayable = matches!(a.body, ReqBody::Buffered);
     let idempotent = a.head.method_kind().is_idempotent();
-    let rt = a.ucfg.response_timeout;
-    // `response_timeout` is a deadline for the whole head, not a timer per read: a head dripped a byte
-    // at a time still ends at it. While the body still uploads the response clock has not started, so
-    // the upload's time is allowed too; once the body is sent the clock runs from then.
-    let mut head_by = body_done.get().then(|| sent_at + rt);
-    let upload_by = sent_at + rt + a.body_timeout;
-    loop {
-        match resp.parse(ubuf, head_req, MAX_RESPONSE_HEAD) {
-            Ok(Some(())) if resp.status == 101 => {
-                return Err(AttemptErr::upstream(
-                    UpstreamError::BadResponse(HeadError::Syntax),
-                    false,
-                    true,
-                ));
+    if let Err(f) = client::read_head(up, ubuf, resp, head_req, body_done, deadline).await {
+        return Err(match f {
+            HeadFail::Closed { nothing } if reused && nothing && replayable => {
+                AttemptErr::stale(a.addr)
             }
-            // RFC 9110 §15.2: interim responses are absorbed; the final one follows.
-            Ok(Some(())) if (100..200).contains(&resp.status) => continue,
-            Ok(Some(())) => break,
-            Ok(None) => {}
-            Err(e) => {
-                return Err(AttemptErr::upstream(
-                    UpstreamError::BadResponse(e),
-                    false,
-                    true,
-                ))
+            HeadFail::Closed { nothing } => AttemptErr::upstream(
+                UpstreamError::Reset(a.addr),
+                nothing && replayable && idempotent,
+            ),
+            HeadFail::Elapsed { total: true } => {
+                AttemptErr::upstream(UpstreamError::Timeout, false)
             }
-        }
-        let now = Instant::now();
-        if head_by.is_none() && body_done.get() {
-            head_by = Some(now + rt);
-        }
-        let until = head_by.unwrap_or(upload_by);
-        let wait = remaining(a.deadline, until.saturating_duration_since(now));
-        match read_more_timeout(up, ubuf, READ_CHUNK, wait).await {
-            Timed::Done(Ok(0)) | Timed::Done(Err(_)) => {
-                let nothing = ubuf.is_empty();
-                if reused && nothing && replayable {
-                    return Err(AttemptErr::stale(a.addr));
-                }
-                return Err(AttemptErr::upstream(
-                    UpstreamError::Reset(a.addr),
-                    nothing && replayable && idempotent,
-                    true,
-                ));
+            HeadFail::Elapsed { total: false } => {
+                AttemptErr::upstream(UpstreamError::HeadTimeout(a.ucfg.response_timeout), false)
             }
-            Timed::Done(Ok(_)) => {}
-            Timed::Elapsed => {
-                let e = if a.deadline.is_some_and(|d| Instant::now() >= d) {
-                    UpstreamError::Timeout
-                } else {
-                    UpstreamError::HeadTimeout(rt)
-                };
-                return Err(AttemptErr::upstream(e, false, true));
-            }
-        }
+            HeadFail::Bad(e) => AttemptErr::upstream(UpstreamError::BadResponse(e), false),
+        });
     }
 
     let framing = resp.body();
-    let dechunk = framing == Framing::Chunked && a.head.minor == 0;
-    let client_keep = a.keep && framing != Framing::Close && !dechunk;
-    let rewrite = response::Rewrite {
+    let client_keep = a.keep && sink.can_keep(framing);
+    let edits = ResponseEdits {
         id: a.id,
         set_cookie: a.set_cookie,
-        client_minor: a.head.minor,
-        chunked: framing == Framing::Chunked && !dechunk,
-        client_keep,
+        framing,
+        keep: a.keep,
     };
-    response::write_head(out, resp, &rewrite);
+    sink.encode_head(resp, &edits);
     rec.status = resp.status;
     let upstream_keep = resp.keep_alive;
-    // The head is in `out` now. Its bytes share `ubuf`'s allocation, so holding them while the body is
-    // read would make every body read that needs room allocate a new buffer instead of reusing this one.
+    // The head is in the sink's buffer now. Its bytes share `ubuf`'s allocation, so holding them while
+    // the body is read would make every body read that needs room allocate a new buffer.
     resp.release();
-    rec.ttfb_us = sent_at.elapsed().as_micros().min(u32::MAX as u128) as u32;
+    rec.ttfb_us = deadline.sent_at.elapsed().as_micros().min(u32::MAX as u128) as u32;
     if let Some(total) = gathered(framing) {
         // Nothing has reached the client yet, so a body cut short is still an upstream error the client can
-        // be told about, not a connection closed mid-response. Not retried: `out`, which kept the request
-        // for a retry, holds the rewritten response head by now.
+        // be told about, not a connection closed mid-response.
         while ubuf.len() < total {
             let missing = total - ubuf.len();
             ubuf.reserve(missing);
@@ -454,18 +387,17 @@ async fn relay<R: AsyncReadRent>(
                 Timed::Done(_) => UpstreamError::Reset(a.addr),
                 Timed::Elapsed => UpstreamError::Timeout,
             };
-            return Err(AttemptErr::upstream(e, false, true));
+            return Err(AttemptErr::upstream(e, false));
         }
     }
     started.set(true);
     let complete = relay_body(
-        client,
-        out,
+        sink,
+        &edits,
         up,
         ubuf,
-        framing,
-        dechunk,
         a.ucfg,
+        a.addr,
         a.deadline,
         &mut rec.bytes_out,
     )
@@ -489,114 +421,78 @@ fn gathered(framing: Framing) -> Option<usize> {
     }
 }
 
-/// Sends the response head (in `out`) and body to the client. Returns whether the upstream message was
-/// read to its end.
+/// Sends the response head and body to the client. Returns whether the upstream message was read to
+/// its end. The head's bytes are let go as soon as it is sent, so body reads reuse `ubuf`.
 #[allow(clippy::too_many_arguments)]
-async fn relay_body<R: AsyncReadRent>(
-    client: &mut SockWr,
-    out: &mut Vec<u8>,
+async fn relay_body<R: AsyncReadRent, S: ResponseSink>(
+    sink: &mut S,
+    edits: &ResponseEdits<'_>,
     up: &mut R,
     ubuf: &mut BytesMut,
-    framing: Framing,
-    dechunk: bool,
     ucfg: &Upstream,
+    addr: SocketAddr,
     deadline: Option<Instant>,
     sent: &mut u64,
 ) -> Result<bool, AttemptErr> {
     let idle = || remaining(deadline, ucfg.idle_timeout);
-    let client_err = |_| AttemptErr::after();
-    match framing {
-        Framing::None => {
-            counted_vec(client, out, sent).await.map_err(client_err)?;
-            Ok(true)
-        }
+    let client_err = |_| AttemptErr::after(ProxyError::ClientClosed);
+    let cut_short = |t: Timed<std::io::Result<usize>>| {
+        AttemptErr::after(ProxyError::Upstream(match t {
+            Timed::Elapsed => UpstreamError::Timeout,
+            Timed::Done(_) => UpstreamError::Reset(addr),
+        }))
+    };
+    // The head and as much of the body as is here (all of it when `relay` gathered it) leave together.
+    let first = match edits.framing {
+        Framing::None | Framing::Chunked => 0,
+        Framing::Length(total) => (ubuf.len() as u64).min(total) as usize,
+        Framing::Close => ubuf.len(),
+    };
+    *sent += sink.send_head(ubuf, first).await.map_err(client_err)?;
+    match edits.framing {
+        Framing::None => Ok(true),
         Framing::Length(total) => {
-            // The head and as much of the body as is here (all of it when `relay` gathered it) leave in one
-            // syscall, the body sent from the read buffer rather than copied behind the head.
-            let first = (ubuf.len() as u64).min(total) as usize;
-            *sent += (out.len() + first) as u64;
-            client
-                .write_two(out, ubuf, first)
-                .await
-                .map_err(client_err)?;
             let mut left = total - first as u64;
             while left > 0 {
                 if ubuf.is_empty() {
                     match read_more_timeout(up, ubuf, BODY_CHUNK, idle()).await {
                         Timed::Done(Ok(n)) if n > 0 => {}
-                        _ => return Err(AttemptErr::after()),
+                        t => return Err(cut_short(t)),
                     }
                 }
                 let n = (ubuf.len() as u64).min(left) as usize;
-                counted_front(client, ubuf, n, sent)
-                    .await
-                    .map_err(client_err)?;
+                *sent += sink.send_body(ubuf, n).await.map_err(client_err)?;
                 left -= n as u64;
             }
             Ok(true)
         }
         Framing::Chunked => {
             let mut dec = ChunkedDecoder::new();
-            counted_vec(client, out, sent).await.map_err(client_err)?;
             loop {
                 if !ubuf.is_empty() {
-                    if dechunk {
-                        let p = dec
-                            .feed(ubuf, |d| out.extend_from_slice(d))
-                            .map_err(|_| AttemptErr::after())?;
-                        ubuf.advance(p.consumed);
-                        counted_vec(client, out, sent).await.map_err(client_err)?;
-                    } else {
-                        let p = dec.feed(ubuf, |_| ()).map_err(|_| AttemptErr::after())?;
-                        counted_front(client, ubuf, p.consumed, sent)
-                            .await
-                            .map_err(client_err)?;
-                    }
+                    let p = dec.feed(ubuf, |_| ()).map_err(|e| {
+                        AttemptErr::after(ProxyError::Upstream(UpstreamError::BadChunk(e)))
+                    })?;
+                    *sent += sink.send_body(ubuf, p.consumed).await.map_err(client_err)?;
                     if dec.is_done() {
                         return Ok(true);
                     }
                 }
                 match read_more_timeout(up, ubuf, BODY_CHUNK, idle()).await {
                     Timed::Done(Ok(n)) if n > 0 => {}
-                    _ => return Err(AttemptErr::after()),
+                    t => return Err(cut_short(t)),
                 }
             }
         }
-        Framing::Close => {
-            out.extend_from_slice(ubuf);
-            ubuf.clear();
-            counted_vec(client, out, sent).await.map_err(client_err)?;
-            loop {
-                match read_more_timeout(up, ubuf, BODY_CHUNK, idle()).await {
-                    Timed::Done(Ok(0)) => return Ok(false),
-                    Timed::Done(Ok(_)) => {
-                        let n = ubuf.len();
-                        counted_front(client, ubuf, n, sent)
-                            .await
-                            .map_err(client_err)?;
-                    }
-                    _ => return Err(AttemptErr::after()),
+        Framing::Close => loop {
+            match read_more_timeout(up, ubuf, BODY_CHUNK, idle()).await {
+                Timed::Done(Ok(0)) => return Ok(false),
+                Timed::Done(Ok(_)) => {
+                    let n = ubuf.len();
+                    *sent += sink.send_body(ubuf, n).await.map_err(client_err)?;
                 }
+                t => return Err(cut_short(t)),
             }
-        }
+        },
     }
-}
-
-async fn counted_vec<W: AsyncWriteRent>(
-    client: &mut W,
-    out: &mut Vec<u8>,
-    sent: &mut u64,
-) -> std::io::Result<()> {
-    *sent += out.len() as u64;
-    write_vec(client, out).await
-}
-
-async fn counted_front<W: AsyncWriteRent>(
-    client: &mut W,
-    buf: &mut BytesMut,
-    n: usize,
-    sent: &mut u64,
-) -> std::io::Result<()> {
-    *sent += n as u64;
-    write_front(client, buf, n).await
 }

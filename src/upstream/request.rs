@@ -5,6 +5,7 @@ use crate::http1::head::{Framing, HeaderKind, Method, RequestHead};
 use crate::router::{upstream_path, CompiledRoute, Match};
 use crate::worker::ids::Ids;
 
+/// The value of cookie `name` in the request's Cookie headers.
 pub fn cookie<'a>(head: &'a RequestHead, name: &[u8]) -> Option<&'a [u8]> {
     for h in &head.headers {
         let (n, v) = head.header(h);
@@ -23,6 +24,7 @@ pub fn cookie<'a>(head: &'a RequestHead, name: &[u8]) -> Option<&'a [u8]> {
     None
 }
 
+/// A 1-16 digit hex number (a sticky-session cookie's endpoint key).
 pub fn parse_hex(v: &[u8]) -> Option<u64> {
     if v.is_empty() || v.len() > 16 {
         return None;
@@ -32,7 +34,8 @@ pub fn parse_hex(v: &[u8]) -> Option<u64> {
         .and_then(|s| u64::from_str_radix(s, 16).ok())
 }
 
-/// Writes the request head sent upstream.
+/// Writes the request head sent upstream; `extra` is header lines a policy adds.
+#[allow(clippy::too_many_arguments)]
 pub fn build_request_head(
     out: &mut Vec<u8>,
     head: &RequestHead,
@@ -40,6 +43,7 @@ pub fn build_request_head(
     m: &Match,
     peer_ip: &str,
     ids: &Ids,
+    extra: &[u8],
     body: Framing,
     fallback_host: Option<std::net::SocketAddr>,
 ) {
@@ -113,6 +117,7 @@ pub fn build_request_head(
     out.extend_from_slice(b"\r\ntraceparent: ");
     out.extend_from_slice(ids.traceparent());
     out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(extra);
     match body {
         Framing::Length(n) => {
             out.extend_from_slice(b"content-length: ");

@@ -1,0 +1,185 @@
+//! The HTTP/1.1 client connection as the pipeline's `Downstream`: its socket halves, read buffer and
+//! output buffer. Response heads are rewritten into HTTP/1.1 here (`response`), bodies re-framed for
+//! the client (de-chunked for HTTP/1.0), and head and first body bytes leave in one `sendmsg`.
+
+use super::response::{write_head, Rewrite};
+use crate::http1::chunked::ChunkedDecoder;
+use crate::http1::encode::{self, Persist, Reply};
+use crate::http1::head::{Framing, ResponseHead};
+use crate::io::{read_more_timeout, write_front, write_vec, Timed};
+use crate::pipeline::downstream::{Downstream, RequestBody, ResponseEdits, ResponseSink};
+use crate::sock::SockWr;
+use bytes::{Buf, BytesMut};
+use monoio::io::OwnedReadHalf;
+use monoio::net::TcpStream;
+use std::io;
+use std::time::Duration;
+
+/// Request bodies are read in pieces of this size.
+const BODY_CHUNK: usize = 64 * 1024;
+
+/// One client connection's state while it has a session (a parked connection keeps none of it).
+pub struct H1Client {
+    /// Read half of the client socket (split once per connection, so a request body and its response
+    /// can flow at the same time).
+    pub rd: OwnedReadHalf<TcpStream>,
+    /// Write half.
+    pub wr: SockWr,
+    /// Bytes read from the client and not yet consumed.
+    pub buf: BytesMut,
+    /// Reusable output buffer.
+    pub out: Vec<u8>,
+    /// Client address as text, formatted once per connection for X-Forwarded-For.
+    pub peer_ip: Box<str>,
+    /// Cancels the idle read when the connection parks.
+    pub cancel: monoio::io::Canceller,
+    /// HTTP minor version of the request being answered.
+    pub minor: u8,
+    /// De-chunks an upstream's chunked body for an HTTP/1.0 client.
+    dechunk: Option<ChunkedDecoder>,
+}
+
+impl H1Client {
+    /// A session on the two halves of a client socket.
+    pub fn new(
+        rd: OwnedReadHalf<TcpStream>,
+        wr: SockWr,
+        buf: BytesMut,
+        peer_ip: Box<str>,
+    ) -> H1Client {
+        H1Client {
+            rd,
+            wr,
+            buf,
+            out: Vec::with_capacity(512),
+            peer_ip,
+            cancel: monoio::io::Canceller::new(),
+            minor: 1,
+            dechunk: None,
+        }
+    }
+}
+
+/// The body half of an `H1Client`.
+pub struct H1Body<'a> {
+    rd: &'a mut OwnedReadHalf<TcpStream>,
+    buf: &'a mut BytesMut,
+}
+
+/// The response half of an `H1Client`.
+pub struct H1Sink<'a> {
+    wr: &'a mut SockWr,
+    out: &'a mut Vec<u8>,
+    minor: u8,
+    dechunk: &'a mut Option<ChunkedDecoder>,
+}
+
+impl Downstream for H1Client {
+    type Body<'a> = H1Body<'a>;
+    type Sink<'a> = H1Sink<'a>;
+
+    fn split(&mut self) -> (H1Body<'_>, H1Sink<'_>) {
+        (
+            H1Body {
+                rd: &mut self.rd,
+                buf: &mut self.buf,
+            },
+            H1Sink {
+                wr: &mut self.wr,
+                out: &mut self.out,
+                minor: self.minor,
+                dechunk: &mut self.dechunk,
+            },
+        )
+    }
+
+    fn peer_ip(&self) -> &str {
+        &self.peer_ip
+    }
+
+    fn closing(&mut self) {
+        self.wr.closing();
+    }
+}
+
+impl RequestBody for H1Body<'_> {
+    fn buf(&mut self) -> &mut BytesMut {
+        self.buf
+    }
+
+    async fn read_more(&mut self, wait: Duration) -> Timed<io::Result<usize>> {
+        read_more_timeout(self.rd, self.buf, BODY_CHUNK, wait).await
+    }
+}
+
+impl ResponseSink for H1Sink<'_> {
+    async fn interim_continue(&mut self) -> io::Result<u64> {
+        if self.minor == 0 {
+            return Ok(0);
+        }
+        self.out.clear();
+        self.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+        let n = self.out.len() as u64;
+        write_vec(self.wr, self.out).await.map(|_| n)
+    }
+
+    fn encode_head(&mut self, head: &ResponseHead, rw: &ResponseEdits<'_>) {
+        let dechunk = rw.framing == Framing::Chunked && self.minor == 0;
+        *self.dechunk = dechunk.then(ChunkedDecoder::new);
+        let rewrite = Rewrite {
+            id: rw.id,
+            set_cookie: rw.set_cookie,
+            client_minor: self.minor,
+            chunked: rw.framing == Framing::Chunked && !dechunk,
+            client_keep: rw.keep && self.can_keep(rw.framing),
+        };
+        self.out.clear();
+        write_head(self.out, head, &rewrite);
+    }
+
+    async fn send_head(&mut self, body: &mut BytesMut, n: usize) -> io::Result<u64> {
+        if self.dechunk.is_some() {
+            let sent = self.out.len() as u64;
+            write_vec(self.wr, self.out).await?;
+            return Ok(sent + self.send_body(body, n).await?);
+        }
+        // Head and as much of the body as is here leave in one syscall, the body sent from the read
+        // buffer rather than copied behind the head.
+        let sent = (self.out.len() + n) as u64;
+        self.wr.write_two(self.out, body, n).await?;
+        Ok(sent)
+    }
+
+    async fn send_body(&mut self, body: &mut BytesMut, n: usize) -> io::Result<u64> {
+        let Some(dec) = self.dechunk.as_mut() else {
+            write_front(self.wr, body, n).await?;
+            return Ok(n as u64);
+        };
+        // The forwarder validated this framing already; decoding it again cannot fail.
+        self.out.clear();
+        let out = &mut *self.out;
+        dec.feed(&body[..n], |d| out.extend_from_slice(d))
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
+        body.advance(n);
+        let sent = self.out.len() as u64;
+        write_vec(self.wr, self.out).await.map(|_| sent)
+    }
+
+    async fn send_reply(&mut self, reply: &Reply<'_>, close: bool) -> io::Result<u64> {
+        let persist = if close {
+            Persist::Close
+        } else if self.minor == 0 {
+            Persist::KeepAlive10
+        } else {
+            Persist::Keep
+        };
+        self.out.clear();
+        encode::reply(self.out, reply, persist);
+        let sent = self.out.len() as u64;
+        write_vec(self.wr, self.out).await.map(|_| sent)
+    }
+
+    fn can_keep(&self, f: Framing) -> bool {
+        f != Framing::Close && !(f == Framing::Chunked && self.minor == 0)
+    }
+}

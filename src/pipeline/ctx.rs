@@ -1,0 +1,71 @@
+//! One request's context, from parsed head to record: its ids, its record, the generation it started
+//! on (every timeout and limit it uses comes from there, whatever reloads happen meanwhile), and the
+//! slots policies fill: the consumer and header edits toward the upstream and the client.
+
+use crate::http1::head::{Framing, RequestHead};
+use crate::metrics::RequestRecord;
+use crate::worker::ids::Ids;
+use crate::worker::{Gen, Worker};
+use std::rc::Rc;
+
+/// Header lines a policy adds, in field-line form (`name: value\r\n` each). Empty costs nothing: the
+/// buffer allocates only when a policy first writes to it.
+#[derive(Debug, Default)]
+pub struct HeaderEdits {
+    /// The lines to add.
+    pub add: Vec<u8>,
+}
+
+impl HeaderEdits {
+    /// Adds `name: value`.
+    pub fn push(&mut self, name: &[u8], value: &[u8]) {
+        self.add.extend_from_slice(name);
+        self.add.extend_from_slice(b": ");
+        self.add.extend_from_slice(value);
+        self.add.extend_from_slice(b"\r\n");
+    }
+}
+
+/// Who is calling, once an authentication policy has said (filled by the coming auth policies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsumerId(pub u32);
+
+/// Everything the pipeline knows about one request.
+pub struct Ctx {
+    /// The generation the request started on.
+    pub gen: Rc<Gen>,
+    /// Request id and trace context.
+    pub ids: Ids,
+    /// What happened, recorded once at the end.
+    pub rec: RequestRecord,
+    /// The connection may carry another request after this one (the client wants it and the worker
+    /// is not draining).
+    pub keep: bool,
+    /// The authenticated consumer, if any.
+    pub consumer: Option<ConsumerId>,
+    /// Headers to add to the upstream request.
+    pub upstream_edits: HeaderEdits,
+    /// Headers to add to the response (and to a rejection).
+    pub downstream_edits: HeaderEdits,
+}
+
+impl Ctx {
+    /// The context of a request whose head `head` just parsed on worker `w`, on generation `gen`.
+    pub fn new(w: &Worker, gen: Rc<Gen>, head: &RequestHead) -> Ctx {
+        Ctx {
+            gen,
+            ids: Ids::new(&w.ids, head),
+            rec: RequestRecord::new(head.bytes().len() as u64),
+            keep: head.keep_alive && !w.is_draining(),
+            consumer: None,
+            upstream_edits: HeaderEdits::default(),
+            downstream_edits: HeaderEdits::default(),
+        }
+    }
+
+    /// A request body the pipeline did not read would be taken for the next request: after an answer
+    /// that leaves it unread, the connection must close.
+    pub fn close_after_unread_body(&self, head: &RequestHead) -> bool {
+        !self.keep || head.body() != Framing::None
+    }
+}

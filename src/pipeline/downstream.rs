@@ -1,0 +1,72 @@
+//! The client side of one request, as the pipeline and the forwarder see it: whatever the protocol
+//! (an HTTP/1.1 connection today, an HTTP/2 stream later), a request's body is read and its response
+//! sent through these traits. Static dispatch only: the forwarder is generic over them, so the
+//! HTTP/1.1 path compiles to what it was before there was an interface.
+
+use crate::http1::encode::Reply;
+use crate::http1::head::{Framing, ResponseHead};
+use crate::io::Timed;
+use bytes::BytesMut;
+use std::io;
+use std::time::Duration;
+
+/// What the forwarder needs to turn an upstream response head into the client's.
+pub struct ResponseEdits<'a> {
+    /// Added as `x-request-id` when the upstream sent none.
+    pub id: &'a [u8],
+    /// A sticky-session cookie to set: the policy and the endpoint's key.
+    pub set_cookie: Option<(&'a crate::config::Sticky, u64)>,
+    /// The upstream's body framing (the downstream re-frames it as its protocol needs).
+    pub framing: Framing,
+    /// The connection (or stream) may carry another request after this one.
+    pub keep: bool,
+}
+
+/// Reading the rest of a request body.
+#[allow(async_fn_in_trait)] // one thread per core: no future here needs to be Send
+pub trait RequestBody {
+    /// Bytes of the body read from the client and not yet consumed.
+    fn buf(&mut self) -> &mut BytesMut;
+    /// Reads more onto the end of `buf`, waiting at most `wait`; 0 = the client closed.
+    async fn read_more(&mut self, wait: Duration) -> Timed<io::Result<usize>>;
+}
+
+/// Sending a response. Every method returns the bytes it put on the wire, for the record.
+#[allow(async_fn_in_trait)]
+pub trait ResponseSink {
+    /// `100 Continue` (RFC 9110 §10.1.1), before the body of an `Expect: 100-continue` request is read.
+    async fn interim_continue(&mut self) -> io::Result<u64>;
+    /// Turns the upstream's response head into the client's, in the sink's own buffer, so the
+    /// upstream head's bytes can be let go (and its read buffer reused) before the body is read.
+    fn encode_head(&mut self, head: &ResponseHead, rw: &ResponseEdits<'_>);
+    /// Sends the encoded head, then the first `n` bytes of `body` (upstream wire bytes in the
+    /// framing given to `encode_head`), removed from it.
+    async fn send_head(&mut self, body: &mut BytesMut, n: usize) -> io::Result<u64>;
+    /// The next `n` bytes of the upstream's body from the front of `body`, removed from it.
+    async fn send_body(&mut self, body: &mut BytesMut, n: usize) -> io::Result<u64>;
+    /// A whole response of sluice's own; `close` ends the connection after it.
+    async fn send_reply(&mut self, reply: &Reply<'_>, close: bool) -> io::Result<u64>;
+    /// Whether the response would keep the connection for the upstream framing `f` (HTTP/1.0 clients
+    /// cannot be sent a chunked or close-delimited body on a kept connection).
+    fn can_keep(&self, f: Framing) -> bool;
+}
+
+/// One request's client side: its body and its response, usable at the same time (a body still
+/// uploading while the response already streams back).
+pub trait Downstream {
+    /// The body half.
+    type Body<'a>: RequestBody
+    where
+        Self: 'a;
+    /// The response half.
+    type Sink<'a>: ResponseSink
+    where
+        Self: 'a;
+    /// Both halves, borrowed together.
+    fn split(&mut self) -> (Self::Body<'_>, Self::Sink<'_>);
+    /// The client's address as text (for `X-Forwarded-For` and hashing).
+    fn peer_ip(&self) -> &str;
+    /// Marks what is sent from now on as the last bytes before the connection closes, so the reply
+    /// can leave with the close (see `SockWr::closing`). A no-op where that means nothing.
+    fn closing(&mut self);
+}
