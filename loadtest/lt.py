@@ -24,6 +24,7 @@ Standard library only. Subcommands:
                              took and the `config reloaded ... elapsed=` of the new log line to F
   table-bigbody F | table-idle F | table-reload F ROUTES_RUNS
                              markdown tables for the extra scenarios
+Tables with both `sluice` and `base` (loadtest/run --baseline) get a line with the ratios sluice/base.
 """
 import json
 import os
@@ -303,11 +304,62 @@ def _ratio(a, b):
     return f"{a / b:.2f}"
 
 
+BASE_TOLERANCE_PCT = 3  # what the sluice/base line calls "within"
+
+
+def _rel(a, b):
+    """'1.012 (+1.2%)' for a/b, or '-'."""
+    if a is None or b is None or b == 0:
+        return "-", None
+    d = 100 * (a / b - 1)
+    return f"{a / b:.3f} ({'+' if d >= 0 else '−'}{abs(d):.1f}%)", d
+
+
+def base_line(rows, s, pairs=(("rps", "req/s", "rps", 1), ("rpc", "req per CPU-s", "req_per_cpu_s", 1),
+                              ("p50", "p50", "p50_ms", -1), ("p99", "p99", "p99_ms", -1))):
+    """sluice vs base (loadtest/run --baseline): ratios of the medians, and the range of the ratios
+    of the two runs of each round (they ran in the same round, minutes apart at most)."""
+    if "sluice" not in s or "base" not in s:
+        return
+    a, b = s["sluice"], s["base"]
+    cells, within, better, worse = [], [], [], []
+    for key, name, _, sign in pairs:  # sign 1: more is better (req/s); -1: less is better (latency)
+        text, d = _rel(a.get(key), b.get(key))
+        cells.append(f"{name} {text}")
+        if d is not None:
+            (within if abs(d) <= BASE_TOLERANCE_PCT else better if d * sign > 0 else worse).append(name)
+    verdict = []
+    if within:
+        verdict.append(f"within ±{BASE_TOLERANCE_PCT}%: {', '.join(within)}")
+    if worse:
+        verdict.append(f"sluice WORSE by more than {BASE_TOLERANCE_PCT}%: {', '.join(worse)}")
+    if better:
+        verdict.append(f"sluice better by more than {BASE_TOLERANCE_PCT}%: {', '.join(better)}")
+    noisy = max(a.get("foreign") or 0, b.get("foreign") or 0) > 5
+    print(f"\n**sluice / base** (medians, {a['runs']} vs {b['runs']} runs): " + ", ".join(cells)
+          + (" — " + "; ".join(verdict) if verdict else "")
+          + (" (DISTURBED by other processes, see the warning below)" if noisy else ""))
+    by_round = {}
+    for r in rows:
+        if r["target"] in ("sluice", "base"):
+            by_round.setdefault(r["round"], {})[r["target"]] = r
+    ranges = []
+    paired = sum(1 for x in by_round.values() if len(x) == 2)
+    for key, name, field, _ in pairs if paired >= 2 else ():
+        rs = [x["sluice"][field] / x["base"][field] for x in by_round.values()
+              if len(x) == 2 and x["sluice"].get(field) and x["base"].get(field)]
+        if rs:
+            ranges.append(f"{name} {min(rs):.3f}–{max(rs):.3f}")
+    if ranges:
+        print(f"sluice / base per round ({paired} rounds, paired runs): " + ", ".join(ranges)
+              + " (ratio > 1: sluice has more req/s or req per CPU-s, or a longer latency)")
+
+
 def summarize(rows):
     by = {}
     for r in rows:
         by.setdefault(r["target"], []).append(r)
-    order = [t for t in ("sluice", "nginx", "haproxy", "direct") if t in by]
+    order = [t for t in ("sluice", "base", "nginx", "haproxy", "direct") if t in by]
     order += [t for t in by if t not in order]
     summ = {}
     for t in order:
@@ -358,6 +410,7 @@ def table(path, scenario):
         cells += [_ratio(x["rps"], ng.get("rps")), _ratio(x["rpc"], ng.get("rpc")),
                   _ratio(x["rps"], hp.get("rps")), _ratio(x["rpc"], hp.get("rpc"))]
         print("| " + " | ".join(cells) + " |")
+    base_line(rows, s)
     spread = ", ".join(f"{t} {_fmt_num(s[t]['rps_min'])}–{_fmt_num(s[t]['rps_max'])}" for t in order)
     print(f"\nreq/s range over runs: {spread}")
     print("\nCPU use (medians, % of one CPU): " + "; ".join(
@@ -726,7 +779,7 @@ def _load_extra(path, scenario):
 
 
 def _order(targets):
-    order = [t for t in ("sluice", "nginx", "haproxy") if t in targets]
+    order = [t for t in ("sluice", "base", "nginx", "haproxy") if t in targets]
     return order + sorted(t for t in targets if t not in order)
 
 
@@ -749,6 +802,16 @@ def table_bigbody(path):
                 t, d, len(rs), _fmt_num(mibs), max(r["rss_growth_kib"] for r in rs) / 1024,
                 max(r["hwm_growth_kib"] for r in rs) / 1024, "yes" if ok else "NO: " + "; ".join(
                     r["out"] for r in rs if r.get("ok") != "1")))
+    if {"sluice", "base"} <= {r["target"] for r in rows}:
+        parts = []
+        for d in ("download", "upload"):
+            def med(t, f):
+                return _median([f(r) for r in rows if r["target"] == t and r.get("dir") == d and r.get("seconds")])
+            mib = lambda r: int(r["bytes"]) / 1048576 / r["seconds"]
+            grow = lambda r: r["rss_growth_kib"]
+            parts.append(f"{d} MiB/s {_rel(med('sluice', mib), med('base', mib))[0]}, "
+                         f"RSS growth {_rel(med('sluice', grow), med('base', grow))[0]}")
+        print("\n**sluice / base** (medians): " + "; ".join(parts))
     print("\nRSS is summed over the proxy's process tree (nginx: master + worker), sampled every 100 ms "
           "during each transfer; growth = peak minus the value just before it. VmHWM growth is the rise "
           "of the kernel's own peak-RSS mark across the transfer (0 when an earlier peak was higher).")
@@ -773,6 +836,8 @@ def table_idle(path):
             _median([r["rss_before_kib"] for r in rs]) / 1024, _median([r["rss_idle_kib"] for r in rs]) / 1024,
             "-" if med[t] is None else f"{med[t]:.2f}", _ratio(med[t], med.get("nginx")),
             sum(r["errors"] for r in rs), _median([r["rss_closed_kib"] for r in rs]) / 1024))
+    if "sluice" in med and "base" in med:
+        print(f"\n**sluice / base** KiB per connection (medians): {_rel(med['sluice'], med['base'])[0]}")
     print("\nKiB per connection = (RSS with every connection open and idle − RSS before) / connections, "
           "after one request on each. RSS is user-space memory of the proxy's process tree; kernel "
           "socket buffers are not in it (the same for every target).")

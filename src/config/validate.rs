@@ -2,7 +2,7 @@
 //! The result is immutable and shared as `Arc<Config>`; workers never see the TOML structs.
 
 use super::file::*;
-use super::secret::Secret;
+use super::secret::{Secret, SecretToml};
 use super::{ConfigError, Source};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
@@ -287,8 +287,21 @@ pub struct Route {
     pub max_body_bytes: Option<u64>,
 }
 
+/// What validation may touch besides the text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Reach {
+    /// Reads `{ file = .. }` secrets and resolves host names in listen, admin and DNS server
+    /// addresses: what `parse` and `load_file` do.
+    World,
+    /// Neither: such a secret or address is a validation error, so arbitrary text cannot block on a
+    /// file (`/dev/zero`) or the resolver. For the fuzz target. `{ env = .. }` is still read (process
+    /// memory only); endpoint names are only checked here either way (`Snapshot::build` resolves them).
+    TextOnly,
+}
+
 struct Ctx {
     file: String,
+    reach: Reach,
 }
 
 /// Upstream index by name. Names are unique (they are TOML table keys).
@@ -306,8 +319,18 @@ impl Ctx {
 
 /// Validates the raw TOML structs into a `Config`.
 pub fn validate(raw: ConfigToml, source: Source) -> Result<Config, ConfigError> {
+    validate_in(raw, source, Reach::World)
+}
+
+/// `validate`, touching only what `reach` allows.
+pub(super) fn validate_in(
+    raw: ConfigToml,
+    source: Source,
+    reach: Reach,
+) -> Result<Config, ConfigError> {
     let cx = Ctx {
         file: source.label(),
+        reach,
     };
 
     let driver = match raw.driver.as_str() {
@@ -346,6 +369,12 @@ pub fn validate(raw: ConfigToml, source: Source) -> Result<Config, ConfigError> 
             listen: socket_addr(&cx, "admin.listen", &a.listen)?,
             token: match &a.token {
                 None => None,
+                Some(SecretToml::File { file }) if cx.reach == Reach::TextOnly => {
+                    return Err(cx.err(
+                        "admin.token",
+                        format!("secret file {file:?} is not read in text-only validation"),
+                    ))
+                }
                 Some(t) => Some(Secret::resolve(t).map_err(|m| cx.err("admin.token", m))?),
             },
         }),
@@ -479,6 +508,14 @@ fn range(cx: &Ctx, key: &str, v: u64, lo: u64, hi: u64) -> Result<u64, ConfigErr
 fn socket_addr(cx: &Ctx, key: &str, s: &str) -> Result<SocketAddr, ConfigError> {
     if let Ok(a) = s.parse() {
         return Ok(a);
+    }
+    if cx.reach == Reach::TextOnly {
+        return Err(cx.err(
+            key,
+            format!(
+                "expected \"ip:port\" (names are not resolved in text-only validation), got {s:?}"
+            ),
+        ));
     }
     // Names such as "localhost:8080" are resolved once, at load time.
     match s.to_socket_addrs() {
@@ -1113,6 +1150,58 @@ mod tests {
         assert_eq!(e.key, "upstreams.api.subset_size");
         let e = up("subset_size = 1\nsticky = {}").unwrap_err();
         assert_eq!(e.key, "upstreams.api.subset_size");
+    }
+
+    #[test]
+    fn text_only_reads_no_secret_file_and_resolves_no_name() {
+        let text_only = |s: &str| super::super::parse_text_only(s, Source::File("t.toml".into()));
+        let path = std::env::temp_dir().join(format!("sluice-secret-{}", std::process::id()));
+        std::fs::write(&path, "s3cret\n").unwrap();
+        let admin = format!(
+            "{MIN}[admin]\nlisten = \"127.0.0.1:0\"\ntoken = {{ file = {:?} }}\n",
+            path.display().to_string()
+        );
+        let read = parse(&admin);
+        let refused = text_only(&admin);
+        std::fs::remove_file(&path).unwrap();
+        let token = read.unwrap().admin.unwrap().token.unwrap();
+        assert_eq!(token.expose(), "s3cret");
+        let e = refused.unwrap_err();
+        assert_eq!(e.key, "admin.token");
+        assert!(e.message.contains("not read"), "{e}");
+        // `/dev/zero` would never finish reading: it is refused before any open.
+        let e = text_only(&format!(
+            "{MIN}[admin]\nlisten = \"127.0.0.1:0\"\ntoken = {{ file = \"/dev/zero\" }}\n"
+        ))
+        .unwrap_err();
+        assert_eq!(e.key, "admin.token");
+
+        for (text, key) in [
+            (
+                "[listeners.a]\nlisten = \"localhost:0\"\n",
+                "listeners.a.listen",
+            ),
+            (
+                &format!("{MIN}[admin]\nlisten = \"example.com:9901\"\n"),
+                "admin.listen",
+            ),
+            (
+                &format!("{MIN}[dns]\nservers = [\"ns.example:53\"]\n"),
+                "dns.servers[0]",
+            ),
+        ] {
+            let e = text_only(text).unwrap_err();
+            assert_eq!(e.key, key);
+            assert!(e.message.contains("not resolved"), "{e}");
+        }
+        // Literals, env secrets and endpoint names (resolved later, by the snapshot) still pass.
+        let c = text_only(&format!(
+            "{MIN}[admin]\nlisten = \"[::1]:9901\"\ntoken = \"inline\"\n\
+             [upstreams.u]\nendpoints = [\"backend.internal:80\", \"10.0.0.1:80\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(c.upstreams[0].endpoints[0].host, "backend.internal");
+        assert!(c.upstreams[0].endpoints[0].literal.is_none());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Integration-test harness: runs the real `sluice` binary on a temp config,
-//! in-process HTTP/1.1 backends, and a raw-socket client.
+//! in-process HTTP/1.1 backends, a scripted raw TCP origin (`raw`), a raw-socket
+//! client, and `/metrics` readers.
 //!
 //! Sits outside the proxy: everything here talks to sluice over loopback TCP
 //! or signals. It must never leave a process or a thread running past its
@@ -13,6 +14,8 @@
 
 pub mod backend;
 pub mod client;
+pub mod metrics;
+pub mod raw;
 pub mod traffic;
 pub mod webhook;
 
@@ -20,6 +23,10 @@ pub mod webhook;
 pub use backend::{refused_addr, Backend, Reply, Request};
 #[allow(unused_imports)]
 pub use client::{build_request, http_get, send_raw, Conn, Response};
+#[allow(unused_imports)]
+pub use metrics::{metric_sum, metric_value, scrape};
+#[allow(unused_imports)]
+pub use raw::{request_path, HeadRead, RawBackend, RawConn};
 #[allow(unused_imports)]
 pub use traffic::Traffic;
 
