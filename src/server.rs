@@ -94,16 +94,19 @@ pub fn run(cfg: Config) -> Result<(), ServerError> {
         };
     let mut workers: Vec<WorkerHandle> = Vec::new();
     for (id, (cpu, listeners)) in cpus.iter().zip(sockets).enumerate() {
-        workers.push(worker::spawn(WorkerSpec {
-            id,
-            workers: cpus.len(),
-            cpu: *cpu,
-            driver: cfg.driver,
-            listeners,
-            snapshot: snapshot.clone(),
-            to_control: control_link.try_clone()?,
-            log: sinks.get_mut(id).and_then(Option::take),
-        })?);
+        workers.push(worker::spawn(
+            WorkerSpec {
+                id,
+                workers: cpus.len(),
+                cpu: *cpu,
+                driver: cfg.driver,
+                listeners,
+                snapshot: snapshot.clone(),
+                to_control: control_link.try_clone()?,
+                log: sinks.get_mut(id).and_then(Option::take),
+            },
+            crate::conn::start,
+        )?);
     }
     if let (Some(a), Some(t)) = (admin.as_mut(), log_thread.as_ref()) {
         a.log_counters = Some(t.counters.clone());

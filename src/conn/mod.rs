@@ -2,5 +2,8 @@
 //! pipeline, which answers through the driver's `Downstream`. HTTP/1.1 over TCP today (with idle
 //! parking); TLS and HTTP/2 streams come here too.
 
+pub mod accept;
 pub mod h1;
 pub mod park;
+
+pub use accept::start;

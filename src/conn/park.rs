@@ -6,11 +6,9 @@
 use std::cell::RefCell;
 use std::future::Future;
 use std::pin::pin;
-use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use crate::worker::Worker;
 use monoio::net::TcpStream;
 
 /// How often deadlines are checked: the precision of the idle timeout of a parked connection.
@@ -125,12 +123,4 @@ pub async fn wait_readable(parking: &Parking, stream: &TcpStream, deadline: Inst
         Poll::Pending
     })
     .await
-}
-
-/// The worker's sweep of parked connections.
-pub async fn sweeper(w: Rc<Worker>) {
-    loop {
-        monoio::time::sleep(SWEEP_EVERY).await;
-        w.parking.expire(Instant::now());
-    }
 }

@@ -9,8 +9,8 @@ mod attempt;
 use crate::config::{HashOn, SplitTarget};
 use crate::http1::chunked::ChunkedDecoder;
 use crate::http1::head::{Framing, RequestHead};
+use crate::pipeline::ctx::{After, Buffers, Ctx};
 use crate::pipeline::downstream::{Downstream, RequestBody};
-use crate::pipeline::{reject, After, Buffers, Ctx};
 use crate::respond::{classify, ProxyError, UpstreamError};
 use crate::router::{choose_target, CompiledRoute, Match};
 use crate::upstream::balance::hash64;
@@ -34,7 +34,8 @@ impl From<ProxyError> for Fail {
     }
 }
 
-/// Forwards the request to one of `targets` and relays the answer.
+/// Forwards the request to one of `targets` and relays the answer. An error is one to answer the
+/// client with: nothing of a response was sent yet.
 #[allow(clippy::too_many_arguments)]
 pub async fn forward<D: Downstream>(
     w: &Worker,
@@ -45,7 +46,7 @@ pub async fn forward<D: Downstream>(
     route: &CompiledRoute,
     m: &Match,
     targets: &[SplitTarget],
-) -> After {
+) -> Result<After, ProxyError> {
     let gen = ctx.gen.clone();
     let gi = if targets.len() == 1 {
         targets[0].upstream
@@ -53,19 +54,16 @@ pub async fn forward<D: Downstream>(
         gen.with_split(m.route as usize, |rr| choose_target(targets, head, rr))
     };
     match proxy(w, d, head, ctx, bufs, route, m, gi).await {
-        Ok(after) => after,
+        Ok(after) => Ok(after),
         Err(Fail::After(e)) => {
             ctx.rec.reason = classify(&e).reason;
-            After::Close
+            Ok(After::Close)
         }
         Err(Fail::Before(e)) => {
-            let class = classify(&e);
-            if class.status >= 500 {
+            if classify(&e).status >= 500 {
                 tracing::debug!(error = %e, route = %route.name, "upstream failure");
             }
-            // After a body error the stream position is unknown; after an upstream error the request
-            // body was fully read (or never started), so the connection can continue.
-            reject(d, ctx, &e, !ctx.keep || class.body_unread).await
+            Err(e)
         }
     }
 }

@@ -2,7 +2,7 @@
 //! on (every timeout and limit it uses comes from there, whatever reloads happen meanwhile), and the
 //! slots policies fill: the consumer and header edits toward the upstream and the client.
 
-use crate::http1::head::{Framing, RequestHead};
+use crate::http1::head::{Framing, RequestHead, ResponseHead};
 use crate::metrics::RequestRecord;
 use crate::worker::ids::Ids;
 use crate::worker::{Gen, Worker};
@@ -68,4 +68,22 @@ impl Ctx {
     pub fn close_after_unread_body(&self, head: &RequestHead) -> bool {
         !self.keep || head.body() != Framing::None
     }
+}
+
+/// What the connection does after a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    /// Read the next request.
+    KeepAlive,
+    /// Close the connection.
+    Close,
+}
+
+/// A connection's buffers that outlive each of its requests, so a request allocates none.
+#[derive(Default)]
+pub struct Buffers {
+    /// The upstream request (head, and a body that came with it), kept for a retry.
+    pub upstream_req: Vec<u8>,
+    /// The upstream's response head (its header list keeps its capacity).
+    pub resp: ResponseHead,
 }

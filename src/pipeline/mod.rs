@@ -14,32 +14,14 @@ pub mod record;
 
 use crate::forward;
 use crate::http1::encode::{Reply, ReplyBody};
-use crate::http1::head::{Method, RequestHead, ResponseHead};
+use crate::http1::head::{Method, RequestHead};
 use crate::metrics::EndReason;
 use crate::policy::{self, Outcome, Stage};
 use crate::respond::{classify, error_reply, ProxyError};
 use crate::router::{Action, RouteInput};
 use crate::worker::Worker;
-pub use ctx::Ctx;
+pub use ctx::{After, Buffers, Ctx};
 use downstream::{Downstream, ResponseSink};
-
-/// What the connection does after a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum After {
-    /// Read the next request.
-    KeepAlive,
-    /// Close the connection.
-    Close,
-}
-
-/// A connection's buffers that outlive each of its requests, so a request allocates none.
-#[derive(Default)]
-pub struct Buffers {
-    /// The upstream request (head, and a body that came with it), kept for a retry.
-    pub upstream_req: Vec<u8>,
-    /// The upstream's response head (its header list keeps its capacity).
-    pub resp: ResponseHead,
-}
 
 impl RouteInput for RequestHead {
     fn method(&self) -> &[u8] {
@@ -99,7 +81,17 @@ pub async fn serve<D: Downstream>(
                 After::KeepAlive
             }
         }
-        Action::Proxy(targets) => forward::forward(w, d, head, ctx, bufs, route, &m, targets).await,
+        Action::Proxy(targets) => {
+            match forward::forward(w, d, head, ctx, bufs, route, &m, targets).await {
+                Ok(after) => after,
+                // After an upstream error the request body was fully read (or never started), so the
+                // connection can go on; after a body error its position in the stream is unknown.
+                Err(e) => {
+                    let close = !ctx.keep || classify(&e).body_unread;
+                    reject(d, ctx, &e, close).await
+                }
+            }
+        }
     }
 }
 

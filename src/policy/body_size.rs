@@ -4,7 +4,7 @@
 
 use super::{Input, Outcome};
 use crate::http1::head::Framing;
-use crate::pipeline::Ctx;
+use crate::pipeline::ctx::Ctx;
 use crate::respond::ProxyError;
 
 /// 413 for a Content-Length over the route's limit.

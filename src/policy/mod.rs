@@ -9,7 +9,7 @@
 mod body_size;
 
 use crate::http1::head::RequestHead;
-use crate::pipeline::Ctx;
+use crate::pipeline::ctx::Ctx;
 use crate::respond::ProxyError;
 use crate::router::CompiledRoute;
 

@@ -14,7 +14,6 @@ pub use state::{ConnGuard, InFlight, Worker};
 
 use crate::access_log::LogSink;
 use crate::config::Driver;
-use crate::conn::h1;
 use crate::link::{Inbox, Link};
 use crate::msg::{ToControl, ToWorker, WorkerLink};
 use crate::snapshot::Snapshot;
@@ -52,16 +51,20 @@ pub struct WorkerSpec {
     pub log: Option<LogSink>,
 }
 
+/// Starts serving a worker's listeners on its runtime: the connection drivers' entry point
+/// (`conn::start`), passed in so the worker need not know its connection drivers.
+pub type Serve = fn(&Rc<Worker>, Vec<std::net::TcpListener>);
+
 /// Starts a worker thread.
-pub fn spawn(spec: WorkerSpec) -> io::Result<WorkerHandle> {
+pub fn spawn(spec: WorkerSpec, serve: Serve) -> io::Result<WorkerHandle> {
     let (link, inbox) = crate::link::pair()?;
     let join = std::thread::Builder::new()
         .name(format!("sluice-w{}", spec.id))
-        .spawn(move || run(spec, inbox))?;
+        .spawn(move || run(spec, serve, inbox))?;
     Ok(WorkerHandle { link, join })
 }
 
-fn run(spec: WorkerSpec, inbox: Inbox<ToWorker>) {
+fn run(spec: WorkerSpec, serve: Serve, inbox: Inbox<ToWorker>) {
     if let Some(cpu) = spec.cpu {
         if !core_affinity::set_for_current(cpu) {
             tracing::warn!(
@@ -75,14 +78,20 @@ fn run(spec: WorkerSpec, inbox: Inbox<ToWorker>) {
     let id = spec.id;
     let result = crate::runtime::block_on(spec.driver, |driver| {
         tracing::info!(worker = id, cpu, driver, "worker started");
-        worker_main(spec, inbox, driver, cpu)
+        worker_main(spec, serve, inbox, driver, cpu)
     });
     if let Err(e) = result {
         tracing::error!(worker = id, error = %e, "worker failed to start its runtime");
     }
 }
 
-async fn worker_main(spec: WorkerSpec, inbox: Inbox<ToWorker>, driver: &'static str, cpu: i64) {
+async fn worker_main(
+    spec: WorkerSpec,
+    serve: Serve,
+    inbox: Inbox<ToWorker>,
+    driver: &'static str,
+    cpu: i64,
+) {
     let w = Rc::new(Worker::new(
         spec.id,
         spec.workers,
@@ -92,16 +101,9 @@ async fn worker_main(spec: WorkerSpec, inbox: Inbox<ToWorker>, driver: &'static 
     w.driver.set(driver);
     *w.log.borrow_mut() = spec.log;
     w.cpu.set(cpu);
-    for l in spec.listeners {
-        match monoio::net::TcpListener::from_std(l) {
-            Ok(l) => {
-                monoio::spawn(accept_loop(w.clone(), l));
-            }
-            Err(e) => tracing::error!(worker = w.id, error = %e, "cannot use listener"),
-        }
-    }
+    serve(&w, spec.listeners);
     monoio::spawn(sweeper(w.clone()));
-    monoio::spawn(crate::conn::park::sweeper(w.clone()));
+    monoio::spawn(sweep_parked(w.clone()));
     monoio::spawn(reporter(w.clone()));
     if w.log.borrow().is_some() {
         monoio::spawn(log_flusher(w.clone()));
@@ -154,30 +156,6 @@ async fn control_loop(w: &Rc<Worker>, inbox: Inbox<ToWorker>) -> Duration {
     }
 }
 
-async fn accept_loop(w: Rc<Worker>, listener: monoio::net::TcpListener) {
-    loop {
-        let accepted = monoio::select! {
-            r = listener.accept() => Some(r),
-            _ = w.stop.wait() => None,
-        };
-        match accepted {
-            None => return,
-            Some(Ok((stream, peer))) => {
-                // Inherited from the listener on Linux (see `listener`); elsewhere set it here.
-                #[cfg(not(target_os = "linux"))]
-                let _ = stream.set_nodelay(true);
-                w.count_accept();
-                monoio::spawn(h1::serve(w.clone(), stream, peer));
-            }
-            Some(Err(e)) => {
-                // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(worker = w.id, error = %e, "accept failed");
-                monoio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
-}
-
 /// Interval between statistics reports to the control thread.
 pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -204,5 +182,13 @@ async fn sweeper(w: Rc<Worker>) {
     loop {
         monoio::time::sleep(Duration::from_secs(1)).await;
         w.pools.borrow_mut().sweep(Instant::now());
+    }
+}
+
+/// Closes parked connections whose idle time ran out (see `conn::park`).
+async fn sweep_parked(w: Rc<Worker>) {
+    loop {
+        monoio::time::sleep(crate::conn::park::SWEEP_EVERY).await;
+        w.parking.expire(Instant::now());
     }
 }

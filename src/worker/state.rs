@@ -143,6 +143,11 @@ impl Worker {
         (route, up, ep)
     }
 
+    /// Resolves when the worker starts draining: listeners stop accepting.
+    pub async fn stopped(&self) {
+        self.stop.wait().await
+    }
+
     /// Counts an accepted connection.
     pub fn count_accept(&self) {
         self.accepted.set(self.accepted.get() + 1);

@@ -1,0 +1,43 @@
+//! Accepting: one loop per listening socket of the worker, each connection spawned as its own task
+//! on the worker's runtime and served by its driver (HTTP/1.1 today) until it closes.
+
+use super::h1;
+use crate::worker::Worker;
+use std::rc::Rc;
+use std::time::Duration;
+
+/// Serves `listeners` on the current worker (`worker::Serve`).
+pub fn start(w: &Rc<Worker>, listeners: Vec<std::net::TcpListener>) {
+    for l in listeners {
+        match monoio::net::TcpListener::from_std(l) {
+            Ok(l) => {
+                monoio::spawn(accept_loop(w.clone(), l));
+            }
+            Err(e) => tracing::error!(worker = w.id, error = %e, "cannot use listener"),
+        }
+    }
+}
+
+async fn accept_loop(w: Rc<Worker>, listener: monoio::net::TcpListener) {
+    loop {
+        let accepted = monoio::select! {
+            r = listener.accept() => Some(r),
+            _ = w.stopped() => None,
+        };
+        match accepted {
+            None => return,
+            Some(Ok((stream, peer))) => {
+                // Inherited from the listener on Linux (see `listener`); elsewhere set it here.
+                #[cfg(not(target_os = "linux"))]
+                let _ = stream.set_nodelay(true);
+                w.count_accept();
+                monoio::spawn(h1::serve(w.clone(), stream, peer));
+            }
+            Some(Err(e)) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(worker = w.id, error = %e, "accept failed");
+                monoio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
