@@ -398,7 +398,7 @@ fn upstreams(st: &AdminState) -> Value {
             let eps: Vec<Value> = addrs
                 .iter()
                 .map(|(a, weight)| {
-                    let (in_flight, idle, healthy, ejected, down) = store.endpoint_state(&u.cfg.name, *a);
+                    let es = store.endpoint_state(&u.cfg.name, *a);
                     let v = store.endpoints.get(&(Arc::from(u.cfg.name.as_str()), *a));
                     let ov = st.overrides.borrow().iter().find(|o| &*o.upstream == u.cfg.name.as_str() && o.addr == *a).cloned();
                     let weight = ov.as_ref().and_then(|o| o.weight).unwrap_or(*weight);
@@ -407,11 +407,11 @@ fn upstreams(st: &AdminState) -> Value {
                         "address": a.to_string(),
                         "weight": weight,
                         "admin_state": admin_state,
-                        "healthy": healthy,
-                        "ejected": ejected,
-                        "health_check_down": down,
-                        "in_flight": in_flight,
-                        "idle_connections": idle,
+                        "healthy": es.healthy,
+                        "ejected": es.ejected,
+                        "health_check_down": es.down,
+                        "in_flight": es.in_flight,
+                        "idle_connections": es.idle,
                         "requests": v.map_or(0, |v| v.requests),
                         "failures": v.map_or(0, |v| v.failures),
                         "ttfb_p99_ms": v.map_or(0.0, |v| quantile(&v.ttfb, 0.99)),

@@ -49,7 +49,8 @@ pub fn measure(a: &Alert, store: &Store) -> f64 {
     let n = Store::window_secs(a.window);
     match (a.metric, &a.scope) {
         (AlertMetric::ErrorRatio, AlertScope::Global) => {
-            let (req, err, _, _) = store.window(n);
+            let win = store.window(n);
+            let (req, err) = (win.requests, win.errors_5xx);
             if req == 0 {
                 0.0
             } else {
@@ -61,7 +62,7 @@ pub fn measure(a: &Alert, store: &Store) -> f64 {
             store.upstream_window(u, n).error_ratio()
         }
         (AlertMetric::P99LatencyMs, AlertScope::Global) => {
-            let (_, _, _, h) = store.window(n);
+            let h = store.window(n).latency;
             h.as_ref()
                 .filter(|h| !h.is_empty())
                 .map_or(0.0, |h| h.value_at_quantile(0.99) as f64 / 1000.0)
@@ -78,7 +79,7 @@ pub fn measure(a: &Alert, store: &Store) -> f64 {
         // Validation allows no route scope here; treat it as global rather than panic.
         (AlertMetric::UpstreamUnhealthy, _) => store.unhealthy_endpoints(None) as f64,
         (AlertMetric::RateLimitedPerSecond, _) => {
-            let (_, _, rejected, _) = store.window(n);
+            let rejected = store.window(n).policy_rejections;
             rejected as f64 / store.covered(n) as f64
         }
         (AlertMetric::WorkerUtilization, _) => {

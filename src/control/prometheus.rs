@@ -147,7 +147,7 @@ pub fn render(store: &Store, generation: u64) -> String {
     let eps = store.configured_endpoints();
     let _ = writeln!(o, "# HELP sluice_upstream_healthy 1 when the endpoint passes active checks and no worker has ejected it.\n# TYPE sluice_upstream_healthy gauge");
     for (u, a) in &eps {
-        let (_, _, healthy, _, _) = store.endpoint_state(u, *a);
+        let healthy = store.endpoint_state(u, *a).healthy;
         let _ = writeln!(
             o,
             "sluice_upstream_healthy{{upstream=\"{}\",endpoint=\"{a}\"}} {}",
@@ -157,7 +157,7 @@ pub fn render(store: &Store, generation: u64) -> String {
     }
     let _ = writeln!(o, "# HELP sluice_upstream_in_flight Requests in flight to the endpoint, all workers.\n# TYPE sluice_upstream_in_flight gauge");
     for (u, a) in &eps {
-        let (inf, _, _, _, _) = store.endpoint_state(u, *a);
+        let inf = store.endpoint_state(u, *a).in_flight;
         let _ = writeln!(
             o,
             "sluice_upstream_in_flight{{upstream=\"{}\",endpoint=\"{a}\"}} {inf}",
@@ -166,7 +166,7 @@ pub fn render(store: &Store, generation: u64) -> String {
     }
     let _ = writeln!(o, "# HELP sluice_upstream_idle_connections Idle pooled connections to the endpoint, all workers.\n# TYPE sluice_upstream_idle_connections gauge");
     for (u, a) in &eps {
-        let (_, idle, _, _, _) = store.endpoint_state(u, *a);
+        let idle = store.endpoint_state(u, *a).idle;
         let _ = writeln!(
             o,
             "sluice_upstream_idle_connections{{upstream=\"{}\",endpoint=\"{a}\"}} {idle}",

@@ -188,6 +188,34 @@ fn quantile_ms(h: &Option<Histogram<u64>>, q: f64) -> f64 {
         .map_or(0.0, |h| h.value_at_quantile(q) as f64 / 1000.0)
 }
 
+/// What the last seconds of a `Store` add up to.
+#[derive(Debug, Default)]
+pub struct Window {
+    /// Requests.
+    pub requests: u64,
+    /// Responses with a 5xx status.
+    pub errors_5xx: u64,
+    /// Requests a policy refused.
+    pub policy_rejections: u64,
+    /// Request durations, merged over the window (None when nothing was recorded).
+    pub latency: Option<Histogram<u64>>,
+}
+
+/// One endpoint as all workers together see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EndpointState {
+    /// Requests in flight to it.
+    pub in_flight: u64,
+    /// Idle pooled connections to it.
+    pub idle: u64,
+    /// Passes active checks and no worker ejected it.
+    pub healthy: bool,
+    /// Some worker's passive health ejected it.
+    pub ejected: bool,
+    /// Active health checks mark it down.
+    pub down: bool,
+}
+
 impl Store {
     /// An empty store for `workers` workers.
     pub fn new(workers: usize) -> Store {
@@ -369,8 +397,8 @@ impl Store {
         }
     }
 
-    /// Summed figures of the last `n` seconds: (requests, 5xx, policy rejections, merged histogram).
-    pub fn window(&self, n: usize) -> (u64, u64, u64, Option<Histogram<u64>>) {
+    /// Summed figures of the last `n` seconds.
+    pub fn window(&self, n: usize) -> Window {
         let mut req = 0;
         let mut err = 0;
         let mut pol = 0;
@@ -388,7 +416,12 @@ impl Store {
                 }
             }
         }
-        (req, err, pol, hist)
+        Window {
+            requests: req,
+            errors_5xx: err,
+            policy_rejections: pol,
+            latency: hist,
+        }
     }
 
     /// A configured window in whole seconds, rounded up, at least 1 ("1.5s" covers 2 seconds).
@@ -475,7 +508,7 @@ impl Store {
         self.configured_endpoints()
             .iter()
             .filter(|(u, _)| upstream.is_none_or(|n| &**u == n))
-            .filter(|(u, a)| !self.endpoint_state(u, *a).2)
+            .filter(|(u, a)| !self.endpoint_state(u, *a).healthy)
             .count() as u64
     }
 
@@ -489,8 +522,8 @@ impl Store {
             .sum()
     }
 
-    /// Endpoint health as the workers see it: (in flight, idle, healthy on every worker, ejected somewhere, active down).
-    pub fn endpoint_state(&self, upstream: &str, addr: SocketAddr) -> (u64, u64, bool, bool, bool) {
+    /// Endpoint health as the workers see it.
+    pub fn endpoint_state(&self, upstream: &str, addr: SocketAddr) -> EndpointState {
         let mut in_flight = 0;
         let mut idle = 0;
         let mut ejected = false;
@@ -508,7 +541,13 @@ impl Store {
                 down |= g.active_down;
             }
         }
-        (in_flight, idle, !ejected && !down, ejected, down)
+        EndpointState {
+            in_flight,
+            idle,
+            healthy: !ejected && !down,
+            ejected,
+            down,
+        }
     }
 
     /// All (upstream, endpoint) pairs currently configured on any worker.

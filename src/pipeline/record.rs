@@ -26,16 +26,16 @@ pub fn finish(
     if gen.config.access_log.is_none() {
         return;
     }
-    let (route, upstream, endpoint) = w.names(gen, rec);
+    let names = gen.names(rec);
     let fields = LogFields {
         head,
         rec,
         request_id,
         traceparent,
         client,
-        route,
-        upstream,
-        endpoint,
+        route: names.route,
+        upstream: names.upstream,
+        endpoint: names.endpoint,
         worker: w.id,
     };
     w.log_request(gen, rec, |out, template| match template {

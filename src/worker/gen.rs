@@ -32,7 +32,44 @@ impl std::ops::Deref for Gen {
     }
 }
 
+/// What a request record's indexes name.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RecordNames<'a> {
+    /// The route.
+    pub route: Option<&'a str>,
+    /// The upstream group.
+    pub upstream: Option<&'a str>,
+    /// The endpoint's address.
+    pub endpoint: Option<SocketAddr>,
+}
+
 impl Gen {
+    /// The names a record's indexes stand for in this generation (for the access log).
+    pub fn names(&self, rec: &RequestRecord) -> RecordNames<'_> {
+        let route = rec
+            .route
+            .and_then(|i| self.route_names.get(i as usize))
+            .map(|s| &**s);
+        let (upstream, endpoint) = match rec.endpoint {
+            Some((u, e)) => {
+                let name = self.upstream_names.get(u as usize).map(|s| &**s);
+                let addr = self
+                    .groups
+                    .borrow()
+                    .get(u as usize)
+                    .and_then(|g| g.eps.get(e as usize))
+                    .map(|e| e.addr);
+                (name, addr)
+            }
+            None => (None, None),
+        };
+        RecordNames {
+            route,
+            upstream,
+            endpoint,
+        }
+    }
+
     pub(super) fn new(snap: Snapshot, worker: usize, workers: usize) -> Gen {
         let groups = snap
             .upstreams

@@ -117,32 +117,6 @@ impl Worker {
         }
     }
 
-    /// Name of route `i` and of upstream `u` in generation `gen`.
-    pub fn names<'a>(
-        &self,
-        gen: &'a Gen,
-        rec: &RequestRecord,
-    ) -> (Option<&'a str>, Option<&'a str>, Option<SocketAddr>) {
-        let route = rec
-            .route
-            .and_then(|i| gen.route_names.get(i as usize))
-            .map(|s| &**s);
-        let (up, ep) = match rec.endpoint {
-            Some((u, e)) => {
-                let name = gen.upstream_names.get(u as usize).map(|s| &**s);
-                let addr = gen
-                    .groups
-                    .borrow()
-                    .get(u as usize)
-                    .and_then(|g| g.eps.get(e as usize))
-                    .map(|e| e.addr);
-                (name, addr)
-            }
-            None => (None, None),
-        };
-        (route, up, ep)
-    }
-
     /// Resolves when the worker starts draining: listeners stop accepting.
     pub async fn stopped(&self) {
         self.stop.wait().await

@@ -45,8 +45,11 @@ pub fn serve(w: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr) -> impl Fut
             // costs, and a parked connection keeps none of it.
             // A bug anywhere in the session ends this connection alone (see `crate::panic`).
             let served = crate::panic::catch(Box::pin(session(&w, stream, peer, first))).await;
-            let (parked, idle_left) = match served {
-                Ok(Some(s)) => s,
+            let Parked {
+                stream: parked,
+                idle_left,
+            } = match served {
+                Ok(Some(p)) => p,
                 Ok(None) => return,
                 Err(p) => {
                     w.count_panic();
@@ -77,13 +80,19 @@ enum Next {
     Park(Duration),
 }
 
-/// Serves requests until the connection closes (None) or parks (the socket and the idle time left).
+/// A connection between sessions: the socket alone, and how long it may stay idle.
+struct Parked {
+    stream: TcpStream,
+    idle_left: Duration,
+}
+
+/// Serves requests until the connection closes (None) or parks.
 async fn session(
     w: &Rc<Worker>,
     stream: TcpStream,
     peer: SocketAddr,
     first: bool,
-) -> Option<(TcpStream, Duration)> {
+) -> Option<Parked> {
     let fd = stream.as_raw_fd();
     let (rd, wr) = stream.into_split();
     let mut c = H1Client::new(
@@ -97,7 +106,7 @@ async fn session(
     // Reunited rather than dropped as halves: monoio shuts the write side down when a write half is
     // dropped, a syscall per connection that the close, which sends the FIN anyway, makes unnecessary.
     let stream = c.rd.reunite(c.wr.into_inner()).ok()?;
-    parked.map(|left| (stream, left))
+    parked.map(|idle_left| Parked { stream, idle_left })
 }
 
 /// Serves requests on `c` until the connection should close (None) or park (the idle time left).
