@@ -209,23 +209,15 @@ impl LogSink {
 
 /// Everything a log line may show.
 pub struct LogFields<'a> {
-    /// The request.
     pub head: &'a RequestHead,
-    /// What happened.
     pub rec: &'a RequestRecord,
-    /// Request id.
     pub request_id: &'a [u8],
     /// Traceparent sent upstream.
     pub traceparent: &'a [u8],
-    /// Client address.
     pub client: &'a str,
-    /// Route name.
     pub route: Option<&'a str>,
-    /// Upstream name.
     pub upstream: Option<&'a str>,
-    /// Endpoint.
     pub endpoint: Option<std::net::SocketAddr>,
-    /// Worker index.
     pub worker: usize,
 }
 

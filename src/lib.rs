@@ -7,7 +7,6 @@
 //! (`metrics`, `access_log`). The control thread (`control`, over `msg` and `link`) and `sluice top`
 //! stay off the request path.
 #![deny(unsafe_code)]
-#![warn(missing_docs)]
 
 pub mod cli;
 pub mod config;

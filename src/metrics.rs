@@ -174,11 +174,8 @@ impl RequestRecord {
 /// Plain counters.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counters {
-    /// Requests.
     pub requests: u64,
-    /// Bytes in.
     pub bytes_in: u64,
-    /// Bytes out.
     pub bytes_out: u64,
     /// Responses by class: index 0 = no response, 1..=5 = 1xx..5xx.
     pub status: [u64; 6],
@@ -391,7 +388,6 @@ fn merge_opt(into: &mut Option<Histogram<u32>>, h: Option<Histogram<u32>>) {
 pub struct RouteDelta {
     /// Route name ("(none)" for requests that matched no route).
     pub route: Arc<str>,
-    /// Counters.
     pub c: Counters,
     /// Total latency histogram.
     pub total: Option<Histogram<u32>>,
@@ -400,9 +396,7 @@ pub struct RouteDelta {
 /// Per-endpoint part of a delta.
 #[derive(Debug, Clone)]
 pub struct EndpointDelta {
-    /// Upstream name.
     pub upstream: Arc<str>,
-    /// Endpoint.
     pub addr: SocketAddr,
     /// Requests sent.
     pub requests: u64,
@@ -445,9 +439,7 @@ pub struct WorkerGauges {
 /// Per-endpoint gauge from one worker.
 #[derive(Debug, Clone)]
 pub struct EndpointGauge {
-    /// Upstream name.
     pub upstream: Arc<str>,
-    /// Address.
     pub addr: SocketAddr,
     /// In flight from this worker.
     pub in_flight: u32,
@@ -462,7 +454,6 @@ pub struct EndpointGauge {
 /// What a worker reports each interval.
 #[derive(Debug, Clone, Default)]
 pub struct StatsDelta {
-    /// Worker index.
     pub worker: usize,
     /// Generation the worker runs.
     pub generation: u64,
@@ -476,7 +467,6 @@ pub struct StatsDelta {
     pub routes: Vec<RouteDelta>,
     /// Endpoints with traffic.
     pub endpoints: Vec<EndpointDelta>,
-    /// Gauges.
     pub gauges: WorkerGauges,
 }
 

@@ -18,9 +18,7 @@ pub enum ToWorker {
     Health {
         /// Snapshot generation the verdict is for.
         generation: u64,
-        /// Upstream index.
         upstream: usize,
-        /// Endpoint.
         addr: SocketAddr,
         /// Up or down.
         healthy: bool,
@@ -29,16 +27,13 @@ pub enum ToWorker {
     Endpoints {
         /// Snapshot generation.
         generation: u64,
-        /// Upstream index.
         upstream: usize,
         /// The resolved endpoints.
         list: Vec<EndpointAddr>,
     },
     /// An operator's runtime change to one endpoint (admin API).
     EndpointAdmin {
-        /// Upstream name.
         upstream: Arc<str>,
-        /// Endpoint.
         addr: SocketAddr,
         /// New mode, if changed.
         mode: Option<AdminMode>,
@@ -59,6 +54,5 @@ pub enum ToControl {
     Snapshot(Arc<Snapshot>),
     /// A worker's statistics for the last interval.
     Stats(Box<crate::metrics::StatsDelta>),
-    /// Exit.
     Stop,
 }

@@ -15,7 +15,6 @@ pub enum UpstreamError {
     /// TCP connect failed (refused, unreachable).
     #[error("connect to {addr} failed: {source}")]
     Connect {
-        /// Endpoint.
         addr: SocketAddr,
         /// OS error.
         source: io::Error,

@@ -24,13 +24,11 @@ const STATS_PAGE: &str = include_str!("stats_page.html");
 pub struct AdminState {
     /// Start time.
     pub started: Instant,
-    /// Worker count.
     pub workers: usize,
     /// Current config generation.
     pub generation: Rc<Cell<u64>>,
     /// Config source label.
     pub config: String,
-    /// Bearer token.
     pub token: Option<Secret>,
     /// Merged statistics.
     pub store: Rc<RefCell<Store>>,
@@ -47,9 +45,7 @@ pub struct AdminState {
 /// An operator's runtime change to one endpoint.
 #[derive(Debug, Clone)]
 pub struct EndpointOverride {
-    /// Upstream name.
     pub upstream: Arc<str>,
-    /// Endpoint address.
     pub addr: std::net::SocketAddr,
     /// Mode, if set.
     pub mode: Option<AdminMode>,

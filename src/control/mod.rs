@@ -23,9 +23,7 @@ use std::thread::JoinHandle;
 
 /// Handle to the control thread.
 pub struct ControlHandle {
-    /// Messaging.
     pub link: Link<ToControl>,
-    /// The thread.
     pub join: JoinHandle<()>,
 }
 
@@ -45,7 +43,6 @@ impl Broadcast {
 pub struct AdminSetup {
     /// Bound socket.
     pub listener: std::net::TcpListener,
-    /// Bearer token.
     pub token: Option<crate::config::secret::Secret>,
     /// Access log counters, when an access log is on.
     pub log_counters: Option<Arc<crate::access_log::LogCounters>>,

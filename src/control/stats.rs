@@ -39,7 +39,6 @@ pub struct WorkerView {
 /// Cumulative per-route figures.
 #[derive(Debug, Clone)]
 pub struct RouteView {
-    /// Counters.
     pub c: Counters,
     /// Latency histogram (µs).
     pub hist: Option<Histogram<u64>>,
@@ -52,7 +51,6 @@ pub struct RouteView {
 /// Cumulative per-endpoint figures.
 #[derive(Debug, Clone)]
 pub struct EndpointView {
-    /// Requests.
     pub requests: u64,
     /// Failed attempts.
     pub failures: u64,
@@ -65,7 +63,6 @@ pub struct EndpointView {
 /// One second of the whole instance.
 #[derive(Debug, Clone, Default)]
 pub struct Second {
-    /// Requests.
     pub requests: u64,
     /// 5xx responses (and requests with no response).
     pub errors_5xx: u64,
@@ -94,7 +91,6 @@ pub struct Second {
 /// endpoint and then found no other can count twice there).
 #[derive(Debug, Clone, Default)]
 pub struct ScopeSecond {
-    /// Requests.
     pub requests: u64,
     /// 5xx responses and requests that got no response.
     pub errors_5xx: u64,
@@ -118,7 +114,6 @@ impl ScopeSecond {
 /// A route's or an upstream's figures summed over a window.
 #[derive(Debug, Clone, Default)]
 pub struct ScopeWindow {
-    /// Requests.
     pub requests: u64,
     /// 5xx and no response.
     pub errors_5xx: u64,
@@ -191,7 +186,6 @@ fn quantile_ms(h: &Option<Histogram<u64>>, q: f64) -> f64 {
 /// What the last seconds of a `Store` add up to.
 #[derive(Debug, Default)]
 pub struct Window {
-    /// Requests.
     pub requests: u64,
     /// Responses with a 5xx status.
     pub errors_5xx: u64,

@@ -29,7 +29,6 @@ impl Transition {
 /// One rule as last evaluated, for `/alerts` and `/metrics`.
 #[derive(Debug, Clone)]
 pub struct AlertStatus {
-    /// The rule.
     pub rule: Alert,
     /// Firing now.
     pub firing: bool,
@@ -46,7 +45,6 @@ pub struct AlertStatus {
 /// One worker's figures.
 #[derive(Debug, Clone, Default)]
 pub struct CoreSignal {
-    /// Worker index.
     pub worker: usize,
     /// CPU it is pinned to (-1 = none).
     pub cpu: i64,
@@ -63,7 +61,6 @@ pub struct CoreSignal {
 /// One upstream's figures.
 #[derive(Debug, Clone, Default)]
 pub struct UpstreamSignal {
-    /// Upstream name.
     pub name: String,
     /// Requests in flight to its endpoints now.
     pub in_flight: u64,

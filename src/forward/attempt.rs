@@ -91,9 +91,7 @@ impl AttemptErr {
 pub struct Attempt<'a> {
     /// The parsed request.
     pub head: &'a RequestHead,
-    /// Upstream settings.
     pub ucfg: &'a Upstream,
-    /// Endpoint.
     pub addr: SocketAddr,
     /// Body state.
     pub body: &'a ReqBody,
@@ -107,7 +105,6 @@ pub struct Attempt<'a> {
     pub body_timeout: Duration,
     /// Affinity cookie to set.
     pub set_cookie: Option<(&'a Sticky, u64)>,
-    /// Request id.
     pub id: &'a [u8],
 }
 

@@ -41,7 +41,6 @@ pub fn reason(status: u16) -> &'static str {
 /// The body of a response sluice writes itself.
 #[derive(Debug, Clone, Copy)]
 pub enum ReplyBody<'a> {
-    /// These bytes.
     Bytes(&'a [u8]),
     /// `{"error":MESSAGE,"status":STATUS,"request_id":ID}` and a newline: every error sluice answers.
     ErrorJson(&'a str),
@@ -55,7 +54,6 @@ pub struct Reply<'a> {
     /// Extra header lines, already in field-line form (`name: value\r\n` each), e.g. a route's
     /// configured headers or a policy's `WWW-Authenticate` / `Retry-After`.
     pub headers: &'a [u8],
-    /// The body.
     pub body: ReplyBody<'a>,
     /// The request id, sent as `x-request-id` (and inside an error body).
     pub request_id: &'a [u8],

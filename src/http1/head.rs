@@ -58,17 +58,12 @@ pub enum HeaderKind {
     Other,
     /// Connection, Keep-Alive, TE, Trailer, Transfer-Encoding, Upgrade, Proxy-Connection, or named by Connection.
     HopByHop,
-    /// Host.
     Host,
-    /// Content-Length.
     ContentLength,
-    /// X-Forwarded-For.
     XForwardedFor,
     /// X-Forwarded-Proto / X-Forwarded-Host: replaced, never trusted from clients.
     XForwardedOther,
-    /// X-Request-Id.
     RequestId,
-    /// Expect.
     Expect,
     /// W3C traceparent: replaced by sluice's own span.
     TraceParent,
@@ -77,9 +72,7 @@ pub enum HeaderKind {
 /// One header: spans into the head bytes.
 #[derive(Debug, Clone, Copy)]
 pub struct Header {
-    /// Name span.
     pub name: Span,
-    /// Value span.
     pub value: Span,
     /// Classification.
     pub kind: HeaderKind,
@@ -136,7 +129,6 @@ pub enum Framing {
     None,
     /// Exactly this many bytes.
     Length(u64),
-    /// Chunked.
     Chunked,
     /// Until the connection closes (responses only).
     Close,
@@ -145,19 +137,12 @@ pub enum Framing {
 /// Well-known methods, for the decisions the proxy makes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
-    /// GET.
     Get,
-    /// HEAD.
     Head,
-    /// POST.
     Post,
-    /// PUT.
     Put,
-    /// DELETE.
     Delete,
-    /// OPTIONS.
     Options,
-    /// TRACE.
     Trace,
     /// Anything else (PATCH, custom tokens).
     Other,
@@ -205,7 +190,6 @@ pub struct RequestHead {
     pub minor: u8,
     /// All headers in order.
     pub headers: Vec<Header>,
-    /// Body framing.
     pub framing: Option<Framing>,
     /// The client wants the connection kept open.
     pub keep_alive: bool,
@@ -219,7 +203,6 @@ impl RequestHead {
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
     }
-    /// Method token.
     pub fn method(&self) -> &[u8] {
         self.method.get(&self.bytes)
     }
@@ -449,11 +432,8 @@ impl RequestHead {
 /// Limits applied while parsing a request head.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Head size.
     pub max_header_bytes: usize,
-    /// Header count.
     pub max_headers: usize,
-    /// Request-target size.
     pub max_uri_bytes: usize,
 }
 
@@ -463,7 +443,6 @@ pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// A parsed upstream response head.
 #[derive(Debug, Default)]
 pub struct ResponseHead {
-    /// Status code.
     pub status: u16,
     /// 0 or 1.
     pub minor: u8,
@@ -482,7 +461,6 @@ impl ResponseHead {
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
     }
-    /// Reason phrase.
     pub fn reason(&self) -> &[u8] {
         self.reason.get(&self.bytes)
     }
@@ -491,7 +469,6 @@ impl ResponseHead {
     pub fn header(&self, h: &Header) -> (&[u8], &[u8]) {
         (h.name.get(&self.bytes), h.value.get(&self.bytes))
     }
-    /// Body framing.
     pub fn body(&self) -> Framing {
         self.framing.unwrap_or(Framing::None)
     }

@@ -18,11 +18,9 @@ pub enum Piece {
 /// A direct response, pre-serialised.
 #[derive(Debug, Clone)]
 pub struct Direct {
-    /// Status code.
     pub status: u16,
     /// "name: value\r\n" lines.
     pub headers: Bytes,
-    /// Body.
     pub body: Bytes,
 }
 
@@ -46,7 +44,6 @@ pub struct CompiledRoute {
     pub headers: Vec<(Box<[u8]>, Option<Box<[u8]>>)>,
     /// Query matchers.
     pub query: Vec<(Box<[u8]>, Option<Box<[u8]>>)>,
-    /// The action.
     pub action: Action,
     /// Prefix to strip.
     pub strip_prefix: Option<Box<[u8]>>,

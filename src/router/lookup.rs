@@ -6,7 +6,6 @@ use super::MAX_PARAMS;
 
 /// What the matchers need from a request, independent of the HTTP version.
 pub trait RouteInput {
-    /// Method token.
     fn method(&self) -> &[u8];
     /// First value of a header, by lowercase name.
     fn header(&self, lower_name: &[u8]) -> Option<&[u8]>;

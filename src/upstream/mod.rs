@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 pub struct EndpointAddr {
     /// Resolved address.
     pub addr: SocketAddr,
-    /// Weight.
     pub weight: u32,
 }
 
@@ -40,9 +39,7 @@ pub struct UpstreamSpec {
 /// Per-worker state of one endpoint.
 #[derive(Debug, Clone)]
 pub struct EndpointState {
-    /// Address.
     pub addr: SocketAddr,
-    /// Weight.
     pub weight: u32,
     /// Affinity/hash key.
     pub key: u64,
@@ -71,7 +68,6 @@ pub enum AdminMode {
 }
 
 impl AdminMode {
-    /// Stable label.
     pub fn as_str(self) -> &'static str {
         match self {
             AdminMode::Enabled => "enabled",
@@ -143,12 +139,10 @@ pub fn subset(
 pub struct Group {
     /// Settings (shared by value from the compiled snapshot).
     pub cfg: Upstream,
-    /// Endpoints.
     pub eps: Vec<EndpointState>,
     rr: SmoothWrr,
     ring: Ring,
     rng: u64,
-    /// Circuit breaker.
     pub gate: Gate,
     budget: balance::RetryBudget,
     worker: usize,

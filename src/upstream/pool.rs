@@ -18,7 +18,6 @@ pub struct UpConn {
     pub wr: SockWr,
     /// Bytes read from the upstream and not yet consumed.
     pub buf: BytesMut,
-    /// Endpoint address.
     pub addr: SocketAddr,
     /// Taken from the pool rather than freshly connected.
     pub reused: bool,

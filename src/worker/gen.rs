@@ -35,7 +35,6 @@ impl std::ops::Deref for Gen {
 /// What a request record's indexes name.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RecordNames<'a> {
-    /// The route.
     pub route: Option<&'a str>,
     /// The upstream group.
     pub upstream: Option<&'a str>,

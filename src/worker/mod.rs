@@ -25,21 +25,16 @@ use std::time::{Duration, Instant};
 /// A running worker thread.
 #[derive(Debug)]
 pub struct WorkerHandle {
-    /// Messaging.
     pub link: WorkerLink,
-    /// The thread.
     pub join: JoinHandle<()>,
 }
 
 /// What a worker starts with.
 pub struct WorkerSpec {
-    /// Index.
     pub id: usize,
-    /// Total workers.
     pub workers: usize,
     /// CPU to pin to.
     pub cpu: Option<core_affinity::CoreId>,
-    /// Driver choice.
     pub driver: Driver,
     /// This worker's listening sockets.
     pub listeners: Vec<std::net::TcpListener>,

@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 
 /// Everything worker k owns. Not Send; nothing locked.
 pub struct Worker {
-    /// Worker index.
     pub id: usize,
     pub(super) workers: usize,
     pub(super) current: RefCell<Rc<Gen>>,

@@ -23,7 +23,6 @@ pub struct H1Client {
     /// Read half of the client socket (split once per connection, so a request body and its response
     /// can flow at the same time).
     pub rd: OwnedReadHalf<TcpStream>,
-    /// Write half.
     pub wr: SockWr,
     /// Bytes read from the client and not yet consumed.
     pub buf: BytesMut,
