@@ -16,12 +16,14 @@ use crate::forward;
 use crate::http1::encode::{Reply, ReplyBody};
 use crate::http1::head::{Method, RequestHead};
 use crate::metrics::EndReason;
+use crate::metrics::RequestRecord;
 use crate::policy::{self, Outcome, Stage};
 use crate::respond::{classify, error_reply, ProxyError};
 use crate::router::{Action, RouteInput};
-use crate::worker::Worker;
+use crate::worker::{Gen, Worker};
 pub use ctx::{After, Buffers, Ctx};
 use downstream::{Downstream, ResponseSink};
+use std::pin::pin;
 
 impl RouteInput for RequestHead {
     fn method(&self) -> &[u8] {
@@ -35,8 +37,90 @@ impl RouteInput for RequestHead {
     }
 }
 
+/// Serves one parsed request to its end and records it, whatever happens: a bug while serving it
+/// (a panic, see `crate::panic`) is contained here, so it costs this request and its connection only.
+pub async fn handle<D: Downstream>(
+    w: &Worker,
+    d: &mut D,
+    head: &RequestHead,
+    ctx: &mut Ctx,
+    bufs: &mut Buffers,
+) -> After {
+    let served = {
+        let _req = w.begin_request();
+        let request = pin!(serve(w, d, head, ctx, bufs));
+        crate::panic::catch(request).await
+    };
+    let after = match served {
+        Ok(after) => after,
+        Err(p) => contained(w, d, ctx, &p).await,
+    };
+    let ids = &ctx.ids;
+    record::finish(
+        w,
+        &ctx.gen,
+        head,
+        &ctx.rec,
+        ids.id(),
+        ids.traceparent(),
+        d.peer_ip(),
+    );
+    after
+}
+
+/// After a panic while serving a request: counted, logged with the request id, and answered with a 500
+/// when nothing of a response had been sent (else the connection just closes, as for any failure
+/// after the response started). The connection always closes: its state is whatever the panic left.
+async fn contained<D: Downstream>(
+    w: &Worker,
+    d: &mut D,
+    ctx: &mut Ctx,
+    p: &crate::panic::Panicked,
+) -> After {
+    w.count_panic();
+    tracing::error!(
+        worker = w.id,
+        request_id = %String::from_utf8_lossy(ctx.ids.id()),
+        panic = %p,
+        "panic while serving a request; connection closed"
+    );
+    let e = ProxyError::Internal;
+    ctx.rec.reason = classify(&e).reason;
+    if ctx.rec.bytes_out == 0 {
+        let reply = error_reply(&e, ctx.ids.id(), b"");
+        ctx.rec.status = reply.status;
+        let (_, mut sink) = d.split();
+        if let Ok(n) = sink.send_reply(&reply, true).await {
+            ctx.rec.bytes_out = n;
+        }
+    }
+    After::Close
+}
+
+/// A request whose head did not parse (`bytes_in` of it were read): its error response, after which the
+/// connection closes. It is counted and logged with an empty request line, never with half-parsed spans.
+pub async fn refuse_unparsed<D: Downstream>(
+    w: &Worker,
+    gen: &Gen,
+    d: &mut D,
+    e: &ProxyError,
+    bytes_in: u64,
+) {
+    let mut rec = RequestRecord::new(bytes_in);
+    let mut id = [0u8; 32];
+    w.ids.next_request_id(&mut id);
+    let reply = error_reply(e, &id, b"");
+    rec.status = reply.status;
+    rec.reason = classify(e).reason;
+    if let Ok(n) = d.split().1.send_reply(&reply, true).await {
+        rec.bytes_out = n;
+    }
+    let empty = RequestHead::default();
+    record::finish(w, gen, &empty, &rec, &id, b"-", d.peer_ip());
+}
+
 /// Serves one parsed request. The head stays valid for the whole call; `ctx` holds what happened.
-pub async fn serve<D: Downstream>(
+async fn serve<D: Downstream>(
     w: &Worker,
     d: &mut D,
     head: &RequestHead,

@@ -9,11 +9,9 @@ pub mod response;
 use crate::conn::park;
 use crate::http1::head::RequestHead;
 use crate::io::{read_more_timeout, read_or_park, ParkRead, Timed, HEAD_CHUNK, SHRINK_ABOVE};
-use crate::metrics::RequestRecord;
+use crate::pipeline;
 use crate::pipeline::ctx::{After, Buffers, Ctx};
-use crate::pipeline::downstream::{Downstream, ResponseSink};
-use crate::pipeline::{self, record};
-use crate::respond::{classify, error_reply, ProxyError};
+use crate::respond::ProxyError;
 use crate::sock::SockWr;
 use crate::worker::{Gen, Worker};
 use bytes::BytesMut;
@@ -23,7 +21,6 @@ use monoio::net::TcpStream;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::pin::pin;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -127,7 +124,7 @@ async fn serve_requests(
             Ok(Next::Closed) => return None,
             Ok(Next::Park(left)) => return Some(left),
             Err(e) => {
-                bad_head(w, &gen, c, &e).await;
+                pipeline::refuse_unparsed(w, &gen, c, &e, c.buf.len() as u64).await;
                 return None;
             }
         }
@@ -138,25 +135,7 @@ async fn serve_requests(
         }
         c.minor = head.minor;
         let mut ctx = Ctx::new(w, gen.clone(), &head);
-        let served = {
-            let _req = w.begin_request();
-            let request = pin!(pipeline::serve(w, c, &head, &mut ctx, bufs));
-            crate::panic::catch(request).await
-        };
-        let after = match served {
-            Ok(after) => after,
-            Err(p) => contained(w, c, &mut ctx, &p).await,
-        };
-        let ids = &ctx.ids;
-        record::finish(
-            w,
-            &gen,
-            &head,
-            &ctx.rec,
-            ids.id(),
-            ids.traceparent(),
-            &c.peer_ip,
-        );
+        let after = pipeline::handle(w, c, &head, &mut ctx, bufs).await;
         // Let go of the head's bytes before reading again, so the read buffer is reused, not replaced.
         head.release();
         if c.buf.is_empty() && c.buf.capacity() > SHRINK_ABOVE {
@@ -169,51 +148,6 @@ async fn serve_requests(
             return None;
         }
     }
-}
-
-/// A head that did not parse: its error response, then the connection closes. It is counted and
-/// logged with an empty request line, never with half-parsed spans.
-async fn bad_head(w: &Worker, gen: &Gen, c: &mut H1Client, e: &ProxyError) {
-    let mut rec = RequestRecord::new(c.buf.len() as u64);
-    let mut id = [0u8; 32];
-    w.ids.next_request_id(&mut id);
-    let reply = error_reply(e, &id, b"");
-    rec.status = reply.status;
-    rec.reason = classify(e).reason;
-    let (_, mut sink) = c.split();
-    if let Ok(n) = sink.send_reply(&reply, true).await {
-        rec.bytes_out = n;
-    }
-    record::finish(w, gen, &RequestHead::default(), &rec, &id, b"-", &c.peer_ip);
-}
-
-/// After a panic while serving a request: counted, logged with the request id, and answered with a 500
-/// when nothing of a response had been sent (else the connection just closes, as for any failure
-/// after the response started). The connection always closes: its state is whatever the panic left.
-async fn contained(
-    w: &Worker,
-    c: &mut H1Client,
-    ctx: &mut Ctx,
-    p: &crate::panic::Panicked,
-) -> After {
-    w.count_panic();
-    tracing::error!(
-        worker = w.id,
-        request_id = %String::from_utf8_lossy(ctx.ids.id()),
-        panic = %p,
-        "panic while serving a request; connection closed"
-    );
-    let e = ProxyError::Internal;
-    ctx.rec.reason = classify(&e).reason;
-    if ctx.rec.bytes_out == 0 {
-        let reply = error_reply(&e, ctx.ids.id(), b"");
-        ctx.rec.status = reply.status;
-        let (_, mut sink) = c.split();
-        if let Ok(n) = sink.send_reply(&reply, true).await {
-            ctx.rec.bytes_out = n;
-        }
-    }
-    After::Close
 }
 
 /// Reads until a complete head is parsed, the client goes away, or the connection should park.
