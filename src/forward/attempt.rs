@@ -60,8 +60,10 @@ impl AttemptErr {
             stale: false,
         }
     }
-    fn upstream(e: UpstreamError, retryable: bool) -> Self {
-        AttemptErr::before(ProxyError::Upstream(e), retryable)
+    /// An upstream failure before the response started; `reached` is how far the exchange got.
+    fn upstream(e: UpstreamError, reached: Reached, a: &Attempt<'_>) -> Self {
+        let retry = retryable(&e, reached, a);
+        AttemptErr::before(ProxyError::Upstream(e), retry)
     }
     /// A pooled connection the peer had closed: nothing was processed, so the request goes again at
     /// once, and the endpoint is not to blame.
@@ -69,7 +71,7 @@ impl AttemptErr {
         AttemptErr {
             stale: true,
             endpoint_fault: false,
-            ..AttemptErr::upstream(UpstreamError::Reset(addr), true)
+            ..AttemptErr::before(ProxyError::Upstream(UpstreamError::Reset(addr)), true)
         }
     }
     fn client(e: ProxyError) -> Self {
@@ -84,6 +86,34 @@ impl AttemptErr {
             retryable: false,
             stale: false,
         }
+    }
+}
+
+/// How far an exchange got before it failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reached {
+    /// No connection: the endpoint never saw the request.
+    NotConnected,
+    /// The request went out and not one byte of an answer came back.
+    SentNoAnswer,
+    /// Some of a response arrived (or the head deadline passed while waiting for it).
+    Answered,
+}
+
+/// The one retry rule. Another endpoint may be tried only when the failed one cannot have acted on the
+/// request: it never connected, or it closed without a byte of answer and the request is idempotent and
+/// wholly buffered, so it can be sent again as it was (RFC 9110 §9.2.2). A timeout or an invalid answer
+/// is never retried: the endpoint may have acted.
+fn retryable(e: &UpstreamError, reached: Reached, a: &Attempt<'_>) -> bool {
+    match (e, reached) {
+        (
+            UpstreamError::Connect { .. } | UpstreamError::ConnectTimeout(_),
+            Reached::NotConnected,
+        ) => true,
+        (UpstreamError::Reset(_), Reached::SentNoAnswer) => {
+            matches!(a.body, ReqBody::Buffered) && a.head.method_kind().is_idempotent()
+        }
+        _ => false,
     }
 }
 
@@ -128,7 +158,7 @@ pub async fn attempt<D: Downstream>(
     let mut up = match client::connect(w, a.addr, connect).await {
         Ok(up) => up,
         // Nothing was sent: any method may go to another endpoint.
-        Err(e) => return Err(AttemptErr::upstream(e, true)),
+        Err(e) => return Err(AttemptErr::upstream(e, Reached::NotConnected, a)),
     };
     let reused = up.reused;
     rec.connect_us = if reused {
@@ -137,7 +167,6 @@ pub async fn attempt<D: Downstream>(
         t0.elapsed().as_micros().min(u32::MAX as u128) as u32
     };
     let replayable = matches!(a.body, ReqBody::Buffered);
-    let idempotent = a.head.method_kind().is_idempotent();
     // The client asked to close after this request, which it sent whole, and nothing more of it is
     // buffered: the reply ends the connection and can leave with the FIN. Not when unread bytes may remain
     // (a close with unread data resets the connection, and a reply still held back would be lost with it).
@@ -154,7 +183,7 @@ pub async fn attempt<D: Downstream>(
         return Err(if reused && replayable {
             AttemptErr::stale(a.addr)
         } else {
-            AttemptErr::upstream(UpstreamError::Reset(a.addr), replayable && idempotent)
+            AttemptErr::upstream(UpstreamError::Reset(a.addr), Reached::SentNoAnswer, a)
         });
     }
 
@@ -337,23 +366,30 @@ async fn relay<R: AsyncReadRent, S: ResponseSink>(
 ) -> Result<Relayed, AttemptErr> {
     let head_req = a.head.method_kind() == Method::Head;
     let replayable = matches!(a.body, ReqBody::Buffered);
-    let idempotent = a.head.method_kind().is_idempotent();
     if let Err(f) = client::read_head(up, ubuf, resp, head_req, body_done, deadline).await {
         return Err(match f {
             HeadFail::Closed { nothing } if reused && nothing && replayable => {
                 AttemptErr::stale(a.addr)
             }
-            HeadFail::Closed { nothing } => AttemptErr::upstream(
-                UpstreamError::Reset(a.addr),
-                nothing && replayable && idempotent,
-            ),
+            HeadFail::Closed { nothing } => {
+                let reached = if nothing {
+                    Reached::SentNoAnswer
+                } else {
+                    Reached::Answered
+                };
+                AttemptErr::upstream(UpstreamError::Reset(a.addr), reached, a)
+            }
             HeadFail::Elapsed { total: true } => {
-                AttemptErr::upstream(UpstreamError::Timeout, false)
+                AttemptErr::upstream(UpstreamError::Timeout, Reached::Answered, a)
             }
-            HeadFail::Elapsed { total: false } => {
-                AttemptErr::upstream(UpstreamError::HeadTimeout(a.ucfg.response_timeout), false)
+            HeadFail::Elapsed { total: false } => AttemptErr::upstream(
+                UpstreamError::HeadTimeout(a.ucfg.response_timeout),
+                Reached::Answered,
+                a,
+            ),
+            HeadFail::Bad(e) => {
+                AttemptErr::upstream(UpstreamError::BadResponse(e), Reached::Answered, a)
             }
-            HeadFail::Bad(e) => AttemptErr::upstream(UpstreamError::BadResponse(e), false),
         });
     }
 
@@ -384,7 +420,7 @@ async fn relay<R: AsyncReadRent, S: ResponseSink>(
                 Timed::Done(_) => UpstreamError::Reset(a.addr),
                 Timed::Elapsed => UpstreamError::Timeout,
             };
-            return Err(AttemptErr::upstream(e, false));
+            return Err(AttemptErr::upstream(e, Reached::Answered, a));
         }
     }
     started.set(true);
