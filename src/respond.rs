@@ -207,3 +207,56 @@ pub fn error_reply<'a>(e: &ProxyError, request_id: &'a [u8], headers: &'a [u8]) 
         head_only: false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_rejections_are_4xx_policy_faults_that_keep_the_connection() {
+        for (p, status) in [
+            (PolicyError::Unauthenticated, 401),
+            (PolicyError::Forbidden, 403),
+            (PolicyError::TooManyRequests, 429),
+            (PolicyError::AuthUnavailable, 503),
+        ] {
+            let c = classify(&ProxyError::Policy(p));
+            assert_eq!(
+                (c.status, c.reason, c.fault, c.body_unread),
+                (status, EndReason::Policy, Fault::Policy, false),
+                "{p:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_upstream_failures_blame_the_endpoint() {
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let upstream = [
+            UpstreamError::ConnectTimeout(addr),
+            UpstreamError::Reset(addr),
+            UpstreamError::HeadTimeout(Duration::from_secs(1)),
+            UpstreamError::Timeout,
+            UpstreamError::BadResponse(HeadError::BadStatus),
+        ];
+        for u in upstream {
+            assert_eq!(classify(&ProxyError::Upstream(u)).fault, Fault::Upstream);
+        }
+        for u in [UpstreamError::NoHealthy(0), UpstreamError::CircuitOpen(0)] {
+            let c = classify(&ProxyError::Upstream(u));
+            assert_eq!((c.status, c.fault), (503, Fault::Capacity));
+        }
+        for e in [ProxyError::ClientClosed, ProxyError::BodyTimeout, ProxyError::NoRoute] {
+            assert_eq!(classify(&e).fault, Fault::Client);
+        }
+        assert_eq!(classify(&ProxyError::Internal).status, 500);
+    }
+
+    #[test]
+    fn body_errors_leave_the_body_unread() {
+        assert!(classify(&ProxyError::BodyTooLarge).body_unread);
+        assert!(classify(&ProxyError::BodyTimeout).body_unread);
+        assert!(!classify(&ProxyError::NoRoute).body_unread);
+        assert!(!classify(&ProxyError::Upstream(UpstreamError::Timeout)).body_unread);
+    }
+}
