@@ -246,7 +246,11 @@ mod tests {
             let c = classify(&ProxyError::Upstream(u));
             assert_eq!((c.status, c.fault), (503, Fault::Capacity));
         }
-        for e in [ProxyError::ClientClosed, ProxyError::BodyTimeout, ProxyError::NoRoute] {
+        for e in [
+            ProxyError::ClientClosed,
+            ProxyError::BodyTimeout,
+            ProxyError::NoRoute,
+        ] {
             assert_eq!(classify(&e).fault, Fault::Client);
         }
         assert_eq!(classify(&ProxyError::Internal).status, 500);

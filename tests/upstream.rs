@@ -248,6 +248,53 @@ fn reset_before_response_head_is_json_502() {
     assert_eq!(be.request_count(), 1);
 }
 
+/// A response cut off after it started keeps its cause: the access log says what cut it off (not just
+/// that it was cut), and an upstream that broke off mid-body counts toward its passive health.
+#[test]
+fn reset_mid_body_is_logged_as_such_and_ejects_the_endpoint() {
+    let be = Backend::start(|_| Reply::reset_mid_body(100_000, 1_000));
+    let dir = temp_dir();
+    let log = dir.path().join("access.log");
+    let sl = Sluice::start(&config(&format!(
+        "[access_log]\npath = \"{}\"\n\n{}{}",
+        log.display(),
+        upstream(
+            "app",
+            &[be.addr()],
+            "retries = 0\npassive_health = { max_failures = 1, cooldown = \"30s\" }\n"
+        ),
+        catch_all("app")
+    )));
+    let mut c = Conn::connect(sl.addr());
+    c.send(&build_request("GET", "/", &[], b""));
+    assert_cut_off(c.read_response(), 502, "a reset mid-body");
+    let logged = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || !logged().is_empty()),
+        "no access log line"
+    );
+    let l = &logged()[0];
+    assert_eq!(
+        (l["status"].as_u64(), l["reason"].as_str()),
+        (Some(200), Some("upstream_reset")),
+        "{l}"
+    );
+    // max_failures = 1: that one failure ejected the only endpoint.
+    let r = http_get(sl.addr(), "/", &[]);
+    assert_json_error(&r, 503);
+    assert_eq!(
+        be.request_count(),
+        1,
+        "the ejected endpoint got no second request"
+    );
+}
+
 #[test]
 fn reset_mid_body_does_not_look_complete() {
     let be = Backend::start(|_| Reply::reset_mid_body(100_000, 1_000));
