@@ -224,16 +224,15 @@ pub struct LogFields<'a> {
 /// Writes `s` as JSON string content; bytes outside ASCII are written as \u00XX (Latin-1), so the line
 /// is valid JSON whatever the client sent.
 fn json_str(out: &mut Vec<u8>, s: &[u8]) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     for &b in s {
         match b {
             b'"' => out.extend_from_slice(b"\\\""),
             b'\\' => out.extend_from_slice(b"\\\\"),
             0x20..=0x7e => out.push(b),
             _ => {
-                out.extend_from_slice(b"\\u00");
-                out.push(HEX[(b >> 4) as usize]);
-                out.push(HEX[(b & 0xf) as usize]);
+                let mut hex = *b"\\u0000";
+                crate::hex::hex_into(&mut hex[4..], b as u64);
+                out.extend_from_slice(&hex);
             }
         }
     }
