@@ -148,7 +148,7 @@ fn bench_reload(c: &mut Criterion) {
     let mut g = c.benchmark_group("reload_10k_routes");
     g.sample_size(10);
     g.bench_function("toml_deserialize", |b| {
-        b.iter(|| black_box(toml::from_str::<sluice::config::file::ConfigToml>(&text).unwrap()))
+        b.iter(|| black_box(toml::from_str::<sluice::config::ConfigToml>(&text).unwrap()))
     });
     g.bench_function("parse_and_validate", |b| {
         b.iter(|| black_box(parse(&text, Source::Embedded).unwrap()))

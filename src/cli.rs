@@ -132,7 +132,7 @@ pub fn summary(cfg: &Config) -> String {
     let _ = writeln!(s, "{}: ok", cfg.source.label());
     let _ = writeln!(
         s,
-        "workers: {}  driver: {:?}",
+        "workers: {}  driver: {}",
         cfg.workers.map_or("auto".to_string(), |n| n.to_string()),
         cfg.driver
     );
@@ -167,7 +167,7 @@ pub fn summary(cfg: &Config) -> String {
             .collect();
         let _ = writeln!(
             s,
-            "  {:<16} {:?} [{}]{}",
+            "  {:<16} {} [{}]{}",
             u.name,
             u.balancer,
             eps.join(", "),

@@ -363,6 +363,47 @@ fn check(toml: &str) -> (Output, String) {
     (out, path.display().to_string())
 }
 
+/// What users read spells balancers, hash keys and drivers as the config does, not as Rust debug output.
+#[test]
+fn check_summary_and_admin_spell_settings_as_configured() {
+    let ep: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let rest = format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n\n{}{}{}",
+        upstream(
+            "app",
+            &[ep],
+            "balancer = \"consistent_hash\"\nhash_on = \"header:X-User-Id\"\n"
+        ),
+        upstream("rr", &[ep], ""),
+        catch_all("app")
+    );
+    let cfg = config_with(&format!("{DEFAULT_TOP}\ndriver = \"epoll\""), &rest);
+    let (out, _) = check(&cfg);
+    let text = out.all();
+    assert!(out.status.success(), "--check:\n{text}");
+    for want in [
+        "driver: epoll",
+        "consistent_hash (hash_on = header:x-user-id)",
+        "round_robin",
+    ] {
+        assert!(text.contains(want), "--check should say {want:?}:\n{text}");
+    }
+    for debug in ["Epoll", "ConsistentHash", "Header(", "RoundRobin"] {
+        assert!(
+            !text.contains(debug),
+            "--check prints Rust debug output {debug:?}:\n{text}"
+        );
+    }
+    let sl = Sluice::start(&cfg);
+    let r = http_get(sl.admin_addr().expect("admin"), "/upstreams", &[]);
+    let body = r.body_str();
+    assert!(
+        body.contains("\"consistent_hash (hash_on = header:x-user-id)\"")
+            && body.contains("\"round_robin\""),
+        "/upstreams should spell balancers as configured:\n{body}"
+    );
+}
+
 #[test]
 fn check_accepts_good_config() {
     let (out, _) = check(&format!(

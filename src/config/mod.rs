@@ -1,13 +1,36 @@
-//! Configuration: TOML as written (`file`) -> validated `Config` (`validate`).
-//! Loading never panics: every problem becomes a `ConfigError` that names the file and the key.
+//! Configuration: TOML text -> the types serde reads (`*Toml`, as written, with defaults) -> the
+//! validated `Config` the rest of sluice uses. Loading never panics: every problem becomes a
+//! `ConfigError` that names the file and the key.
+//!
+//! The layout rule: **a table is one file**, holding its file type (`XxxToml`, serde, `deny_unknown_fields`,
+//! its defaults in a private `dflt` module), its validated type, and its rules (a `fn` from one to the
+//! other that names the exact key of every error). `document.rs` holds the top-level keys and runs the
+//! tables in order, then the checks across tables; `check.rs` the rules every table shares. A new table
+//! (consumers, auth, limits, TLS) is a new file here plus one line in `document.rs`.
 
-pub mod file;
+mod check;
+mod document;
+
+mod admin;
+mod dns;
+mod http;
+mod listener;
 pub mod monitoring;
+mod route;
+mod upstream;
+
 pub mod secret;
 pub mod units;
-mod validate;
 
-pub use validate::*;
+pub use admin::Admin;
+pub use check::is_token;
+use check::Reach;
+pub use dns::Dns;
+pub use document::{validate, Config, ConfigToml, Driver};
+pub use http::Http;
+pub use listener::Listener;
+pub use route::{path_params, HostPattern, Matcher, Respond, Route, RouteAction, SplitTarget};
+pub use upstream::{Balancer, EndpointSpec, HashOn, HealthCheck, Sticky, Upstream};
 
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -64,17 +87,17 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
 
 /// Parses and validates TOML text from `source`.
 pub fn parse(text: &str, source: Source) -> Result<Config, ConfigError> {
-    parse_in(text, source, validate::Reach::World)
+    parse_in(text, source, Reach::World)
 }
 
 /// `parse` that touches nothing but the text: a `{ file = .. }` secret, or a listen, admin or DNS
 /// server address that is not an IP literal, is a validation error instead of a read or a lookup.
 /// For the fuzz target (`fuzz/fuzz_targets/config.rs`), where arbitrary text must not block.
 pub fn parse_text_only(text: &str, source: Source) -> Result<Config, ConfigError> {
-    parse_in(text, source, validate::Reach::TextOnly)
+    parse_in(text, source, Reach::TextOnly)
 }
 
-fn parse_in(text: &str, source: Source, reach: validate::Reach) -> Result<Config, ConfigError> {
+fn parse_in(text: &str, source: Source, reach: Reach) -> Result<Config, ConfigError> {
     let label = source.label();
     let syntax = |inner: toml::de::Error, key: String| {
         let mut message = inner.message().to_string();
@@ -91,12 +114,12 @@ fn parse_in(text: &str, source: Source, reach: validate::Reach) -> Result<Config
     let de = toml::Deserializer::parse(text).map_err(|e| syntax(e, String::new()))?;
     // Tracking the key path costs a third of deserialising a large config, so it is done only to name the
     // key of an error, on a second pass.
-    let raw = match file::ConfigToml::deserialize(de) {
+    let raw = match ConfigToml::deserialize(de) {
         Ok(raw) => raw,
         Err(plain) => {
             let again = toml::Deserializer::parse(text).map_err(|e| syntax(e, String::new()))?;
             return Err(
-                match serde_path_to_error::deserialize::<_, file::ConfigToml>(again) {
+                match serde_path_to_error::deserialize::<_, ConfigToml>(again) {
                     Err(e) => {
                         let key = e.path().to_string();
                         syntax(e.into_inner(), key)
@@ -106,5 +129,8 @@ fn parse_in(text: &str, source: Source, reach: validate::Reach) -> Result<Config
             );
         }
     };
-    validate::validate_in(raw, source, reach)
+    document::validate_in(raw, source, reach)
 }
+
+#[cfg(test)]
+mod tests;

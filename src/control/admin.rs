@@ -416,7 +416,7 @@ fn upstreams(st: &AdminState) -> Value {
                 .collect();
             json!({
                 "name": u.cfg.name,
-                "balancer": format!("{:?}", u.cfg.balancer),
+                "balancer": u.cfg.balancer.to_string(),
                 "health_check": u.cfg.health_check.as_ref().map(|h| json!({"path": h.path, "interval_ms": h.interval.as_millis() as u64})),
                 "endpoints": eps,
             })

@@ -1,0 +1,139 @@
+//! Validation tests over whole documents.
+
+use super::*;
+use std::time::Duration;
+
+fn parse(s: &str) -> Result<Config, ConfigError> {
+    super::parse(s, Source::File("t.toml".into()))
+}
+
+const MIN: &str = "[listeners.a]\nlisten = \"127.0.0.1:0\"\n";
+
+#[test]
+fn minimal_contract_config_loads() {
+    let c = parse(
+        "workers = 1\n[listeners.main]\nlisten = \"127.0.0.1:0\"\n[http]\nheader_timeout = \"5s\"\n\
+         [upstreams.backend]\nendpoints = [\"127.0.0.1:9\"]\nresponse_timeout = \"5s\"\n\
+         [routes.all]\npath = \"/*\"\nupstream = \"backend\"\n",
+    )
+    .unwrap();
+    assert_eq!(c.workers, Some(1));
+    assert_eq!(c.upstreams[0].response_timeout, Duration::from_secs(5));
+}
+
+#[test]
+fn unknown_key_is_named() {
+    let e = parse(&format!("{MIN}[http]\nheader_timout = \"5s\"\n")).unwrap_err();
+    assert_eq!(e.key, "http.header_timout");
+    assert!(e.message.contains("header_timout"), "{e}");
+}
+
+#[test]
+fn bad_weight_names_key() {
+    let e = parse(&format!(
+        "{MIN}[upstreams.api]\nendpoints = [\"127.0.0.1:1\", {{ address = \"127.0.0.1:2\", weight = 0 }}]\n"
+    ))
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "t.toml: upstreams.api.endpoints[1].weight: expected 1..=1000, got 0"
+    );
+}
+
+#[test]
+fn unknown_upstream_in_route() {
+    let e = parse(&format!(
+        "{MIN}[routes.r]\npath = \"/\"\nupstream = \"nope\"\n"
+    ))
+    .unwrap_err();
+    assert_eq!(e.key, "routes.r.upstream");
+}
+
+#[test]
+fn duration_needs_unit() {
+    let e = parse(&format!("{MIN}[http]\nidle_timeout = \"5\"\n")).unwrap_err();
+    assert_eq!(e.key, "http.idle_timeout");
+}
+
+#[test]
+fn subset_size() {
+    let up = |extra: &str| {
+        parse(&format!(
+            "{MIN}[upstreams.api]\nendpoints = [\"127.0.0.1:1\", \"127.0.0.1:2\"]\n{extra}\n"
+        ))
+    };
+    assert_eq!(up("").unwrap().upstreams[0].subset_size, None);
+    assert_eq!(
+        up("subset_size = 1").unwrap().upstreams[0].subset_size,
+        Some(1)
+    );
+    let e = up("subset_size = 0").unwrap_err();
+    assert_eq!(e.key, "upstreams.api.subset_size");
+    assert!(e.message.starts_with("expected at least 1, got 0"), "{e}");
+    let e = up("subset_size = -1").unwrap_err();
+    assert_eq!(e.key, "upstreams.api.subset_size");
+    let e = up("subset_size = 1\nbalancer = \"consistent_hash\"").unwrap_err();
+    assert_eq!(e.key, "upstreams.api.subset_size");
+    let e = up("subset_size = 1\nsticky = {}").unwrap_err();
+    assert_eq!(e.key, "upstreams.api.subset_size");
+}
+
+#[test]
+fn text_only_reads_no_secret_file_and_resolves_no_name() {
+    let text_only = |s: &str| super::parse_text_only(s, Source::File("t.toml".into()));
+    let path = std::env::temp_dir().join(format!("sluice-secret-{}", std::process::id()));
+    std::fs::write(&path, "s3cret\n").unwrap();
+    let admin = format!(
+        "{MIN}[admin]\nlisten = \"127.0.0.1:0\"\ntoken = {{ file = {:?} }}\n",
+        path.display().to_string()
+    );
+    let read = parse(&admin);
+    let refused = text_only(&admin);
+    std::fs::remove_file(&path).unwrap();
+    let token = read.unwrap().admin.unwrap().token.unwrap();
+    assert_eq!(token.expose(), "s3cret");
+    let e = refused.unwrap_err();
+    assert_eq!(e.key, "admin.token");
+    assert!(e.message.contains("not read"), "{e}");
+    // `/dev/zero` would never finish reading: it is refused before any open.
+    let e = text_only(&format!(
+        "{MIN}[admin]\nlisten = \"127.0.0.1:0\"\ntoken = {{ file = \"/dev/zero\" }}\n"
+    ))
+    .unwrap_err();
+    assert_eq!(e.key, "admin.token");
+
+    for (text, key) in [
+        (
+            "[listeners.a]\nlisten = \"localhost:0\"\n",
+            "listeners.a.listen",
+        ),
+        (
+            &format!("{MIN}[admin]\nlisten = \"example.com:9901\"\n"),
+            "admin.listen",
+        ),
+        (
+            &format!("{MIN}[dns]\nservers = [\"ns.example:53\"]\n"),
+            "dns.servers[0]",
+        ),
+    ] {
+        let e = text_only(text).unwrap_err();
+        assert_eq!(e.key, key);
+        assert!(e.message.contains("not resolved"), "{e}");
+    }
+    // Literals, env secrets and endpoint names (resolved later, by the snapshot) still pass.
+    let c = text_only(&format!(
+        "{MIN}[admin]\nlisten = \"[::1]:9901\"\ntoken = \"inline\"\n\
+         [upstreams.u]\nendpoints = [\"backend.internal:80\", \"10.0.0.1:80\"]\n"
+    ))
+    .unwrap();
+    assert_eq!(c.upstreams[0].endpoints[0].host, "backend.internal");
+    assert!(c.upstreams[0].endpoints[0].literal.is_none());
+}
+
+#[test]
+fn path_patterns() {
+    assert!(path_params("/a/{id}/*").is_ok());
+    assert!(path_params("/a/*/b").is_err());
+    assert!(path_params("a").is_err());
+    assert!(path_params("/{a}/{a}").is_err());
+}
