@@ -193,11 +193,8 @@ pub async fn attempt<D: Downstream>(
     let sent_at = Instant::now();
     let (mut client_body, mut sink) = d.split();
     if let ReqBody::Stream(_) = a.body {
-        if a.head.expect_continue {
-            match sink.interim_continue().await {
-                Ok(n) => rec.bytes_out += n,
-                Err(_) => return Err(AttemptErr::client(ProxyError::ClientClosed)),
-            }
+        if a.head.expect_continue && sink.interim_continue().await.is_err() {
+            return Err(AttemptErr::client(ProxyError::ClientClosed));
         }
     }
     let deadline = HeadDeadline {
@@ -481,7 +478,9 @@ async fn relay_body<R: AsyncReadRent, S: ResponseSink>(
         Framing::Length(total) => (ubuf.len() as u64).min(total) as usize,
         Framing::Close => ubuf.len(),
     };
-    *sent += sink.send_head(ubuf, first).await.map_err(client_err)?;
+    sink.send_head(ubuf, first, sent)
+        .await
+        .map_err(client_err)?;
     match edits.framing {
         Framing::None => Ok(true),
         Framing::Length(total) => {
@@ -494,7 +493,7 @@ async fn relay_body<R: AsyncReadRent, S: ResponseSink>(
                     }
                 }
                 let n = (ubuf.len() as u64).min(left) as usize;
-                *sent += sink.send_body(ubuf, n).await.map_err(client_err)?;
+                sink.send_body(ubuf, n, sent).await.map_err(client_err)?;
                 left -= n as u64;
             }
             Ok(true)
@@ -506,7 +505,9 @@ async fn relay_body<R: AsyncReadRent, S: ResponseSink>(
                     let p = dec.feed(ubuf, |_| ()).map_err(|e| {
                         AttemptErr::after(ProxyError::Upstream(UpstreamError::BadChunk(e)))
                     })?;
-                    *sent += sink.send_body(ubuf, p.consumed).await.map_err(client_err)?;
+                    sink.send_body(ubuf, p.consumed, sent)
+                        .await
+                        .map_err(client_err)?;
                     if dec.is_done() {
                         return Ok(true);
                     }
@@ -522,7 +523,7 @@ async fn relay_body<R: AsyncReadRent, S: ResponseSink>(
                 Timed::Done(Ok(0)) => return Ok(false),
                 Timed::Done(Ok(_)) => {
                     let n = ubuf.len();
-                    *sent += sink.send_body(ubuf, n).await.map_err(client_err)?;
+                    sink.send_body(ubuf, n, sent).await.map_err(client_err)?;
                 }
                 t => return Err(cut_short(t)),
             }

@@ -80,10 +80,36 @@ pub enum After {
 }
 
 /// A connection's buffers that outlive each of its requests, so a request allocates none.
-#[derive(Default)]
 pub struct Buffers {
     /// The upstream request (head, and a body that came with it), kept for a retry.
     pub upstream_req: Vec<u8>,
     /// The upstream's response head (its header list keeps its capacity).
     pub resp: ResponseHead,
+}
+
+/// Room for a typical upstream request head, so the first request of a session does not grow it.
+const REQUEST_HEAD_ROOM: usize = 512;
+
+impl Buffers {
+    /// A session's buffers.
+    pub fn new() -> Buffers {
+        Buffers {
+            upstream_req: Vec::with_capacity(REQUEST_HEAD_ROOM),
+            resp: ResponseHead::default(),
+        }
+    }
+
+    /// After a request: a buffer that a large request grew past `above` bytes is let go, so one big
+    /// upload does not pin its memory for the rest of the session.
+    pub fn shrink(&mut self, above: usize) {
+        if self.upstream_req.capacity() > above {
+            self.upstream_req = Vec::with_capacity(REQUEST_HEAD_ROOM);
+        }
+    }
+}
+
+impl Default for Buffers {
+    fn default() -> Self {
+        Buffers::new()
+    }
 }

@@ -31,21 +31,29 @@ pub trait RequestBody {
     async fn read_more(&mut self, wait: Duration) -> Timed<io::Result<usize>>;
 }
 
-/// Sending a response. Every method returns the bytes it put on the wire, for the record.
+/// Sending a response. Every method adds the bytes it sends to `sent` (the record's `bytes_out`)
+/// before it writes them, so a write cut short still counts: `bytes_out > 0` means the client may
+/// have seen part of a response, and a contained panic then closes instead of answering 500.
 #[allow(async_fn_in_trait)]
 pub trait ResponseSink {
     /// `100 Continue` (RFC 9110 §10.1.1), before the body of an `Expect: 100-continue` request is read.
-    async fn interim_continue(&mut self) -> io::Result<u64>;
+    /// Not counted: an interim response leaves the final one still to be sent.
+    async fn interim_continue(&mut self) -> io::Result<()>;
     /// Turns the upstream's response head into the client's, in the sink's own buffer, so the
     /// upstream head's bytes can be let go (and its read buffer reused) before the body is read.
     fn encode_head(&mut self, head: &ResponseHead, rw: &ResponseEdits<'_>);
     /// Sends the encoded head, then the first `n` bytes of `body` (upstream wire bytes in the
     /// framing given to `encode_head`), removed from it.
-    async fn send_head(&mut self, body: &mut BytesMut, n: usize) -> io::Result<u64>;
+    async fn send_head(&mut self, body: &mut BytesMut, n: usize, sent: &mut u64) -> io::Result<()>;
     /// The next `n` bytes of the upstream's body from the front of `body`, removed from it.
-    async fn send_body(&mut self, body: &mut BytesMut, n: usize) -> io::Result<u64>;
+    async fn send_body(&mut self, body: &mut BytesMut, n: usize, sent: &mut u64) -> io::Result<()>;
     /// A whole response of sluice's own; `close` ends the connection after it.
-    async fn send_reply(&mut self, reply: &Reply<'_>, close: bool) -> io::Result<u64>;
+    async fn send_reply(
+        &mut self,
+        reply: &Reply<'_>,
+        close: bool,
+        sent: &mut u64,
+    ) -> io::Result<()>;
     /// Whether the response would keep the connection for the upstream framing `f` (HTTP/1.0 clients
     /// cannot be sent a chunked or close-delimited body on a kept connection).
     fn can_keep(&self, f: Framing) -> bool;

@@ -90,9 +90,7 @@ async fn contained<D: Downstream>(
         let reply = error_reply(&e, ctx.ids.id(), b"");
         ctx.rec.status = reply.status;
         let (_, mut sink) = d.split();
-        if let Ok(n) = sink.send_reply(&reply, true).await {
-            ctx.rec.bytes_out = n;
-        }
+        let _ = sink.send_reply(&reply, true, &mut ctx.rec.bytes_out).await;
     }
     After::Close
 }
@@ -112,9 +110,11 @@ pub async fn refuse_unparsed<D: Downstream>(
     let reply = error_reply(e, &id, b"");
     rec.status = reply.status;
     rec.reason = classify(e).reason;
-    if let Ok(n) = d.split().1.send_reply(&reply, true).await {
-        rec.bytes_out = n;
-    }
+    let _ = d
+        .split()
+        .1
+        .send_reply(&reply, true, &mut rec.bytes_out)
+        .await;
     let empty = RequestHead::default();
     record::finish(w, gen, &empty, &rec, &id, b"-", d.peer_ip());
 }
@@ -155,9 +155,12 @@ async fn serve<D: Downstream>(
             ctx.rec.status = r.status;
             ctx.rec.reason = EndReason::Direct;
             let (_, mut sink) = d.split();
-            match sink.send_reply(&reply, close).await {
-                Ok(n) => ctx.rec.bytes_out = n,
-                Err(_) => return After::Close,
+            if sink
+                .send_reply(&reply, close, &mut ctx.rec.bytes_out)
+                .await
+                .is_err()
+            {
+                return After::Close;
             }
             if close {
                 After::Close
@@ -203,9 +206,12 @@ pub async fn reject<D: Downstream>(d: &mut D, ctx: &mut Ctx, e: &ProxyError, clo
     ctx.rec.status = reply.status;
     ctx.rec.reason = classify(e).reason;
     let (_, mut sink) = d.split();
-    match sink.send_reply(&reply, close).await {
-        Ok(n) => ctx.rec.bytes_out += n,
-        Err(_) => return After::Close,
+    if sink
+        .send_reply(&reply, close, &mut ctx.rec.bytes_out)
+        .await
+        .is_err()
+    {
+        return After::Close;
     }
     if close {
         After::Close

@@ -112,14 +112,13 @@ impl RequestBody for H1Body<'_> {
 }
 
 impl ResponseSink for H1Sink<'_> {
-    async fn interim_continue(&mut self) -> io::Result<u64> {
+    async fn interim_continue(&mut self) -> io::Result<()> {
         if self.minor == 0 {
-            return Ok(0);
+            return Ok(());
         }
         self.out.clear();
         self.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
-        let n = self.out.len() as u64;
-        write_vec(self.wr, self.out).await.map(|_| n)
+        write_vec(self.wr, self.out).await
     }
 
     fn encode_head(&mut self, head: &ResponseHead, rw: &ResponseEdits<'_>) {
@@ -136,23 +135,22 @@ impl ResponseSink for H1Sink<'_> {
         write_head(self.out, head, &rewrite);
     }
 
-    async fn send_head(&mut self, body: &mut BytesMut, n: usize) -> io::Result<u64> {
+    async fn send_head(&mut self, body: &mut BytesMut, n: usize, sent: &mut u64) -> io::Result<()> {
         if self.dechunk.is_some() {
-            let sent = self.out.len() as u64;
+            *sent += self.out.len() as u64;
             write_vec(self.wr, self.out).await?;
-            return Ok(sent + self.send_body(body, n).await?);
+            return self.send_body(body, n, sent).await;
         }
         // Head and as much of the body as is here leave in one syscall, the body sent from the read
         // buffer rather than copied behind the head.
-        let sent = (self.out.len() + n) as u64;
-        self.wr.write_two(self.out, body, n).await?;
-        Ok(sent)
+        *sent += (self.out.len() + n) as u64;
+        self.wr.write_two(self.out, body, n).await
     }
 
-    async fn send_body(&mut self, body: &mut BytesMut, n: usize) -> io::Result<u64> {
+    async fn send_body(&mut self, body: &mut BytesMut, n: usize, sent: &mut u64) -> io::Result<()> {
         let Some(dec) = self.dechunk.as_mut() else {
-            write_front(self.wr, body, n).await?;
-            return Ok(n as u64);
+            *sent += n as u64;
+            return write_front(self.wr, body, n).await;
         };
         // The forwarder validated this framing already; decoding it again cannot fail.
         self.out.clear();
@@ -160,11 +158,16 @@ impl ResponseSink for H1Sink<'_> {
         dec.feed(&body[..n], |d| out.extend_from_slice(d))
             .map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
         body.advance(n);
-        let sent = self.out.len() as u64;
-        write_vec(self.wr, self.out).await.map(|_| sent)
+        *sent += self.out.len() as u64;
+        write_vec(self.wr, self.out).await
     }
 
-    async fn send_reply(&mut self, reply: &Reply<'_>, close: bool) -> io::Result<u64> {
+    async fn send_reply(
+        &mut self,
+        reply: &Reply<'_>,
+        close: bool,
+        sent: &mut u64,
+    ) -> io::Result<()> {
         let persist = if close {
             Persist::Close
         } else if self.minor == 0 {
@@ -174,8 +177,8 @@ impl ResponseSink for H1Sink<'_> {
         };
         self.out.clear();
         encode::reply(self.out, reply, persist);
-        let sent = self.out.len() as u64;
-        write_vec(self.wr, self.out).await.map(|_| sent)
+        *sent += self.out.len() as u64;
+        write_vec(self.wr, self.out).await
     }
 
     fn can_keep(&self, f: Framing) -> bool {

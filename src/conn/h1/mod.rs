@@ -98,7 +98,7 @@ async fn session(
         BytesMut::with_capacity(HEAD_CHUNK),
         peer.ip().to_string().into_boxed_str(),
     );
-    let mut bufs = Buffers::default();
+    let mut bufs = Buffers::new();
     let parked = serve_requests(w, &mut c, &mut bufs, first).await;
     // Reunited rather than dropped as halves: monoio shuts the write side down when a write half is
     // dropped, a syscall per connection that the close, which sends the FIN anyway, makes unnecessary.
@@ -144,6 +144,7 @@ async fn serve_requests(
         if c.out.capacity() > SHRINK_ABOVE {
             c.out = Vec::with_capacity(512);
         }
+        bufs.shrink(SHRINK_ABOVE);
         if after == After::Close || w.is_draining() {
             return None;
         }
