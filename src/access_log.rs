@@ -219,6 +219,10 @@ pub struct LogFields<'a> {
     pub upstream: Option<&'a str>,
     pub endpoint: Option<std::net::SocketAddr>,
     pub worker: usize,
+    /// The authenticated consumer.
+    pub consumer: Option<&'a str>,
+    /// How authentication ended: `method:outcome`, e.g. `api_key:ok`.
+    pub auth: Option<(&'a str, &'static str)>,
 }
 
 /// Writes `s` as JSON string content; bytes outside ASCII are written as \u00XX (Latin-1), so the line
@@ -302,7 +306,7 @@ pub fn format_json(out: &mut Vec<u8>, f: &LogFields<'_>) {
     let total_us = r.start.elapsed().as_micros() as u64;
     let _ = write!(
         out,
-        ",\"bytes_in\":{},\"bytes_out\":{},\"duration_ms\":{:.3},\"connect_ms\":{:.3},\"ttfb_ms\":{:.3},\"attempts\":{},\"reason\":\"{}\",\"consumer\":null,\"worker\":{},\"user_agent\":\"",
+        ",\"bytes_in\":{},\"bytes_out\":{},\"duration_ms\":{:.3},\"connect_ms\":{:.3},\"ttfb_ms\":{:.3},\"attempts\":{},\"reason\":\"{}\",\"consumer\":",
         r.bytes_in,
         r.bytes_out,
         ms(total_us),
@@ -310,8 +314,16 @@ pub fn format_json(out: &mut Vec<u8>, f: &LogFields<'_>) {
         ms(r.ttfb_us as u64),
         r.attempts,
         r.reason.as_str(),
-        f.worker
     );
+    opt_str(out, f.consumer);
+    out.extend_from_slice(b",\"auth\":");
+    match f.auth {
+        Some((m, o)) => {
+            let _ = write!(out, "\"{m}:{o}\"");
+        }
+        None => out.extend_from_slice(b"null"),
+    }
+    let _ = write!(out, ",\"worker\":{},\"user_agent\":\"", f.worker);
     json_str(out, f.head.get(b"user-agent").unwrap_or(b""));
     out.extend_from_slice(b"\",\"traceparent\":\"");
     out.extend_from_slice(f.traceparent);
@@ -388,6 +400,13 @@ pub fn format_template(out: &mut Vec<u8>, tpl: &str, f: &LogFields<'_>) {
             "worker" => {
                 let _ = write!(out, "{}", f.worker);
             }
+            "consumer" => dash(out, f.consumer.unwrap_or("").as_bytes()),
+            "auth" => match f.auth {
+                Some((m, o)) => {
+                    let _ = write!(out, "{m}:{o}");
+                }
+                None => out.push(b'-'),
+            },
             _ => out.push(b'-'),
         }
     }

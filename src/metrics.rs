@@ -92,6 +92,57 @@ impl EndReason {
     }
 }
 
+/// How authentication ended for a request, for `sluice_auth_total` and the access log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthOutcome {
+    /// A credential verified.
+    Ok,
+    /// No credential of any of the route's methods was sent.
+    Missing,
+    /// A credential was sent and did not verify (unknown key, wrong password, bad token).
+    Invalid,
+    /// The consumer is disabled.
+    Disabled,
+    /// A token past its `exp`.
+    Expired,
+    /// A token before its `nbf`.
+    NotYetValid,
+    /// Authenticated, but the route's `allow` does not admit the consumer.
+    Denied,
+    /// Authenticated, but a required scope or claim is missing.
+    InsufficientScope,
+    /// The verifier could not decide (no keys, auth service down).
+    Unavailable,
+}
+
+/// Number of `AuthOutcome`s.
+pub const AUTH_OUTCOMES: usize = 9;
+
+impl AuthOutcome {
+    /// Stable label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthOutcome::Ok => "ok",
+            AuthOutcome::Missing => "missing",
+            AuthOutcome::Invalid => "invalid",
+            AuthOutcome::Disabled => "disabled",
+            AuthOutcome::Expired => "expired",
+            AuthOutcome::NotYetValid => "not_yet_valid",
+            AuthOutcome::Denied => "denied",
+            AuthOutcome::InsufficientScope => "insufficient_scope",
+            AuthOutcome::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// Which method (an index into the generation's method names: `api_key`, `basic`, then each
+/// `[auth.NAME]`) ended how. For a request that sent no credential the method is the route's first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthMark {
+    pub method: u8,
+    pub outcome: AuthOutcome,
+}
+
 /// Error kinds for counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
@@ -151,6 +202,8 @@ pub struct RequestRecord {
     pub reason: EndReason,
     /// Attempts made upstream.
     pub attempts: u8,
+    /// How authentication ended (None: the route has none).
+    pub auth: Option<AuthMark>,
 }
 
 impl RequestRecord {
@@ -167,6 +220,7 @@ impl RequestRecord {
             ttfb_us: 0,
             reason: EndReason::Completed,
             attempts: 0,
+            auth: None,
         }
     }
 }
@@ -267,6 +321,8 @@ pub struct GenStats {
     routes: Vec<RouteStats>,
     unrouted: Counters,
     endpoints: Vec<Vec<EndpointStats>>,
+    /// Authentication outcomes by (route, method, outcome); an entry is created on its first use.
+    auth: std::collections::HashMap<(u32, u8, u8), u64, ahash::RandomState>,
 }
 
 impl GenStats {
@@ -286,6 +342,12 @@ impl GenStats {
     pub fn record(&mut self, r: &RequestRecord, endpoint_failed: bool) {
         let latency_us = r.start.elapsed().as_micros() as u64;
         self.global.add_record(r, latency_us);
+        if let (Some(a), Some(route)) = (r.auth, r.route) {
+            *self
+                .auth
+                .entry((route, a.method, a.outcome as u8))
+                .or_insert(0) += 1;
+        }
         self.latency.record(latency_us);
         match r.route.and_then(|i| self.routes.get_mut(i as usize)) {
             Some(rs) => {
@@ -325,7 +387,25 @@ impl GenStats {
         route_names: &[Arc<str>],
         upstream_names: &[Arc<str>],
         endpoint_addrs: &[Vec<SocketAddr>],
+        auth_methods: &[Arc<str>],
     ) {
+        for (&(route, method, outcome), n) in self.auth.iter_mut() {
+            if *n == 0 {
+                continue;
+            }
+            let (Some(r), Some(m)) = (
+                route_names.get(route as usize),
+                auth_methods.get(method as usize),
+            ) else {
+                continue;
+            };
+            out.auth.push(AuthDelta {
+                route: r.clone(),
+                method: m.clone(),
+                outcome: AUTH_OUTCOME_NAMES[outcome as usize % AUTH_OUTCOMES],
+                count: std::mem::take(n),
+            });
+        }
         out.global.merge(&std::mem::take(&mut self.global));
         merge_opt(&mut out.latency, self.latency.take());
         merge_opt(&mut out.ttfb, self.ttfb.take());
@@ -467,8 +547,32 @@ pub struct StatsDelta {
     pub routes: Vec<RouteDelta>,
     /// Endpoints with traffic.
     pub endpoints: Vec<EndpointDelta>,
+    /// Authentication outcomes counted.
+    pub auth: Vec<AuthDelta>,
     pub gauges: WorkerGauges,
 }
+
+/// Authentication outcomes of one (route, method, outcome) since the last report.
+#[derive(Debug, Clone)]
+pub struct AuthDelta {
+    pub route: Arc<str>,
+    pub method: Arc<str>,
+    pub outcome: &'static str,
+    pub count: u64,
+}
+
+/// Labels of `AuthOutcome`s, by discriminant.
+pub const AUTH_OUTCOME_NAMES: [&str; AUTH_OUTCOMES] = [
+    "ok",
+    "missing",
+    "invalid",
+    "disabled",
+    "expired",
+    "not_yet_valid",
+    "denied",
+    "insufficient_scope",
+    "unavailable",
+];
 
 /// CPU time used by the calling thread, in ns.
 pub fn thread_cpu_ns() -> u64 {
@@ -497,7 +601,7 @@ mod tests {
         let names: Vec<Arc<str>> = vec![Arc::from("a"), Arc::from("b")];
         let ups: Vec<Arc<str>> = vec![Arc::from("u")];
         let addrs = vec![vec!["127.0.0.1:1".parse().unwrap()]];
-        s.drain_into(&mut d, &names, &ups, &addrs);
+        s.drain_into(&mut d, &names, &ups, &addrs, &[]);
         assert_eq!(d.global.requests, 2);
         assert_eq!(d.global.status[2], 1);
         assert_eq!(d.global.status[4], 1);
@@ -506,7 +610,7 @@ mod tests {
         assert_eq!(d.endpoints[0].requests, 1);
         assert!(d.ttfb.is_some());
         let mut again = StatsDelta::default();
-        s.drain_into(&mut again, &names, &ups, &addrs);
+        s.drain_into(&mut again, &names, &ups, &addrs, &[]);
         assert_eq!(again.global.requests, 0);
         assert!(again.routes.is_empty());
     }

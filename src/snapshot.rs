@@ -4,6 +4,7 @@
 
 use crate::config::{Config, ConfigError, Http};
 use crate::http1::head::Limits;
+use crate::policy::consumers::ConsumerSet;
 use crate::router::RouteTable;
 use crate::upstream::{EndpointAddr, UpstreamSpec};
 use std::sync::Arc;
@@ -24,6 +25,8 @@ pub struct Snapshot {
     pub routes: Arc<RouteTable>,
     /// Upstream groups by index (same order as `config.upstreams`).
     pub upstreams: Vec<UpstreamSpec>,
+    /// The file's consumers, compiled for lookups (shared read-only, like the routes).
+    pub consumers: Arc<ConsumerSet>,
 }
 
 impl Snapshot {
@@ -72,6 +75,7 @@ impl Snapshot {
                 max_uri_bytes: config.http.max_uri_bytes,
             },
             routes: Arc::new(RouteTable::compile(&config)),
+            consumers: Arc::new(ConsumerSet::from_config(&config.consumers)),
             upstreams,
             config,
         })

@@ -64,6 +64,17 @@ pub struct ConfigToml {
     pub alerts: IndexMap<String, super::monitoring::AlertToml>,
     /// Scaling signals.
     pub signals: Option<super::monitoring::SignalsToml>,
+    /// API consumers by name.
+    #[serde(default)]
+    pub consumers: IndexMap<String, super::consumer::ConsumerToml>,
+    /// Where API keys are read from.
+    #[serde(default)]
+    pub api_key: super::consumer::ApiKeyToml,
+    /// Headers naming the consumer upstream.
+    #[serde(default)]
+    pub consumer_headers: super::consumer::ConsumerHeadersToml,
+    /// The state database.
+    pub state: Option<super::consumer::StateToml>,
 }
 /// `workers = "auto" | N`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -130,6 +141,14 @@ pub struct Config {
     pub alerts: Vec<super::monitoring::Alert>,
     /// Scaling signals.
     pub signals: super::monitoring::Signals,
+    /// Consumers from the file.
+    pub consumers: Vec<super::consumer::Consumer>,
+    /// Where API keys are read from.
+    pub api_key: super::consumer::ApiKeySource,
+    /// Headers naming the consumer upstream.
+    pub consumer_headers: super::consumer::ConsumerHeaders,
+    /// The state database file, if runtime state is kept.
+    pub state: Option<std::path::PathBuf>,
 }
 /// Which io driver workers run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -245,6 +264,11 @@ pub(super) fn validate_in(
         None => super::monitoring::Signals::default(),
     };
 
+    let consumers = super::consumer::consumers(&cx, raw.consumers)?;
+    let api_key = super::consumer::api_key(&cx, raw.api_key)?;
+    let consumer_headers = super::consumer::consumer_headers(&cx, raw.consumer_headers)?;
+    let state = super::consumer::state(&cx, raw.state);
+
     Ok(Config {
         source,
         workers,
@@ -262,6 +286,10 @@ pub(super) fn validate_in(
         access_log,
         alerts,
         signals,
+        consumers,
+        api_key,
+        consumer_headers,
+        state,
     })
 }
 

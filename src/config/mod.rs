@@ -12,6 +12,7 @@ mod check;
 mod document;
 
 mod admin;
+pub mod consumer;
 mod dns;
 mod http;
 mod listener;

@@ -79,6 +79,7 @@ pub const LOG_VARIABLES: &[&str] = &[
     "reason",
     "attempts",
     "consumer",
+    "auth",
     "worker",
     "user_agent",
     "traceparent",

@@ -38,6 +38,17 @@ pub struct RouteToml {
     pub max_body_bytes: Option<u64>,
     /// Answer directly.
     pub respond: Option<RespondToml>,
+    /// Authentication methods, tried in order.
+    pub auth: Option<Vec<String>>,
+    /// Consumers or groups admitted.
+    pub allow: Option<Vec<String>>,
+    /// Scopes a token must carry.
+    pub require_scopes: Option<Vec<String>>,
+    /// Claim values a token must carry.
+    pub require_claims: Option<IndexMap<String, String>>,
+    /// Keep the credential on the upstream request.
+    #[serde(default)]
+    pub forward_credential: bool,
 }
 /// One entry of `split`.
 #[derive(Debug, Deserialize)]
@@ -141,6 +152,8 @@ pub struct Route {
     pub host_rewrite: Option<String>,
     /// Body limit override.
     pub max_body_bytes: Option<u64>,
+    /// Authentication and access rules.
+    pub access: super::consumer::RouteAccess,
 }
 /// `key` is called only to name an error: building it for every route was a measurable part of a reload.
 fn matchers(
@@ -445,6 +458,17 @@ pub(super) fn route(
         r.match_query,
         false,
     )?;
+    let access = super::consumer::route_access(
+        cx,
+        &name,
+        super::consumer::RouteAccessToml {
+            auth: r.auth,
+            allow: r.allow,
+            require_scopes: r.require_scopes,
+            require_claims: r.require_claims,
+            forward_credential: r.forward_credential,
+        },
+    )?;
     Ok(Route {
         name,
         host,
@@ -457,6 +481,7 @@ pub(super) fn route(
         rewrite_path: r.rewrite_path,
         host_rewrite: r.host_rewrite,
         max_body_bytes: r.max_body_bytes,
+        access,
     })
 }
 

@@ -56,6 +56,15 @@ pub fn render(store: &Store, generation: u64) -> String {
             store.global.errors[i]
         );
     }
+    let _ = writeln!(o, "# HELP sluice_auth_total Authentication outcomes by route, method and outcome.\n# TYPE sluice_auth_total counter");
+    for ((route, method, outcome), n) in &store.auth {
+        let _ = writeln!(
+            o,
+            "sluice_auth_total{{route=\"{}\",method=\"{}\",outcome=\"{outcome}\"}} {n}",
+            esc(route),
+            esc(method)
+        );
+    }
     let _ = writeln!(o, "# HELP sluice_route_errors_total Failed requests by route and kind (kinds with none omitted).\n# TYPE sluice_route_errors_total counter");
     for (name, r) in &store.routes {
         for (i, kind) in ERROR_KIND_NAMES.iter().enumerate().take(ERROR_KINDS) {

@@ -164,6 +164,8 @@ pub struct Store {
     pub alerts: Vec<super::status::AlertStatus>,
     /// Scaling signals as last computed (written by `signals`).
     pub signals: Option<super::status::SignalsReport>,
+    /// Authentication outcomes by (route, method, outcome), cumulative.
+    pub auth: BTreeMap<(Arc<str>, Arc<str>, &'static str), u64>,
 }
 
 fn add_hist(into: &mut Option<Histogram<u64>>, h: &Histogram<u32>) {
@@ -228,6 +230,7 @@ impl Store {
             split_upstreams: Default::default(),
             alerts: Vec::new(),
             signals: None,
+            auth: BTreeMap::new(),
         }
     }
 
@@ -273,6 +276,12 @@ impl Store {
             add_hist(&mut self.ttfb, h);
         }
         self.global.merge(&d.global);
+        for a in &d.auth {
+            *self
+                .auth
+                .entry((a.route.clone(), a.method.clone(), a.outcome))
+                .or_insert(0) += a.count;
+        }
         self.current.requests += d.global.requests;
         self.current.errors_5xx += d.global.status[5] + d.global.status[0];
         self.current.policy_rejections +=

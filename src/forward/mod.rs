@@ -92,8 +92,7 @@ async fn proxy<D: Downstream>(
         route,
         m,
         d.peer_ip(),
-        &ctx.ids,
-        &ctx.upstream_edits.add,
+        ctx,
         framing,
         spec.endpoints.first().map(|e| e.addr),
     );

@@ -67,6 +67,8 @@ pub enum HeaderKind {
     Expect,
     /// W3C traceparent: replaced by sluice's own span.
     TraceParent,
+    /// Authorization: forwarded unless it authenticated the request at the gateway.
+    Authorization,
 }
 
 /// One header: spans into the head bytes.
@@ -636,6 +638,9 @@ fn classify(name: &[u8]) -> HeaderKind {
         7 if eq(b"trailer") || eq(b"upgrade") => HeaderKind::HopByHop,
         10 if eq(b"connection") || eq(b"keep-alive") => HeaderKind::HopByHop,
         12 if eq(b"x-request-id") => HeaderKind::RequestId,
+        13 if eq(b"authorization") => HeaderKind::Authorization,
+        // RFC 9110 §11.7.2: meant for this proxy, never for the next hop.
+        19 if eq(b"proxy-authorization") => HeaderKind::HopByHop,
         14 if eq(b"content-length") => HeaderKind::ContentLength,
         15 if eq(b"x-forwarded-for") => HeaderKind::XForwardedFor,
         16 if eq(b"x-forwarded-host") || eq(b"proxy-connection") => {

@@ -4,6 +4,7 @@
 
 use crate::http1::head::{Framing, RequestHead, ResponseHead};
 use crate::metrics::RequestRecord;
+use crate::policy::consumers::{ConsumerSet, Entry};
 use crate::worker::ids::Ids;
 use crate::worker::{Gen, Worker};
 use std::rc::Rc;
@@ -26,9 +27,39 @@ impl HeaderEdits {
     }
 }
 
-/// Who is calling, once an authentication policy has said (filled by the coming auth policies).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConsumerId(pub u32);
+/// Who is calling, once an authentication policy has said.
+#[derive(Debug, Clone)]
+pub enum Identity {
+    /// A consumer of the file (an index into the generation's consumer table).
+    File(u32),
+    /// A consumer created at runtime, in the table it was found in.
+    Runtime(Rc<ConsumerSet>, u32),
+}
+
+impl Identity {
+    /// The consumer's entry.
+    pub fn entry<'a>(&'a self, gen: &'a Gen) -> Option<&'a Entry> {
+        match self {
+            Identity::File(i) => gen.consumers.get(*i),
+            Identity::Runtime(set, i) => set.get(*i),
+        }
+    }
+}
+
+/// Which credential authenticated the request: it is removed from the upstream request unless the
+/// route forwards it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Credential {
+    /// None was used.
+    #[default]
+    None,
+    /// The API key header.
+    KeyHeader,
+    /// The API key query parameter.
+    KeyQuery,
+    /// The `Authorization` header (Basic, Bearer).
+    Authorization,
+}
 
 /// Everything the pipeline knows about one request.
 pub struct Ctx {
@@ -42,7 +73,9 @@ pub struct Ctx {
     /// is not draining).
     pub keep: bool,
     /// The authenticated consumer, if any.
-    pub consumer: Option<ConsumerId>,
+    pub identity: Option<Identity>,
+    /// The credential to strip before the upstream.
+    pub credential: Credential,
     /// Headers to add to the upstream request.
     pub upstream_edits: HeaderEdits,
     /// Headers to add to the response (and to a rejection).
@@ -57,7 +90,8 @@ impl Ctx {
             ids: Ids::new(&w.ids, head),
             rec: RequestRecord::new(head.bytes().len() as u64),
             keep: head.keep_alive && !w.is_draining(),
-            consumer: None,
+            identity: None,
+            credential: Credential::None,
             upstream_edits: HeaderEdits::default(),
             downstream_edits: HeaderEdits::default(),
         }

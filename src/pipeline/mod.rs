@@ -64,6 +64,10 @@ pub async fn handle<D: Downstream>(
         ids.id(),
         ids.traceparent(),
         d.peer_ip(),
+        ctx.identity
+            .as_ref()
+            .and_then(|i| i.entry(&ctx.gen))
+            .map(|e| &*e.name),
     );
     after
 }
@@ -116,7 +120,7 @@ pub async fn refuse_unparsed<D: Downstream>(
         .send_reply(&reply, true, &mut rec.bytes_out)
         .await;
     let empty = RequestHead::default();
-    record::finish(w, gen, &empty, &rec, &id, b"-", d.peer_ip());
+    record::finish(w, gen, &empty, &rec, &id, b"-", d.peer_ip(), None);
 }
 
 /// Serves one parsed request. The head stays valid for the whole call; `ctx` holds what happened.
@@ -130,7 +134,7 @@ async fn serve<D: Downstream>(
     #[cfg(debug_assertions)]
     crate::panic::debug_failpoint(head.path());
     let gen = ctx.gen.clone();
-    if let Some(after) = apply(d, head, ctx, Stage::PreRoute, None).await {
+    if let Some(after) = apply(w, d, head, ctx, Stage::PreRoute, None).await {
         return after;
     }
     let Some(m) = gen.routes.lookup(head.host(), head.path(), head) else {
@@ -139,7 +143,7 @@ async fn serve<D: Downstream>(
     };
     let route = &gen.routes.routes[m.route as usize];
     ctx.rec.route = Some(m.route);
-    if let Some(after) = apply(d, head, ctx, Stage::Route, Some(route)).await {
+    if let Some(after) = apply(w, d, head, ctx, Stage::Route, Some(route)).await {
         return after;
     }
     match &route.action {
@@ -184,13 +188,14 @@ async fn serve<D: Downstream>(
 
 /// Runs one stage of the policy chain; `Some` when a policy answered and the request is over.
 async fn apply<D: Downstream>(
+    w: &Worker,
     d: &mut D,
     head: &RequestHead,
     ctx: &mut Ctx,
     stage: Stage,
     route: Option<&crate::router::CompiledRoute>,
 ) -> Option<After> {
-    match policy::run(stage, head, ctx, route) {
+    match policy::run(stage, head, ctx, route, &w.auth) {
         Outcome::Continue => None,
         Outcome::Reject(e) => {
             let close = ctx.close_after_unread_body(head);

@@ -17,6 +17,7 @@ pub fn finish(
     request_id: &[u8],
     traceparent: &[u8],
     client: &str,
+    consumer: Option<&str>,
 ) {
     let upstream_fault = matches!(
         rec.reason.error_kind(),
@@ -37,6 +38,10 @@ pub fn finish(
         upstream: names.upstream,
         endpoint: names.endpoint,
         worker: w.id,
+        consumer,
+        auth: rec
+            .auth
+            .map(|a| (gen.auth_method(a.method), a.outcome.as_str())),
     };
     w.log_request(gen, rec, |out, template| match template {
         Some(t) => format_template(out, t, &fields),

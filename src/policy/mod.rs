@@ -6,12 +6,20 @@
 //!
 //! A new policy is one file in this folder plus one line in `PRE_ROUTE` or `ROUTE`.
 
+mod acl;
+pub mod api_key;
+pub mod auth;
+pub mod auth_state;
+pub mod authorization;
+pub mod basic;
 mod body_size;
+pub mod consumers;
 
 use crate::http1::head::RequestHead;
 use crate::pipeline::ctx::Ctx;
 use crate::respond::ProxyError;
 use crate::router::CompiledRoute;
+use auth_state::AuthState;
 
 /// What a policy decided.
 pub enum Outcome {
@@ -37,6 +45,8 @@ pub struct Input<'a> {
     pub head: &'a RequestHead,
     /// The matched route (None before routing).
     pub route: Option<&'a CompiledRoute>,
+    /// The worker's authentication state (runtime consumers, caches).
+    pub auth: &'a AuthState,
 }
 
 /// One check of the chain.
@@ -46,7 +56,7 @@ pub type Policy = fn(&Input<'_>, &mut Ctx) -> Outcome;
 const PRE_ROUTE: &[Policy] = &[];
 
 /// Policies once the route is known, in order.
-const ROUTE: &[Policy] = &[body_size::declared_length];
+const ROUTE: &[Policy] = &[body_size::declared_length, auth::authenticate, acl::check];
 
 /// Runs the policies of `stage` until one does not continue.
 pub fn run(
@@ -54,12 +64,13 @@ pub fn run(
     head: &RequestHead,
     ctx: &mut Ctx,
     route: Option<&CompiledRoute>,
+    auth: &AuthState,
 ) -> Outcome {
     let chain = match stage {
         Stage::PreRoute => PRE_ROUTE,
         Stage::Route => ROUTE,
     };
-    let input = Input { head, route };
+    let input = Input { head, route, auth };
     for p in chain {
         match p(&input, ctx) {
             Outcome::Continue => {}

@@ -55,6 +55,8 @@ pub struct CompiledRoute {
     pub max_body_bytes: u64,
     /// Index of this route in file order.
     pub order: usize,
+    /// Authentication and access rules.
+    pub access: crate::config::consumer::RouteAccess,
 }
 
 impl CompiledRoute {
@@ -233,6 +235,7 @@ impl RouteTable {
                 rewrite: r.rewrite_path.as_ref().map(|t| template(t, &r.path)),
                 host_rewrite: r.host_rewrite.as_ref().map(|s| s.as_bytes().into()),
                 max_body_bytes: r.max_body_bytes.unwrap_or(cfg.http.max_body_bytes),
+                access: r.access.clone(),
                 order,
             });
             let tail = r.path.ends_with("/*");

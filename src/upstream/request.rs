@@ -2,8 +2,8 @@
 //! (path rewrite, hop-by-hop headers removed, X-Forwarded-* and X-Request-Id set), written into a reusable buffer.
 
 use crate::http1::head::{Framing, HeaderKind, Method, RequestHead};
+use crate::pipeline::ctx::{Credential, Ctx};
 use crate::router::{upstream_path, CompiledRoute, Match};
-use crate::worker::ids::Ids;
 
 /// The value of cookie `name` in the request's Cookie headers.
 pub fn cookie<'a>(head: &'a RequestHead, name: &[u8]) -> Option<&'a [u8]> {
@@ -34,7 +34,8 @@ pub fn parse_hex(v: &[u8]) -> Option<u64> {
         .and_then(|s| u64::from_str_radix(s, 16).ok())
 }
 
-/// Writes the request head sent upstream; `extra` is header lines a policy adds.
+/// Writes the request head sent upstream, with what the request's policies decided (`ctx`): header
+/// lines they add, the consumer they named, the credential to remove.
 #[allow(clippy::too_many_arguments)]
 pub fn build_request_head(
     out: &mut Vec<u8>,
@@ -42,11 +43,21 @@ pub fn build_request_head(
     route: &CompiledRoute,
     m: &Match,
     peer_ip: &str,
-    ids: &Ids,
-    extra: &[u8],
+    ctx: &Ctx,
     body: Framing,
     fallback_host: Option<std::net::SocketAddr>,
 ) {
+    let ids = &ctx.ids;
+    let cfg = &ctx.gen.config;
+    let strip = if route.access.forward_credential {
+        Credential::None
+    } else {
+        ctx.credential
+    };
+    let id_header = cfg.consumer_headers.id.as_bytes();
+    let groups_header = cfg.consumer_headers.groups.as_bytes();
+    let key_header = cfg.api_key.header.as_bytes();
+    let is = |name: &[u8], want: &[u8]| name.len() == want.len() && name.eq_ignore_ascii_case(want);
     out.extend_from_slice(head.method());
     out.push(b' ');
     if head.path() == b"*" {
@@ -55,8 +66,13 @@ pub fn build_request_head(
         upstream_path(route, m, head.path(), out);
     }
     if let Some(q) = head.query() {
-        out.push(b'?');
-        out.extend_from_slice(q);
+        match (&cfg.api_key.query, strip) {
+            (Some(param), Credential::KeyQuery) => query_without(out, q, param.as_bytes()),
+            _ => {
+                out.push(b'?');
+                out.extend_from_slice(q);
+            }
+        }
     }
     out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
     let orig_host = head.host();
@@ -76,7 +92,13 @@ pub fn build_request_head(
     for h in &head.headers {
         let (name, value) = head.header(h);
         match h.kind {
-            HeaderKind::Other => {
+            // A consumer header from the client is never believed: only sluice names the consumer.
+            HeaderKind::Other
+                if is(name, id_header)
+                    || is(name, groups_header)
+                    || (strip == Credential::KeyHeader && is(name, key_header)) => {}
+            HeaderKind::Authorization if strip == Credential::Authorization => {}
+            HeaderKind::Other | HeaderKind::Authorization => {
                 out.extend_from_slice(name);
                 out.extend_from_slice(b": ");
                 out.extend_from_slice(value);
@@ -117,7 +139,17 @@ pub fn build_request_head(
     out.extend_from_slice(b"\r\ntraceparent: ");
     out.extend_from_slice(ids.traceparent());
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(extra);
+    if let Some(e) = ctx.identity.as_ref().and_then(|id| id.entry(&ctx.gen)) {
+        out.extend_from_slice(id_header);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(e.name.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(groups_header);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(e.groups_header.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(&ctx.upstream_edits.add);
     match body {
         Framing::Length(n) => {
             out.extend_from_slice(b"content-length: ");
@@ -133,4 +165,21 @@ pub fn build_request_head(
         }
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// Writes `?query` without the parameter `param` (the API key), or nothing if no other is left.
+fn query_without(out: &mut Vec<u8>, q: &[u8], param: &[u8]) {
+    let mut first = true;
+    for pair in q.split(|&b| b == b'&') {
+        let name = match memchr::memchr(b'=', pair) {
+            Some(i) => &pair[..i],
+            None => pair,
+        };
+        if name == param {
+            continue;
+        }
+        out.push(if first { b'?' } else { b'&' });
+        out.extend_from_slice(pair);
+        first = false;
+    }
 }

@@ -23,6 +23,8 @@ pub struct Gen {
     pub(super) stats: RefCell<GenStats>,
     pub(super) route_names: Vec<Arc<str>>,
     pub(super) upstream_names: Vec<Arc<str>>,
+    /// Authentication method names by `AuthMark::method`.
+    auth_methods: Vec<Arc<str>>,
 }
 
 impl std::ops::Deref for Gen {
@@ -89,10 +91,16 @@ impl Gen {
                 .iter()
                 .map(|u| Arc::from(u.cfg.name.as_str()))
                 .collect(),
+            auth_methods: crate::config::consumer::method_names(&snap.config),
             snap,
             groups: RefCell::new(groups),
             splits: RefCell::new(Vec::new()),
         }
+    }
+
+    /// The name of authentication method `i` (see `config::consumer::method_names`).
+    pub fn auth_method(&self, i: u8) -> &str {
+        self.auth_methods.get(i as usize).map_or("-", |s| &**s)
     }
 
     /// Counts a finished request.
@@ -110,9 +118,13 @@ impl Gen {
             .iter()
             .map(|g| g.eps.iter().map(|e| e.addr).collect())
             .collect();
-        self.stats
-            .borrow_mut()
-            .drain_into(out, &self.route_names, &self.upstream_names, &addrs);
+        self.stats.borrow_mut().drain_into(
+            out,
+            &self.route_names,
+            &self.upstream_names,
+            &addrs,
+            &self.auth_methods,
+        );
     }
 
     pub(super) fn endpoint_gauges(&self, pools: &Pools, out: &mut Vec<EndpointGauge>) {

@@ -40,6 +40,8 @@ pub struct Worker {
     pub(super) to_control: Link<ToControl>,
     /// Idle deadlines of parked keep-alive connections.
     pub parking: crate::conn::park::Parking,
+    /// Runtime consumers and verified-credential caches.
+    pub auth: crate::policy::auth_state::AuthState,
 }
 
 impl Worker {
@@ -69,6 +71,7 @@ impl Worker {
             retired: RefCell::new(Vec::new()),
             to_control,
             parking: Default::default(),
+            auth: Default::default(),
         }
     }
 

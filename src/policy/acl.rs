@@ -1,0 +1,38 @@
+//! Access rules, once the caller is known: the route's `allow` list (consumer or group names; absent
+//! = any authenticated caller) and the scopes and claim values it requires. Refusals are 403.
+
+use super::{Input, Outcome};
+use crate::metrics::{AuthMark, AuthOutcome};
+use crate::pipeline::ctx::Ctx;
+use crate::respond::{PolicyError, ProxyError};
+
+/// The access rule policy.
+pub fn check(input: &Input<'_>, ctx: &mut Ctx) -> Outcome {
+    let Some(route) = input.route else {
+        return Outcome::Continue;
+    };
+    let access = &route.access;
+    if access.auth.is_empty() {
+        return Outcome::Continue;
+    }
+    let refuse = |ctx: &mut Ctx, outcome| {
+        if let Some(a) = ctx.rec.auth {
+            ctx.rec.auth = Some(AuthMark { outcome, ..a });
+        }
+        Outcome::Reject(ProxyError::Policy(PolicyError::Forbidden))
+    };
+    if let Some(allow) = &access.allow {
+        let admitted = match &ctx.identity {
+            Some(id) => id.entry(&ctx.gen).is_some_and(|e| e.allowed_by(allow)),
+            None => false,
+        };
+        if !admitted {
+            return refuse(ctx, AuthOutcome::Denied);
+        }
+    }
+    // Scopes and claims come only from tokens; a key or password carries none.
+    if !access.require_scopes.is_empty() || !access.require_claims.is_empty() {
+        return refuse(ctx, AuthOutcome::InsufficientScope);
+    }
+    Outcome::Continue
+}

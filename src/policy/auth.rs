@@ -1,0 +1,154 @@
+//! Authentication: the route's methods (`auth = [...]`) tried in order. Every method whose credential
+//! the request carries is checked; the first that verifies names the consumer, and the credential it
+//! used is marked for removal before the upstream. When none verifies the answer is 401 with one
+//! `WWW-Authenticate` challenge per method. Runs after the route is known and before access rules.
+
+use super::api_key;
+use super::basic;
+use super::{Input, Outcome};
+use crate::config::consumer::AuthMethod;
+use crate::metrics::{AuthMark, AuthOutcome};
+use crate::pipeline::ctx::{Credential, Ctx, Identity};
+use crate::respond::{PolicyError, ProxyError};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// What one method made of the request.
+enum Tried {
+    /// Its credential is absent.
+    Absent,
+    /// Verified.
+    Ok(Identity, Credential),
+    /// Present and refused.
+    Failed(AuthOutcome),
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The consumer `pick` finds, in the file's table, else the runtime one; disabled consumers fail.
+fn find(
+    input: &Input<'_>,
+    ctx: &Ctx,
+    pick: impl Fn(&super::consumers::ConsumerSet) -> Option<u32>,
+) -> Option<(Identity, bool)> {
+    if let Some(i) = pick(&ctx.gen.consumers) {
+        let disabled = ctx.gen.consumers.get(i).is_some_and(|e| e.disabled);
+        return Some((Identity::File(i), disabled));
+    }
+    if !input.auth.has_runtime() {
+        return None;
+    }
+    let set = input.auth.runtime();
+    let i = pick(&set)?;
+    let disabled = set.get(i).is_some_and(|e| e.disabled);
+    Some((Identity::Runtime(set, i), disabled))
+}
+
+fn try_api_key(input: &Input<'_>, ctx: &Ctx) -> Tried {
+    match api_key::presented(input.head, &ctx.gen.config.api_key) {
+        api_key::Presented::None => Tried::Absent,
+        api_key::Presented::Malformed => Tried::Failed(AuthOutcome::Invalid),
+        api_key::Presented::Key(d, cred) => {
+            let now = now_unix();
+            match find(input, ctx, |s| api_key::lookup(s, &d, now)) {
+                Some((_, true)) => Tried::Failed(AuthOutcome::Disabled),
+                Some((id, false)) => Tried::Ok(id, cred),
+                None => Tried::Failed(AuthOutcome::Invalid),
+            }
+        }
+    }
+}
+
+fn try_basic(input: &Input<'_>, ctx: &Ctx) -> Tried {
+    let mut buf = basic::buffer();
+    match basic::presented(input.head, &mut buf) {
+        basic::Presented::None => Tried::Absent,
+        basic::Presented::Malformed => Tried::Failed(AuthOutcome::Invalid),
+        basic::Presented::Credential { user, password } => {
+            match find(input, ctx, |s| s.by_user(user)) {
+                Some((_, true)) => Tried::Failed(AuthOutcome::Disabled),
+                Some((id, false)) => {
+                    let ok = match &id {
+                        Identity::File(i) => {
+                            basic::verify(input.auth, &ctx.gen.consumers, *i, user, password)
+                        }
+                        Identity::Runtime(set, i) => {
+                            basic::verify(input.auth, set, *i, user, password)
+                        }
+                    };
+                    if ok {
+                        Tried::Ok(id, Credential::Authorization)
+                    } else {
+                        Tried::Failed(AuthOutcome::Invalid)
+                    }
+                }
+                None => Tried::Failed(AuthOutcome::Invalid),
+            }
+        }
+    }
+}
+
+/// The authentication policy.
+pub fn authenticate(input: &Input<'_>, ctx: &mut Ctx) -> Outcome {
+    let Some(route) = input.route else {
+        return Outcome::Continue;
+    };
+    let methods = &route.access.auth;
+    let Some(&first) = methods.first() else {
+        return Outcome::Continue;
+    };
+    let mut failed: Option<(AuthMethod, AuthOutcome)> = None;
+    for &m in methods {
+        let tried = match m {
+            AuthMethod::ApiKey => try_api_key(input, ctx),
+            AuthMethod::Basic => try_basic(input, ctx),
+        };
+        match tried {
+            Tried::Absent => {}
+            Tried::Ok(id, cred) => {
+                ctx.identity = Some(id);
+                ctx.credential = cred;
+                ctx.rec.auth = Some(AuthMark {
+                    method: m.index(),
+                    outcome: AuthOutcome::Ok,
+                });
+                return Outcome::Continue;
+            }
+            Tried::Failed(o) => {
+                failed.get_or_insert((m, o));
+            }
+        }
+    }
+    let (m, outcome) = failed.unwrap_or((first, AuthOutcome::Missing));
+    ctx.rec.auth = Some(AuthMark {
+        method: m.index(),
+        outcome,
+    });
+    for &m in methods {
+        challenge(ctx, m);
+    }
+    Outcome::Reject(ProxyError::Policy(PolicyError::Unauthenticated))
+}
+
+/// Adds the `WWW-Authenticate` challenge of method `m` (RFC 9110 §11.6.1).
+fn challenge(ctx: &mut Ctx, m: AuthMethod) {
+    match m {
+        AuthMethod::ApiKey => {
+            let header = ctx.gen.config.api_key.header.clone();
+            ctx.downstream_edits
+                .add
+                .extend_from_slice(b"www-authenticate: ApiKey realm=\"sluice\", header=\"");
+            ctx.downstream_edits
+                .add
+                .extend_from_slice(header.as_bytes());
+            ctx.downstream_edits.add.extend_from_slice(b"\"\r\n");
+        }
+        AuthMethod::Basic => ctx.downstream_edits.push(
+            b"www-authenticate",
+            b"Basic realm=\"sluice\", charset=\"UTF-8\"",
+        ),
+    }
+}
