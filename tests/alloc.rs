@@ -338,6 +338,8 @@ fn steady_state_proxy_path_allocates_nothing_per_request() {
         "workers = 1\nlog_level = \"info\"\n\
          [listeners.main]\nlisten = \"127.0.0.1:{port}\"\n\
          [upstreams.app]\nendpoints = [\"{backend}\"]\n\
+         [consumers.alice]\napi_keys = [\"alice-key-0123456789\"]\ngroups = [\"gold\"]\n\
+         [routes.keyed]\npath = \"/keyed/*\"\nupstream = \"app\"\nauth = [\"api_key\"]\nallow = [\"gold\"]\n\
          [routes.all]\npath = \"/*\"\nupstream = \"app\"\n"
     );
     let cfg = sluice::config::parse(&toml, sluice::config::Source::Embedded).expect("config");
@@ -419,6 +421,36 @@ fn steady_state_proxy_path_allocates_nothing_per_request() {
         panic!(
             "an allocation while relaying 40,000- and 100,000-byte bodies ({size} bytes):\n{text}"
         );
+    }
+    TRACES.lock().unwrap().truncate(small_traces);
+
+    // Third phase: the API key path (key read and hashed, consumer looked up, allow list checked,
+    // key stripped and consumer headers added upstream) allocates nothing either.
+    drop(big);
+    let keyed: &[u8] = b"GET /keyed/items?id=7 HTTP/1.1\r\nHost: shop.example\r\nX-API-Key: alice-key-0123456789\r\n\r\n";
+    let mut kc = Client::connect(addr);
+    for _ in 0..WARMUP {
+        assert_eq!(kc.get(keyed), 200);
+    }
+    MEASURING.store(true, Relaxed);
+    for _ in 0..MEASURED {
+        assert_eq!(kc.get(keyed), 200);
+    }
+    MEASURING.store(false, Relaxed);
+    let key_traces: Vec<(usize, Source, String)> = TRACES.lock().unwrap()[small_traces..]
+        .iter()
+        .map(|(size, bt)| {
+            let text = bt.to_string();
+            (size.to_owned(), classify(&text), text)
+        })
+        .collect();
+    eprintln!(
+        "alloc test: {MEASURED} API-key requests: {} worker allocations, {} of them on the request path",
+        key_traces.len(),
+        key_traces.iter().filter(|t| t.1 == Source::Request).count()
+    );
+    if let Some((size, _, text)) = key_traces.iter().find(|t| t.1 == Source::Request) {
+        panic!("an allocation on the API key path ({size} bytes):\n{text}");
     }
     TRACES.lock().unwrap().truncate(small_traces);
     let bytes = WORKER_BYTES.load(Relaxed) - bytes_before;
