@@ -200,7 +200,22 @@ pub fn summary(cfg: &Config) -> String {
             .as_ref()
             .map(|m| m.join(","))
             .unwrap_or_else(|| "ANY".into());
-        let _ = writeln!(s, "  {:<16} {host} {methods} {} {action}", r.name, r.path);
+        let mut access = String::new();
+        if !r.access.auth.is_empty() {
+            let names: Vec<&str> = r.access.auth.iter().map(|m| m.name()).collect();
+            let _ = write!(access, " auth={}", names.join(","));
+        }
+        if let Some(allow) = &r.access.allow {
+            let _ = write!(access, " allow={}", allow.join(","));
+        }
+        let _ = writeln!(
+            s,
+            "  {:<16} {host} {methods} {} {action}{access}",
+            r.name, r.path
+        );
+    }
+    if !cfg.consumers.is_empty() {
+        let _ = writeln!(s, "consumers: {} in the file", cfg.consumers.len());
     }
     s
 }
