@@ -388,3 +388,42 @@ fn bad_access_config_names_the_key() {
         assert!(out.all().contains(key), "{toml}: {}", out.all());
     }
 }
+
+#[test]
+fn a_slow_hash_does_not_stall_the_worker() {
+    use std::io::{Read, Write};
+    let be = Backend::fixed("ok");
+    // bcrypt cost 13: hundreds of milliseconds per check, on one worker.
+    let hash = bcrypt::hash("slow-password", 13).expect("bcrypt");
+    let s = Sluice::start(&config(&format!(
+        "[consumers.slow]\nbasic = {{ user = \"slow\", password_hash = \"{hash}\" }}\n\n\
+         [routes.slow]\npath = \"/slow/*\"\nupstream = \"app\"\nauth = [\"basic\"]\n\n{}{}",
+        upstream("app", &[be.addr()], ""),
+        catch_all("app")
+    )));
+    let mut a = std::net::TcpStream::connect(s.addr()).expect("connect");
+    a.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let req = format!(
+        "GET /slow/x HTTP/1.1\r\nHost: t\r\nAuthorization: Basic {}\r\nConnection: close\r\n\r\n",
+        b64("slow:slow-password")
+    );
+    a.write_all(req.as_bytes()).expect("write");
+    // While the hash is being checked, the same worker answers another connection.
+    let r = http_get(s.addr(), "/open", &[]);
+    assert_eq!(r.status, 200);
+    a.set_nonblocking(true).expect("nonblocking");
+    let mut probe = [0u8; 1];
+    let pending =
+        matches!(a.peek(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+    assert!(
+        pending,
+        "the Basic request was answered before an unrelated one: the check is too fast to show anything"
+    );
+    a.set_nonblocking(false).expect("blocking");
+    let mut out = Vec::new();
+    let _ = a.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert_eq!(be.last_request().header("x-consumer-id"), Some("slow"));
+}

@@ -76,6 +76,9 @@ pub struct Ctx {
     pub identity: Option<Identity>,
     /// The credential to strip before the upstream.
     pub credential: Credential,
+    /// The answer to a check a policy deferred (`policy::Outcome::Defer`): the credential's digest
+    /// and what the check said.
+    pub verdict: Option<([u8; 32], crate::policy::hasher::Verdict)>,
     /// Headers to add to the upstream request.
     pub upstream_edits: HeaderEdits,
     /// Headers to add to the response (and to a rejection).
@@ -92,6 +95,7 @@ impl Ctx {
             keep: head.keep_alive && !w.is_draining(),
             identity: None,
             credential: Credential::None,
+            verdict: None,
             upstream_edits: HeaderEdits::default(),
             downstream_edits: HeaderEdits::default(),
         }

@@ -186,7 +186,9 @@ async fn serve<D: Downstream>(
     }
 }
 
-/// Runs one stage of the policy chain; `Some` when a policy answered and the request is over.
+/// Runs one stage of the policy chain; `Some` when a policy answered and the request is over. A
+/// deferred check is awaited here (the worker's loop runs on meanwhile) and the stage runs again with
+/// its verdict; a policy defers at most once per credential, so this ends.
 async fn apply<D: Downstream>(
     w: &Worker,
     d: &mut D,
@@ -195,13 +197,22 @@ async fn apply<D: Downstream>(
     stage: Stage,
     route: Option<&crate::router::CompiledRoute>,
 ) -> Option<After> {
-    match policy::run(stage, head, ctx, route, &w.auth) {
-        Outcome::Continue => None,
-        Outcome::Reject(e) => {
-            let close = ctx.close_after_unread_body(head);
-            Some(reject(d, ctx, &e, close).await)
+    for _ in 0..4 {
+        match policy::run(stage, head, ctx, route, &w.auth) {
+            Outcome::Continue => return None,
+            Outcome::Reject(e) => {
+                let close = ctx.close_after_unread_body(head);
+                return Some(reject(d, ctx, &e, close).await);
+            }
+            Outcome::Defer(job) => {
+                let verdict = policy::hasher::verify(job.job).await;
+                ctx.verdict = Some((job.cred, verdict));
+            }
         }
     }
+    // Unreachable with the policies there are; a policy that kept deferring must not loop forever.
+    let close = ctx.close_after_unread_body(head);
+    Some(reject(d, ctx, &ProxyError::Internal, close).await)
 }
 
 /// Answers the request with the error response for `e`, with the headers policies put in

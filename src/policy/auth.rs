@@ -5,6 +5,7 @@
 
 use super::api_key;
 use super::basic;
+use super::hasher::Verdict;
 use super::{Input, Outcome};
 use crate::config::consumer::AuthMethod;
 use crate::metrics::{AuthMark, AuthOutcome};
@@ -20,6 +21,8 @@ enum Tried {
     Ok(Identity, Credential),
     /// Present and refused.
     Failed(AuthOutcome),
+    /// Needs a check off the worker first.
+    Defer(super::Deferred),
 }
 
 fn now_unix() -> u64 {
@@ -64,30 +67,38 @@ fn try_api_key(input: &Input<'_>, ctx: &Ctx) -> Tried {
 
 fn try_basic(input: &Input<'_>, ctx: &Ctx) -> Tried {
     let mut buf = basic::buffer();
-    match basic::presented(input.head, &mut buf) {
-        basic::Presented::None => Tried::Absent,
-        basic::Presented::Malformed => Tried::Failed(AuthOutcome::Invalid),
-        basic::Presented::Credential { user, password } => {
-            match find(input, ctx, |s| s.by_user(user)) {
-                Some((_, true)) => Tried::Failed(AuthOutcome::Disabled),
-                Some((id, false)) => {
-                    let ok = match &id {
-                        Identity::File(i) => {
-                            basic::verify(input.auth, &ctx.gen.consumers, *i, user, password)
-                        }
-                        Identity::Runtime(set, i) => {
-                            basic::verify(input.auth, set, *i, user, password)
-                        }
-                    };
-                    if ok {
-                        Tried::Ok(id, Credential::Authorization)
-                    } else {
-                        Tried::Failed(AuthOutcome::Invalid)
-                    }
+    let (user, password) = match basic::presented(input.head, &mut buf) {
+        basic::Presented::None => return Tried::Absent,
+        basic::Presented::Malformed => return Tried::Failed(AuthOutcome::Invalid),
+        basic::Presented::Credential { user, password } => (user, password),
+    };
+    let (id, check) = match find(input, ctx, |s| s.by_user(user)) {
+        None => return Tried::Failed(AuthOutcome::Invalid),
+        Some((_, true)) => return Tried::Failed(AuthOutcome::Disabled),
+        Some((id, false)) => {
+            let check = match &id {
+                Identity::File(i) => {
+                    basic::check(input.auth, &ctx.gen.consumers, *i, user, password)
                 }
-                None => Tried::Failed(AuthOutcome::Invalid),
-            }
+                Identity::Runtime(set, i) => basic::check(input.auth, set, *i, user, password),
+            };
+            (id, check)
         }
+    };
+    match check {
+        basic::Check::NoPassword => Tried::Failed(AuthOutcome::Invalid),
+        basic::Check::Cached => Tried::Ok(id, Credential::Authorization),
+        basic::Check::Hash { cred, hash_id, job } => match ctx.verdict {
+            Some((c, v)) if c == cred => match v {
+                Verdict::Match => {
+                    input.auth.basic_remember(cred, hash_id);
+                    Tried::Ok(id, Credential::Authorization)
+                }
+                Verdict::Mismatch => Tried::Failed(AuthOutcome::Invalid),
+                Verdict::Busy => Tried::Failed(AuthOutcome::Unavailable),
+            },
+            _ => Tried::Defer(super::Deferred { cred, job }),
+        },
     }
 }
 
@@ -120,6 +131,7 @@ pub fn authenticate(input: &Input<'_>, ctx: &mut Ctx) -> Outcome {
             Tried::Failed(o) => {
                 failed.get_or_insert((m, o));
             }
+            Tried::Defer(d) => return Outcome::Defer(d),
         }
     }
     let (m, outcome) = failed.unwrap_or((first, AuthOutcome::Missing));
@@ -127,6 +139,9 @@ pub fn authenticate(input: &Input<'_>, ctx: &mut Ctx) -> Outcome {
         method: m.index(),
         outcome,
     });
+    if outcome == AuthOutcome::Unavailable {
+        return Outcome::Reject(ProxyError::Policy(PolicyError::AuthUnavailable));
+    }
     for &m in methods {
         challenge(ctx, m);
     }

@@ -1,11 +1,12 @@
 //! HTTP Basic authentication (RFC 7617): `Authorization: Basic base64(user:password)`, checked
 //! against the consumer's argon2 or bcrypt hash. A verified credential is remembered per worker (by
 //! the SHA-256 of `user:password`, bound to the hash it verified against), so the deliberately slow
-//! hash is paid once per credential and worker, not per request. Decoding uses a stack buffer.
+//! hash is paid once per credential and worker, not per request; the hash itself is checked off the
+//! worker (`hasher`). Decoding uses a stack buffer.
 
 use super::auth_state::AuthState;
 use super::consumers::ConsumerSet;
-use crate::config::consumer::HashKind;
+use super::hasher::Job;
 use crate::http1::head::{trim, RequestHead};
 use base64::Engine;
 use sha2::{Digest, Sha256};
@@ -57,36 +58,50 @@ pub fn buffer() -> [u8; MAX_CREDENTIAL] {
     [0u8; MAX_CREDENTIAL]
 }
 
-/// Whether `password` is `user`'s in `set` (consumer `i`): from the cache, or by verifying the hash.
-pub fn verify(st: &AuthState, set: &ConsumerSet, i: u32, user: &[u8], password: &[u8]) -> bool {
-    let Some(e) = set.get(i) else {
-        return false;
-    };
-    let Some((_, hash, kind)) = &e.basic else {
-        return false;
-    };
+/// What it takes to check a credential against consumer `i` of `set`.
+pub enum Check {
+    /// The consumer has no Basic credential.
+    NoPassword,
+    /// Verified before on this worker (the hash is unchanged).
+    Cached,
+    /// Not yet verified: the hash must be checked (off the worker, see `hasher`).
+    Hash {
+        /// Digest of `user:password`, the cache key.
+        cred: [u8; 32],
+        /// Id of the hash it is checked against.
+        hash_id: [u8; 32],
+        job: Job,
+    },
+}
+
+/// The SHA-256 of `user:password`.
+pub fn credential_digest(user: &[u8], password: &[u8]) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(user);
     h.update(b":");
     h.update(password);
-    let cred: [u8; 32] = h.finalize().into();
-    if st.basic_cached(&cred, &e.basic_id) {
-        return true;
-    }
-    let ok = match kind {
-        HashKind::Argon2 => {
-            use argon2::PasswordVerifier;
-            match argon2::PasswordHash::new(hash) {
-                Ok(parsed) => argon2::Argon2::default()
-                    .verify_password(password, &parsed)
-                    .is_ok(),
-                Err(_) => false,
-            }
-        }
-        HashKind::Bcrypt => bcrypt::verify(password, hash).unwrap_or(false),
+    h.finalize().into()
+}
+
+/// Whether `password` is `user`'s in `set` (consumer `i`) per the cache, or the job that would tell.
+pub fn check(st: &AuthState, set: &ConsumerSet, i: u32, user: &[u8], password: &[u8]) -> Check {
+    let Some(e) = set.get(i) else {
+        return Check::NoPassword;
     };
-    if ok {
-        st.basic_remember(cred, e.basic_id);
+    let Some((_, hash, kind)) = &e.basic else {
+        return Check::NoPassword;
+    };
+    let cred = credential_digest(user, password);
+    if st.basic_cached(&cred, &e.basic_id) {
+        return Check::Cached;
     }
-    ok
+    Check::Hash {
+        cred,
+        hash_id: e.basic_id,
+        job: Job {
+            kind: *kind,
+            hash: hash.clone(),
+            password: password.to_vec(),
+        },
+    }
 }

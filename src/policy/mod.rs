@@ -2,7 +2,9 @@
 //! go on or answer it. `PRE_ROUTE` policies run before the route lookup (they cannot depend on the
 //! route: IP rules, global limits); `ROUTE` policies run once the route is known (body limits,
 //! authentication, access rules, rate limits, quotas). Policies are pure checks over the request head
-//! and the `Ctx`: no sockets, no awaiting, no allocation on the pass path.
+//! and the `Ctx`: no sockets, no awaiting, no allocation on the pass path. Work that cannot run on a
+//! worker (a password hash) is handed back as `Outcome::Defer`; the pipeline awaits it and runs the
+//! stage again with the verdict in `ctx.verdict`.
 //!
 //! A new policy is one file in this folder plus one line in `PRE_ROUTE` or `ROUTE`.
 
@@ -14,6 +16,7 @@ pub mod authorization;
 pub mod basic;
 mod body_size;
 pub mod consumers;
+pub mod hasher;
 
 use crate::http1::head::RequestHead;
 use crate::pipeline::ctx::Ctx;
@@ -28,6 +31,17 @@ pub enum Outcome {
     /// The request is answered with this error (its status and message from `respond`), plus any
     /// headers the policy left in `ctx.downstream_edits` (`WWW-Authenticate`, `Retry-After`, ...).
     Reject(ProxyError),
+    /// Work that must not run on the worker (a password hash): the pipeline awaits it, puts its
+    /// verdict in `ctx.verdict`, and runs the stage again, which then decides.
+    Defer(Deferred),
+}
+
+/// A check a policy hands to the pipeline to await.
+pub struct Deferred {
+    /// Digest of the credential the verdict is for.
+    pub cred: [u8; 32],
+    /// The verification.
+    pub job: hasher::Job,
 }
 
 /// Where in the pipeline a policy runs.
