@@ -3,6 +3,7 @@
 //! then the checks across tables (routes naming upstreams, alerts naming routes).
 
 use super::admin::{Admin, AdminToml};
+use super::auth::{Auth, AuthToml};
 use super::check::{Ctx, Reach};
 use super::dns::{Dns, DnsToml};
 use super::http::{Http, HttpToml};
@@ -64,6 +65,9 @@ pub struct ConfigToml {
     pub alerts: IndexMap<String, super::monitoring::AlertToml>,
     /// Scaling signals.
     pub signals: Option<super::monitoring::SignalsToml>,
+    /// Authentication methods by name.
+    #[serde(default)]
+    pub auth: IndexMap<String, AuthToml>,
 }
 /// `workers = "auto" | N`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -130,6 +134,8 @@ pub struct Config {
     pub alerts: Vec<super::monitoring::Alert>,
     /// Scaling signals.
     pub signals: super::monitoring::Signals,
+    /// Authentication methods (`[auth.NAME]`), in file order.
+    pub auth: Vec<Auth>,
 }
 /// Which io driver workers run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -245,6 +251,8 @@ pub(super) fn validate_in(
         None => super::monitoring::Signals::default(),
     };
 
+    let auth = super::auth::auths(&cx, raw.auth)?;
+
     Ok(Config {
         source,
         workers,
@@ -262,6 +270,7 @@ pub(super) fn validate_in(
         access_log,
         alerts,
         signals,
+        auth,
     })
 }
 

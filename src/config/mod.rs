@@ -12,6 +12,7 @@ mod check;
 mod document;
 
 mod admin;
+mod auth;
 mod dns;
 mod http;
 mod listener;
@@ -23,6 +24,7 @@ pub mod secret;
 pub mod units;
 
 pub use admin::Admin;
+pub use auth::{Auth, AuthKind, Jwt, KeySource, ASYMMETRIC as JWT_ASYMMETRIC};
 pub use check::is_token;
 use check::Reach;
 pub use dns::Dns;
