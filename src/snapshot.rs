@@ -4,6 +4,7 @@
 
 use crate::config::{Config, ConfigError, Http};
 use crate::http1::head::Limits;
+use crate::policy::jwt::JwtVerifier;
 use crate::router::RouteTable;
 use crate::upstream::{EndpointAddr, UpstreamSpec};
 use std::sync::Arc;
@@ -24,6 +25,8 @@ pub struct Snapshot {
     pub routes: Arc<RouteTable>,
     /// Upstream groups by index (same order as `config.upstreams`).
     pub upstreams: Vec<UpstreamSpec>,
+    /// JWT verifiers (`[auth.NAME]` of type jwt, in file order), keys read from files already.
+    pub jwt: Arc<[JwtVerifier]>,
 }
 
 impl Snapshot {
@@ -63,8 +66,21 @@ impl Snapshot {
                 endpoints,
             });
         }
+        let mut jwt = Vec::new();
+        for a in &config.auth {
+            let crate::config::AuthKind::Jwt(j) = &a.kind;
+            let v = JwtVerifier::compile(&a.name, j, jwt.len(), generation).map_err(
+                |(key, message)| ConfigError {
+                    file: config.source.label(),
+                    key: format!("auth.{}.{key}", a.name),
+                    message,
+                },
+            )?;
+            jwt.push(v);
+        }
         Ok(Snapshot {
             generation,
+            jwt: jwt.into(),
             http: config.http.clone(),
             limits: Limits {
                 max_header_bytes: config.http.max_header_bytes,
@@ -75,5 +91,10 @@ impl Snapshot {
             upstreams,
             config,
         })
+    }
+
+    /// The index in `jwt` of the verifier named `name`.
+    pub fn jwt_index(&self, name: &str) -> Option<usize> {
+        self.jwt.iter().position(|v| &*v.name == name)
     }
 }

@@ -7,6 +7,7 @@
 //! A new policy is one file in this folder plus one line in `PRE_ROUTE` or `ROUTE`.
 
 mod body_size;
+pub mod jwt;
 
 use crate::http1::head::RequestHead;
 use crate::pipeline::ctx::Ctx;

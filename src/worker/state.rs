@@ -9,6 +9,7 @@ use crate::access_log::LogSink;
 use crate::link::Link;
 use crate::metrics::{RequestRecord, StatsDelta, WorkerGauges};
 use crate::msg::{ToControl, ToWorker};
+use crate::policy::jwt::{Claims, JwtError, JwtState};
 use crate::snapshot::Snapshot;
 use crate::upstream::pool::{Pools, UpConn};
 use bytes::BytesMut;
@@ -40,6 +41,8 @@ pub struct Worker {
     pub(super) to_control: Link<ToControl>,
     /// Idle deadlines of parked keep-alive connections.
     pub parking: crate::conn::park::Parking,
+    /// Fetched JWT keys and the cache of verified tokens.
+    pub(super) jwt: RefCell<JwtState>,
 }
 
 impl Worker {
@@ -69,6 +72,7 @@ impl Worker {
             retired: RefCell::new(Vec::new()),
             to_control,
             parking: Default::default(),
+            jwt: RefCell::new(JwtState::default()),
         }
     }
 
@@ -199,6 +203,28 @@ impl Worker {
         self.pools.borrow().idle(addr)
     }
 
+    /// Verifies a bearer token with verifier `verifier` of `gen` (`Snapshot::jwt` index), through this
+    /// worker's cache. An unknown `kid` asks the control side for an early key refresh (rate-limited).
+    pub fn verify_jwt(
+        &self,
+        gen: &Gen,
+        verifier: usize,
+        token: &[u8],
+        now_unix: u64,
+    ) -> Result<Rc<Claims>, JwtError> {
+        let Some(v) = gen.jwt.get(verifier) else {
+            return Err(JwtError::NoKeys);
+        };
+        let mut st = self.jwt.borrow_mut();
+        let r = st.verify(v, token, now_unix);
+        if matches!(r, Err(JwtError::UnknownKid)) && st.should_ask_refresh(v, now_unix) {
+            self.to_control.send(ToControl::JwtUnknownKid {
+                verifier: v.name.clone(),
+            });
+        }
+        r
+    }
+
     pub(super) fn apply(&self, msg: ToWorker) -> Option<Duration> {
         match msg {
             ToWorker::Snapshot(s) => {
@@ -246,6 +272,10 @@ impl Worker {
                 if let Some(gi) = cur.upstream_names.iter().position(|n| *n == upstream) {
                     cur.with_group(gi, |g| g.set_admin(addr, mode, weight));
                 }
+            }
+            ToWorker::JwtKeys { verifier, keys } => {
+                tracing::debug!(worker = self.id, verifier = %verifier, keys = keys.len(), "JWT keys applied");
+                self.jwt.borrow_mut().set_keys(verifier, keys);
             }
             ToWorker::Drain(grace) => return Some(grace),
         }
