@@ -298,3 +298,76 @@ impl Drop for ConnGuard<'_> {
         self.0.connections.set(self.0.connections.get() - 1);
     }
 }
+
+#[cfg(test)]
+mod jwt_tests {
+    //! The worker side of JWT keys: a `JwtKeys` message installs fetched keys, `verify_jwt` uses them
+    //! through the cache, and an unknown kid asks the control side for a refresh, at most once per
+    //! `UNKNOWN_KID_ASK_SECS`.
+
+    use super::*;
+    use crate::policy::jwt::keys::parse_jwks;
+    use std::sync::Arc;
+
+    const URL: &str = "http://127.0.0.1:9/jwks.json";
+    const NOW: u64 = 1_800_000_000;
+
+    fn token(kid: &str) -> String {
+        let key = jsonwebtoken::EncodingKey::from_rsa_pem(include_bytes!(
+            "../../tests/data/jwt/rsa_private.pem"
+        ))
+        .unwrap();
+        let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+        h.kid = Some(kid.into());
+        let claims = serde_json::json!({ "sub": "alice", "exp": NOW + 60 });
+        jsonwebtoken::encode(&h, &claims, &key).unwrap()
+    }
+
+    #[test]
+    fn keys_arrive_by_message_and_unknown_kids_ask_for_a_refresh() {
+        let cfg = crate::config::parse(
+            &format!("[listeners.a]\nlisten = \"127.0.0.1:0\"\n[auth.corp]\ntype = \"jwt\"\njwks = \"{URL}\"\n"),
+            crate::config::Source::Embedded,
+        )
+        .unwrap();
+        let snap = Snapshot::build(Arc::new(cfg), 1).unwrap();
+        let vi = snap.jwt_index("corp").unwrap();
+        let (link, inbox) = crate::link::pair::<ToControl>().unwrap();
+        let w = Worker::new(0, 1, snap, link);
+        let gen = w.snapshot();
+        let good = token("rsa1");
+        assert_eq!(
+            w.verify_jwt(&gen, vi, good.as_bytes(), NOW),
+            Err(JwtError::NoKeys)
+        );
+
+        let (keys, _) =
+            parse_jwks(include_bytes!("../../tests/data/jwt/jwks.json"), URL, 1).unwrap();
+        w.apply(ToWorker::JwtKeys {
+            verifier: "corp".into(),
+            keys: Arc::new(keys),
+        });
+        let claims = w.verify_jwt(&gen, vi, good.as_bytes(), NOW).unwrap();
+        assert_eq!(claims.consumer(), Some("alice"));
+        assert!(inbox.try_recv().is_none());
+
+        let unknown = token("rotated-in");
+        for _ in 0..3 {
+            assert_eq!(
+                w.verify_jwt(&gen, vi, unknown.as_bytes(), NOW),
+                Err(JwtError::UnknownKid)
+            );
+        }
+        assert!(matches!(
+            inbox.try_recv(),
+            Some(ToControl::JwtUnknownKid { verifier }) if &*verifier == "corp"
+        ));
+        assert!(inbox.try_recv().is_none(), "asked once per interval");
+        let later = NOW + crate::policy::jwt::UNKNOWN_KID_ASK_SECS;
+        let _ = w.verify_jwt(&gen, vi, unknown.as_bytes(), later);
+        assert!(matches!(
+            inbox.try_recv(),
+            Some(ToControl::JwtUnknownKid { .. })
+        ));
+    }
+}
