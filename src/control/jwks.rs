@@ -142,6 +142,10 @@ impl State {
                         .iter()
                         .position(|r| r.status.name == v.name && r.url == url)
                         .map(|i| old.swap_remove(i));
+                    if url.starts_with("http://") {
+                        // Keys decide who gets in: over plain HTTP anyone on the path can swap them.
+                        tracing::warn!(verifier = %v.name, url, "JWT keys are fetched over plain HTTP; use https outside tests");
+                    }
                     let (status, last_attempt, last_body) = match kept {
                         Some(r) => (r.status, r.last_attempt, r.last_body),
                         None => (base, None, None),
