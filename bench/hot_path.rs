@@ -162,8 +162,53 @@ fn bench_reload(c: &mut Criterion) {
     g.finish();
 }
 
+/// JWT checks: an uncached RS256 and ES256 verification (signature + claims) and a cache hit.
+fn bench_jwt(c: &mut Criterion) {
+    use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+    use sluice::policy::jwt::JwtState;
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/jwt");
+    let cfg = parse(
+        &format!(
+            "[listeners.a]\nlisten = \"127.0.0.1:0\"\n[auth.corp]\ntype = \"jwt\"\njwks_file = \"{dir}/jwks.json\"\naudiences = [\"api\"]\n"
+        ),
+        Source::Embedded,
+    )
+    .unwrap();
+    let snap = Snapshot::build(Arc::new(cfg), 1).unwrap();
+    let v = &snap.jwt[0];
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims =
+        serde_json::json!({ "sub": "alice", "aud": "api", "exp": now + 3600, "scope": "a b" });
+    let sign = |alg, kid: &str, key: &EncodingKey| {
+        let mut h = Header::new(alg);
+        h.kid = Some(kid.into());
+        encode(&h, &claims, key).unwrap()
+    };
+    let rsa = EncodingKey::from_rsa_pem(&std::fs::read(format!("{dir}/rsa_private.pem")).unwrap())
+        .unwrap();
+    let ec = EncodingKey::from_ec_pem(&std::fs::read(format!("{dir}/ec256_private.pem")).unwrap())
+        .unwrap();
+    let rs256 = sign(Algorithm::RS256, "rsa1", &rsa);
+    let es256 = sign(Algorithm::ES256, "ec1", &ec);
+    c.bench_function("jwt_verify_rs256_uncached", |b| {
+        b.iter(|| black_box(v.verify(rs256.as_bytes(), now).unwrap()))
+    });
+    c.bench_function("jwt_verify_es256_uncached", |b| {
+        b.iter(|| black_box(v.verify(es256.as_bytes(), now).unwrap()))
+    });
+    let mut st = JwtState::default();
+    st.verify(v, rs256.as_bytes(), now).unwrap();
+    c.bench_function("jwt_verify_cached", |b| {
+        b.iter(|| black_box(st.verify(v, rs256.as_bytes(), now).unwrap()))
+    });
+}
+
 criterion_group!(
     benches,
+    bench_jwt,
     bench_parse,
     bench_route,
     bench_pick,

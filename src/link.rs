@@ -48,6 +48,11 @@ impl<T> Link<T> {
 }
 
 impl<T> Inbox<T> {
+    /// The next message if one is waiting, without blocking (for a thread outside a runtime, and tests).
+    pub fn try_recv(&self) -> Option<T> {
+        self.rx.try_recv().ok()
+    }
+
     /// Turns the inbox into an async receiver; call inside the runtime that will read it.
     pub fn into_async(self) -> io::Result<AsyncInbox<T>> {
         Ok(AsyncInbox {

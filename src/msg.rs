@@ -40,6 +40,12 @@ pub enum ToWorker {
         /// New weight, if changed.
         weight: Option<u32>,
     },
+    /// Keys the control side fetched for a JWT verifier (by name); replaces that verifier's keys. The
+    /// set carries the URL it came from, so a verifier whose source changed in a reload ignores it.
+    JwtKeys {
+        verifier: Arc<str>,
+        keys: Arc<crate::policy::jwt::KeySet>,
+    },
     /// Stop accepting, finish in-flight requests within the grace period, exit.
     Drain(Duration),
 }
@@ -54,5 +60,12 @@ pub enum ToControl {
     Snapshot(Arc<Snapshot>),
     /// A worker's statistics for the last interval.
     Stats(Box<crate::metrics::StatsDelta>),
+    /// A worker met a token whose `kid` no loaded key has: refresh that verifier's keys early
+    /// (rate-limited by the fetch thread).
+    JwtUnknownKid {
+        verifier: Arc<str>,
+    },
+    /// The key-fetch thread's view of every JWT verifier, for `GET /auth` and `/metrics`.
+    AuthStatus(Vec<crate::control::jwks::VerifierStatus>),
     Stop,
 }

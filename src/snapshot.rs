@@ -5,6 +5,7 @@
 use crate::config::{Config, ConfigError, Http};
 use crate::http1::head::Limits;
 use crate::policy::consumers::ConsumerSet;
+use crate::policy::jwt::JwtVerifier;
 use crate::router::RouteTable;
 use crate::upstream::{EndpointAddr, UpstreamSpec};
 use std::sync::Arc;
@@ -27,6 +28,8 @@ pub struct Snapshot {
     pub upstreams: Vec<UpstreamSpec>,
     /// The file's consumers, compiled for lookups (shared read-only, like the routes).
     pub consumers: Arc<ConsumerSet>,
+    /// JWT verifiers (`[auth.NAME]` of type jwt, in file order), keys read from files already.
+    pub jwt: Arc<[JwtVerifier]>,
 }
 
 impl Snapshot {
@@ -66,8 +69,21 @@ impl Snapshot {
                 endpoints,
             });
         }
+        let mut jwt = Vec::new();
+        for a in &config.auth {
+            let crate::config::AuthKind::Jwt(j) = &a.kind;
+            let v = JwtVerifier::compile(&a.name, j, jwt.len(), generation).map_err(
+                |(key, message)| ConfigError {
+                    file: config.source.label(),
+                    key: format!("auth.{}.{key}", a.name),
+                    message,
+                },
+            )?;
+            jwt.push(v);
+        }
         Ok(Snapshot {
             generation,
+            jwt: jwt.into(),
             http: config.http.clone(),
             limits: Limits {
                 max_header_bytes: config.http.max_header_bytes,
@@ -79,5 +95,10 @@ impl Snapshot {
             upstreams,
             config,
         })
+    }
+
+    /// The index in `jwt` of the verifier named `name`.
+    pub fn jwt_index(&self, name: &str) -> Option<usize> {
+        self.jwt.iter().position(|v| &*v.name == name)
     }
 }

@@ -3,6 +3,7 @@
 //! then the checks across tables (routes naming upstreams, alerts naming routes).
 
 use super::admin::{Admin, AdminToml};
+use super::auth::{Auth, AuthToml};
 use super::check::{Ctx, Reach};
 use super::dns::{Dns, DnsToml};
 use super::http::{Http, HttpToml};
@@ -75,6 +76,9 @@ pub struct ConfigToml {
     pub consumer_headers: super::consumer::ConsumerHeadersToml,
     /// The state database.
     pub state: Option<super::consumer::StateToml>,
+    /// Authentication methods by name.
+    #[serde(default)]
+    pub auth: IndexMap<String, AuthToml>,
 }
 /// `workers = "auto" | N`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -149,6 +153,8 @@ pub struct Config {
     pub consumer_headers: super::consumer::ConsumerHeaders,
     /// The state database file, if runtime state is kept.
     pub state: Option<std::path::PathBuf>,
+    /// Authentication methods (`[auth.NAME]`), in file order.
+    pub auth: Vec<Auth>,
 }
 /// Which io driver workers run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -268,6 +274,7 @@ pub(super) fn validate_in(
     let api_key = super::consumer::api_key(&cx, raw.api_key)?;
     let consumer_headers = super::consumer::consumer_headers(&cx, raw.consumer_headers)?;
     let state = super::consumer::state(&cx, raw.state);
+    let auth = super::auth::auths(&cx, raw.auth)?;
 
     Ok(Config {
         source,
@@ -290,6 +297,7 @@ pub(super) fn validate_in(
         api_key,
         consumer_headers,
         state,
+        auth,
     })
 }
 

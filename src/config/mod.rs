@@ -13,6 +13,7 @@ mod document;
 
 mod admin;
 pub mod consumer;
+mod auth;
 mod dns;
 mod http;
 mod listener;
@@ -24,6 +25,7 @@ pub mod secret;
 pub mod units;
 
 pub use admin::Admin;
+pub use auth::{Auth, AuthKind, Jwt, KeySource, ASYMMETRIC as JWT_ASYMMETRIC};
 pub use check::is_token;
 use check::Reach;
 pub use dns::Dns;

@@ -40,6 +40,8 @@ pub struct AdminState {
     pub links: Rc<super::Broadcast>,
     /// Runtime endpoint changes in force, re-applied after a reload.
     pub overrides: RefCell<Vec<EndpointOverride>>,
+    /// JWT verifiers as the key-fetch thread last reported them.
+    pub auth: Rc<RefCell<Vec<super::jwks::VerifierStatus>>>,
 }
 
 /// An operator's runtime change to one endpoint.
@@ -161,6 +163,7 @@ fn route(st: &AdminState, method: &[u8], path: &[u8]) -> Reply {
         (b"GET", b"/upstreams") => json_reply(200, upstreams(st)),
         (b"GET", b"/alerts") => json_reply(200, alerts(st)),
         (b"GET", b"/signals") => json_reply(200, signals(st)),
+        (b"GET", b"/auth") => json_reply(200, auth(st)),
         (b"POST", b"/reload") => {
             // The main thread owns reloads; a SIGHUP to ourselves takes the same path as an operator's.
             match signal_hook::low_level::raise(signal_hook::consts::SIGHUP) {
@@ -175,7 +178,7 @@ fn route(st: &AdminState, method: &[u8], path: &[u8]) -> Reply {
         (
             _,
             b"/" | b"/stats" | b"/metrics" | b"/status" | b"/workers" | b"/routes" | b"/upstreams"
-            | b"/reload" | b"/alerts" | b"/signals",
+            | b"/reload" | b"/alerts" | b"/signals" | b"/auth",
         ) => error(405, "method not allowed"),
         _ => error(404, "not found"),
     }
@@ -264,6 +267,7 @@ fn endpoint_admin(st: &AdminState, path: &[u8]) -> Reply {
 
 fn metrics(st: &AdminState) -> Reply {
     let mut text = super::prometheus::render(&st.store.borrow(), st.generation.get());
+    super::prometheus::render_auth(&st.auth.borrow(), &mut text);
     if let Some(c) = &st.log_counters {
         use std::sync::atomic::Ordering::Relaxed;
         text.push_str(&format!(
@@ -423,6 +427,32 @@ fn upstreams(st: &AdminState) -> Value {
         })
         .collect();
     json!({ "upstreams": list })
+}
+
+/// `GET /auth`: every `[auth.NAME]` with its key source, the keys loaded and the refresh record.
+fn auth(st: &AdminState) -> Value {
+    let list: Vec<Value> = st
+        .auth
+        .borrow()
+        .iter()
+        .map(|v| {
+            json!({
+                "name": &*v.name,
+                "type": v.kind,
+                "source": v.source,
+                "location": v.location,
+                "jwks_uri": v.jwks_uri,
+                "keys": v.keys,
+                "kids": v.kids,
+                "last_refresh": v.last_refresh,
+                "last_error": v.last_error,
+                "last_error_at": v.last_error_at,
+                "failures": v.failures,
+                "refreshes": v.refreshes,
+            })
+        })
+        .collect();
+    json!({ "verifiers": list })
 }
 
 fn delivery(url: &str, d: &super::webhook::Delivery) -> Value {

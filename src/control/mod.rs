@@ -6,6 +6,7 @@ pub mod admin;
 pub mod alerts;
 mod dns;
 mod health;
+pub mod jwks;
 pub mod prometheus;
 pub mod signals;
 pub mod stats;
@@ -65,11 +66,28 @@ pub fn spawn(
         ),
         first.clone(),
     )?;
+    let jwks_thread = jwks::spawn(
+        Broadcast(
+            workers
+                .iter()
+                .map(|l| l.try_clone())
+                .collect::<io::Result<_>>()?,
+        ),
+        link.try_clone()?,
+        first.clone(),
+    )?;
     let join = std::thread::Builder::new()
         .name("sluice-control".into())
         .spawn(move || {
             let res = crate::runtime::block_on(crate::config::Driver::Epoll, |_| {
-                control_main(Broadcast(workers), first, inbox, dns_thread, admin)
+                control_main(
+                    Broadcast(workers),
+                    first,
+                    inbox,
+                    dns_thread,
+                    jwks_thread,
+                    admin,
+                )
             });
             if let Err(e) = res {
                 tracing::error!(error = %e, "control thread failed to start");
@@ -83,8 +101,10 @@ async fn control_main(
     first: Arc<Snapshot>,
     inbox: Inbox<ToControl>,
     dns: dns::DnsHandle,
+    jwks: jwks::JwksHandle,
     admin: Option<AdminSetup>,
 ) {
+    let auth = Rc::new(RefCell::new(Vec::new()));
     let current = Rc::new(Cell::new(first.generation));
     let store = Rc::new(RefCell::new(stats::Store::new(workers.0.len())));
     let workers = Rc::new(workers);
@@ -100,6 +120,7 @@ async fn control_main(
             links: workers.clone(),
             log_counters: a.log_counters,
             overrides: RefCell::new(Vec::new()),
+            auth: auth.clone(),
         };
         let state = Rc::new(state);
         ADMIN.with(|s| *s.borrow_mut() = Some(state.clone()));
@@ -120,6 +141,8 @@ async fn control_main(
     while let Some(msg) = inbox.recv().await {
         match msg {
             ToControl::Stats(d) => store.borrow_mut().apply(&d),
+            ToControl::JwtUnknownKid { verifier } => jwks.unknown_kid(verifier),
+            ToControl::AuthStatus(list) => *auth.borrow_mut() = list,
             ToControl::Snapshot(s) => {
                 current.set(s.generation);
                 store.borrow_mut().set_routes(&s.config);
@@ -131,12 +154,14 @@ async fn control_main(
                     }
                 });
                 dns.update(s.clone());
+                jwks.update(s.clone());
                 health::start(&s, &workers, &current, &mut state);
             }
             ToControl::Stop => break,
         }
     }
     dns.stop();
+    jwks.stop();
 }
 
 thread_local! {

@@ -13,6 +13,43 @@ const BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// The JWT verifiers' key refresh counters and key counts.
+pub fn render_auth(list: &[super::jwks::VerifierStatus], o: &mut String) {
+    if list.is_empty() {
+        return;
+    }
+    let _ = writeln!(o, "# HELP sluice_auth_key_refreshes_total Successful key loads per JWT verifier.\n# TYPE sluice_auth_key_refreshes_total counter");
+    for v in list {
+        let _ = writeln!(
+            o,
+            "sluice_auth_key_refreshes_total{{auth=\"{}\"}} {}",
+            esc(&v.name),
+            v.refreshes
+        );
+    }
+    let _ = writeln!(o, "# HELP sluice_auth_key_refresh_failures_total Failed key fetches per JWT verifier (the last good keys stay in use).\n# TYPE sluice_auth_key_refresh_failures_total counter");
+    for v in list {
+        let _ = writeln!(
+            o,
+            "sluice_auth_key_refresh_failures_total{{auth=\"{}\"}} {}",
+            esc(&v.name),
+            v.failures
+        );
+    }
+    let _ = writeln!(
+        o,
+        "# HELP sluice_auth_keys Keys loaded per JWT verifier.\n# TYPE sluice_auth_keys gauge"
+    );
+    for v in list {
+        let _ = writeln!(
+            o,
+            "sluice_auth_keys{{auth=\"{}\"}} {}",
+            esc(&v.name),
+            v.keys
+        );
+    }
+}
+
 /// Prometheus text exposition (version 0.0.4).
 pub fn render(store: &Store, generation: u64) -> String {
     let mut o = String::with_capacity(8192);

@@ -17,6 +17,7 @@ pub mod basic;
 mod body_size;
 pub mod consumers;
 pub mod hasher;
+pub mod jwt;
 
 use crate::http1::head::RequestHead;
 use crate::pipeline::ctx::Ctx;

@@ -9,6 +9,7 @@ use crate::access_log::LogSink;
 use crate::link::Link;
 use crate::metrics::{RequestRecord, StatsDelta, WorkerGauges};
 use crate::msg::{ToControl, ToWorker};
+use crate::policy::jwt::{Claims, JwtError, JwtState};
 use crate::snapshot::Snapshot;
 use crate::upstream::pool::{Pools, UpConn};
 use bytes::BytesMut;
@@ -42,6 +43,8 @@ pub struct Worker {
     pub parking: crate::conn::park::Parking,
     /// Runtime consumers and verified-credential caches.
     pub auth: crate::policy::auth_state::AuthState,
+    /// Fetched JWT keys and the cache of verified tokens.
+    pub(super) jwt: RefCell<JwtState>,
 }
 
 impl Worker {
@@ -72,6 +75,7 @@ impl Worker {
             to_control,
             parking: Default::default(),
             auth: Default::default(),
+            jwt: RefCell::new(JwtState::default()),
         }
     }
 
@@ -202,6 +206,28 @@ impl Worker {
         self.pools.borrow().idle(addr)
     }
 
+    /// Verifies a bearer token with verifier `verifier` of `gen` (`Snapshot::jwt` index), through this
+    /// worker's cache. An unknown `kid` asks the control side for an early key refresh (rate-limited).
+    pub fn verify_jwt(
+        &self,
+        gen: &Gen,
+        verifier: usize,
+        token: &[u8],
+        now_unix: u64,
+    ) -> Result<Rc<Claims>, JwtError> {
+        let Some(v) = gen.jwt.get(verifier) else {
+            return Err(JwtError::NoKeys);
+        };
+        let mut st = self.jwt.borrow_mut();
+        let r = st.verify(v, token, now_unix);
+        if matches!(r, Err(JwtError::UnknownKid)) && st.should_ask_refresh(v, now_unix) {
+            self.to_control.send(ToControl::JwtUnknownKid {
+                verifier: v.name.clone(),
+            });
+        }
+        r
+    }
+
     pub(super) fn apply(&self, msg: ToWorker) -> Option<Duration> {
         match msg {
             ToWorker::Snapshot(s) => {
@@ -250,6 +276,10 @@ impl Worker {
                     cur.with_group(gi, |g| g.set_admin(addr, mode, weight));
                 }
             }
+            ToWorker::JwtKeys { verifier, keys } => {
+                tracing::debug!(worker = self.id, verifier = %verifier, keys = keys.len(), "JWT keys applied");
+                self.jwt.borrow_mut().set_keys(verifier, keys);
+            }
             ToWorker::Drain(grace) => return Some(grace),
         }
         None
@@ -269,5 +299,78 @@ pub struct ConnGuard<'a>(&'a Worker);
 impl Drop for ConnGuard<'_> {
     fn drop(&mut self) {
         self.0.connections.set(self.0.connections.get() - 1);
+    }
+}
+
+#[cfg(test)]
+mod jwt_tests {
+    //! The worker side of JWT keys: a `JwtKeys` message installs fetched keys, `verify_jwt` uses them
+    //! through the cache, and an unknown kid asks the control side for a refresh, at most once per
+    //! `UNKNOWN_KID_ASK_SECS`.
+
+    use super::*;
+    use crate::policy::jwt::keys::parse_jwks;
+    use std::sync::Arc;
+
+    const URL: &str = "http://127.0.0.1:9/jwks.json";
+    const NOW: u64 = 1_800_000_000;
+
+    fn token(kid: &str) -> String {
+        let key = jsonwebtoken::EncodingKey::from_rsa_pem(include_bytes!(
+            "../../tests/data/jwt/rsa_private.pem"
+        ))
+        .unwrap();
+        let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+        h.kid = Some(kid.into());
+        let claims = serde_json::json!({ "sub": "alice", "exp": NOW + 60 });
+        jsonwebtoken::encode(&h, &claims, &key).unwrap()
+    }
+
+    #[test]
+    fn keys_arrive_by_message_and_unknown_kids_ask_for_a_refresh() {
+        let cfg = crate::config::parse(
+            &format!("[listeners.a]\nlisten = \"127.0.0.1:0\"\n[auth.corp]\ntype = \"jwt\"\njwks = \"{URL}\"\n"),
+            crate::config::Source::Embedded,
+        )
+        .unwrap();
+        let snap = Snapshot::build(Arc::new(cfg), 1).unwrap();
+        let vi = snap.jwt_index("corp").unwrap();
+        let (link, inbox) = crate::link::pair::<ToControl>().unwrap();
+        let w = Worker::new(0, 1, snap, link);
+        let gen = w.snapshot();
+        let good = token("rsa1");
+        assert_eq!(
+            w.verify_jwt(&gen, vi, good.as_bytes(), NOW),
+            Err(JwtError::NoKeys)
+        );
+
+        let (keys, _) =
+            parse_jwks(include_bytes!("../../tests/data/jwt/jwks.json"), URL, 1).unwrap();
+        w.apply(ToWorker::JwtKeys {
+            verifier: "corp".into(),
+            keys: Arc::new(keys),
+        });
+        let claims = w.verify_jwt(&gen, vi, good.as_bytes(), NOW).unwrap();
+        assert_eq!(claims.consumer(), Some("alice"));
+        assert!(inbox.try_recv().is_none());
+
+        let unknown = token("rotated-in");
+        for _ in 0..3 {
+            assert_eq!(
+                w.verify_jwt(&gen, vi, unknown.as_bytes(), NOW),
+                Err(JwtError::UnknownKid)
+            );
+        }
+        assert!(matches!(
+            inbox.try_recv(),
+            Some(ToControl::JwtUnknownKid { verifier }) if &*verifier == "corp"
+        ));
+        assert!(inbox.try_recv().is_none(), "asked once per interval");
+        let later = NOW + crate::policy::jwt::UNKNOWN_KID_ASK_SECS;
+        let _ = w.verify_jwt(&gen, vi, unknown.as_bytes(), later);
+        assert!(matches!(
+            inbox.try_recv(),
+            Some(ToControl::JwtUnknownKid { .. })
+        ));
     }
 }
