@@ -202,7 +202,13 @@ pub fn summary(cfg: &Config) -> String {
             .unwrap_or_else(|| "ANY".into());
         let mut access = String::new();
         if !r.access.auth.is_empty() {
-            let names: Vec<&str> = r.access.auth.iter().map(|m| m.name()).collect();
+            let all = crate::config::consumer::method_names(cfg);
+            let names: Vec<&str> = r
+                .access
+                .auth
+                .iter()
+                .filter_map(|m| all.get(m.index() as usize).map(|n| &**n))
+                .collect();
             let _ = write!(access, " auth={}", names.join(","));
         }
         if let Some(allow) = &r.access.allow {

@@ -111,12 +111,28 @@ pub enum AuthOutcome {
     Denied,
     /// Authenticated, but a required scope or claim is missing.
     InsufficientScope,
-    /// The verifier could not decide (no keys, auth service down).
+    /// The verifier could not decide (hash pool saturated, auth service down).
     Unavailable,
+    /// A token that does not parse.
+    Malformed,
+    /// A token whose `alg` is not allowed (or does not fit its key).
+    AlgNotAllowed,
+    /// The verifier has no keys yet.
+    NoKeys,
+    /// A token naming a key the verifier does not have.
+    UnknownKid,
+    /// A token whose signature does not verify.
+    BadSignature,
+    /// A token without `exp`.
+    MissingExp,
+    /// A token from another issuer.
+    BadIssuer,
+    /// A token for another audience.
+    BadAudience,
 }
 
 /// Number of `AuthOutcome`s.
-pub const AUTH_OUTCOMES: usize = 9;
+pub const AUTH_OUTCOMES: usize = 17;
 
 impl AuthOutcome {
     /// Stable label.
@@ -131,6 +147,14 @@ impl AuthOutcome {
             AuthOutcome::Denied => "denied",
             AuthOutcome::InsufficientScope => "insufficient_scope",
             AuthOutcome::Unavailable => "unavailable",
+            AuthOutcome::Malformed => "malformed",
+            AuthOutcome::AlgNotAllowed => "alg_not_allowed",
+            AuthOutcome::NoKeys => "no_keys",
+            AuthOutcome::UnknownKid => "unknown_kid",
+            AuthOutcome::BadSignature => "bad_signature",
+            AuthOutcome::MissingExp => "missing_exp",
+            AuthOutcome::BadIssuer => "bad_issuer",
+            AuthOutcome::BadAudience => "bad_audience",
         }
     }
 }
@@ -572,6 +596,14 @@ pub const AUTH_OUTCOME_NAMES: [&str; AUTH_OUTCOMES] = [
     "denied",
     "insufficient_scope",
     "unavailable",
+    "malformed",
+    "alg_not_allowed",
+    "no_keys",
+    "unknown_kid",
+    "bad_signature",
+    "missing_exp",
+    "bad_issuer",
+    "bad_audience",
 ];
 
 /// CPU time used by the calling thread, in ns.

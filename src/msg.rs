@@ -66,6 +66,35 @@ pub enum ToControl {
         verifier: Arc<str>,
     },
     /// The key-fetch thread's view of every JWT verifier, for `GET /auth` and `/metrics`.
-    AuthStatus(Vec<crate::control::jwks::VerifierStatus>),
+    AuthStatus(Vec<VerifierStatus>),
     Stop,
+}
+
+/// One verifier as `GET /auth` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifierStatus {
+    /// `[auth.NAME]`.
+    pub name: Arc<str>,
+    /// The auth type ("jwt").
+    pub kind: &'static str,
+    /// `discovery`, `jwks`, `jwks_file` or `key_file`.
+    pub source: &'static str,
+    /// The URL or path.
+    pub location: String,
+    /// The `jwks_uri` the discovery document named (discovery only).
+    pub jwks_uri: Option<String>,
+    /// Kids of the keys loaded (keys without a kid are counted in `keys` only).
+    pub kids: Vec<String>,
+    /// Keys loaded.
+    pub keys: usize,
+    /// Unix seconds of the last successful load.
+    pub last_refresh: Option<u64>,
+    /// Unix seconds of the last failed fetch, and what failed.
+    pub last_error_at: Option<u64>,
+    /// The last failure's message.
+    pub last_error: Option<String>,
+    /// Failed fetches since start.
+    pub failures: u64,
+    /// Successful fetches (or file loads) since start.
+    pub refreshes: u64,
 }

@@ -168,6 +168,12 @@ pub(super) fn auths(
     cx: &Ctx,
     raw: indexmap::IndexMap<String, AuthToml>,
 ) -> Result<Vec<Auth>, ConfigError> {
+    if raw.len() > 200 {
+        return Err(cx.err(
+            "auth",
+            format!("at most 200 [auth.NAME] tables, got {}", raw.len()),
+        ));
+    }
     let mut out = Vec::with_capacity(raw.len());
     for (name, t) in raw {
         let key = format!("auth.{name}");

@@ -140,11 +140,15 @@ pub enum AuthMethod {
     ApiKey,
     /// `basic`.
     Basic,
+    /// A named `[auth.NAME]` JWT verifier: its index in `Snapshot::jwt`, and in `Config::auth`.
+    Jwt { verifier: u16, auth: u16 },
 }
 
 /// Method names by `AuthMethod::index`: the built-ins, then each named verifier.
-pub fn method_names(_cfg: &super::Config) -> Vec<std::sync::Arc<str>> {
-    vec!["api_key".into(), "basic".into()]
+pub fn method_names(cfg: &super::Config) -> Vec<std::sync::Arc<str>> {
+    let mut v: Vec<std::sync::Arc<str>> = vec!["api_key".into(), "basic".into()];
+    v.extend(cfg.auth.iter().map(|a| a.name.as_str().into()));
+    v
 }
 
 impl AuthMethod {
@@ -153,14 +157,8 @@ impl AuthMethod {
         match self {
             AuthMethod::ApiKey => 0,
             AuthMethod::Basic => 1,
-        }
-    }
-
-    /// Its name in config, metrics and logs.
-    pub fn name(self) -> &'static str {
-        match self {
-            AuthMethod::ApiKey => "api_key",
-            AuthMethod::Basic => "basic",
+            // At most 253 named methods (checked when auth tables are read): the index fits.
+            AuthMethod::Jwt { auth, .. } => (2 + auth).min(u8::MAX as u16) as u8,
         }
     }
 }
@@ -374,6 +372,7 @@ pub(super) struct RouteAccessToml {
 pub(super) fn route_access(
     cx: &Ctx,
     route: &str,
+    named: &[super::auth::Auth],
     raw: RouteAccessToml,
 ) -> Result<RouteAccess, ConfigError> {
     let key = |k: &str| format!("routes.{route}.{k}");
@@ -382,12 +381,26 @@ pub(super) fn route_access(
         let method = match m.as_str() {
             "api_key" => AuthMethod::ApiKey,
             "basic" => AuthMethod::Basic,
-            other => {
-                return Err(cx.err(
-                    format!("{}[{i}]", key("auth")),
-                    format!("unknown auth method {other:?} (expected \"api_key\" or \"basic\")"),
-                ))
-            }
+            other => match named.iter().position(|a| a.name == other) {
+                Some(auth) => {
+                    let verifier = named[..auth]
+                        .iter()
+                        .filter(|a| matches!(a.kind, super::auth::AuthKind::Jwt(_)))
+                        .count();
+                    AuthMethod::Jwt {
+                        verifier: verifier as u16,
+                        auth: auth as u16,
+                    }
+                }
+                None => {
+                    let mut known = vec!["api_key".to_string(), "basic".to_string()];
+                    known.extend(named.iter().map(|a| a.name.clone()));
+                    return Err(cx.err(
+                        format!("{}[{i}]", key("auth")),
+                        format!("unknown auth method {other:?} (defined: {known:?})"),
+                    ));
+                }
+            },
         };
         if auth.contains(&method) {
             return Err(cx.err(format!("{}[{i}]", key("auth")), "named twice"));

@@ -244,9 +244,11 @@ pub(super) fn validate_in(
         .enumerate()
         .map(|(i, u)| (u.name.as_str(), i))
         .collect();
+    // Routes name their authentication methods.
+    let auth = super::auth::auths(&cx, raw.auth)?;
     let mut routes = Vec::with_capacity(raw.routes.len());
     for (name, r) in raw.routes {
-        routes.push(route(&cx, name, r, &upstreams, &by_name)?);
+        routes.push(route(&cx, name, r, &upstreams, &by_name, &auth)?);
     }
 
     let access_log = match raw.access_log {
@@ -274,7 +276,6 @@ pub(super) fn validate_in(
     let api_key = super::consumer::api_key(&cx, raw.api_key)?;
     let consumer_headers = super::consumer::consumer_headers(&cx, raw.consumer_headers)?;
     let state = super::consumer::state(&cx, raw.state);
-    let auth = super::auth::auths(&cx, raw.auth)?;
 
     Ok(Config {
         source,

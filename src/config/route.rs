@@ -228,6 +228,7 @@ pub(super) fn route(
     r: RouteToml,
     upstreams: &[Upstream],
     by_name: &UpstreamIndex,
+    auth: &[super::auth::Auth],
 ) -> Result<Route, ConfigError> {
     // Key paths are built only for an error: formatting them for each of 10,000 routes cost more than
     // checking the route.
@@ -461,6 +462,7 @@ pub(super) fn route(
     let access = super::consumer::route_access(
         cx,
         &name,
+        auth,
         super::consumer::RouteAccessToml {
             auth: r.auth,
             allow: r.allow,

@@ -41,7 +41,7 @@ pub struct AdminState {
     /// Runtime endpoint changes in force, re-applied after a reload.
     pub overrides: RefCell<Vec<EndpointOverride>>,
     /// JWT verifiers as the key-fetch thread last reported them.
-    pub auth: Rc<RefCell<Vec<super::jwks::VerifierStatus>>>,
+    pub auth: Rc<RefCell<Vec<crate::msg::VerifierStatus>>>,
 }
 
 /// An operator's runtime change to one endpoint.

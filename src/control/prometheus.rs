@@ -14,7 +14,7 @@ const BUCKETS: [f64; 14] = [
 ];
 
 /// The JWT verifiers' key refresh counters and key counts.
-pub fn render_auth(list: &[super::jwks::VerifierStatus], o: &mut String) {
+pub fn render_auth(list: &[crate::msg::VerifierStatus], o: &mut String) {
     if list.is_empty() {
         return;
     }

@@ -5,6 +5,7 @@
 use crate::http1::head::{Framing, RequestHead, ResponseHead};
 use crate::metrics::RequestRecord;
 use crate::policy::consumers::{ConsumerSet, Entry};
+use crate::policy::jwt::Claims;
 use crate::worker::ids::Ids;
 use crate::worker::{Gen, Worker};
 use std::rc::Rc;
@@ -34,14 +35,26 @@ pub enum Identity {
     File(u32),
     /// A consumer created at runtime, in the table it was found in.
     Runtime(Rc<ConsumerSet>, u32),
+    /// A verified token whose consumer claim names no configured consumer: known by the claim's
+    /// value, in no group, so no `allow` list admits it.
+    Anonymous(Rc<Claims>),
 }
 
 impl Identity {
-    /// The consumer's entry.
+    /// The consumer's entry (None for an anonymous identity).
     pub fn entry<'a>(&'a self, gen: &'a Gen) -> Option<&'a Entry> {
         match self {
             Identity::File(i) => gen.consumers.get(*i),
             Identity::Runtime(set, i) => set.get(*i),
+            Identity::Anonymous(_) => None,
+        }
+    }
+
+    /// The name sent upstream and logged, and the groups joined with ','.
+    pub fn names<'a>(&'a self, gen: &'a Gen) -> Option<(&'a str, &'a str)> {
+        match self {
+            Identity::Anonymous(c) => c.consumer().map(|n| (n, "")),
+            _ => self.entry(gen).map(|e| (&*e.name, &*e.groups_header)),
         }
     }
 }
@@ -76,6 +89,8 @@ pub struct Ctx {
     pub identity: Option<Identity>,
     /// The credential to strip before the upstream.
     pub credential: Credential,
+    /// The claims of the token that authenticated the request, for scope and claim rules.
+    pub claims: Option<Rc<Claims>>,
     /// The answer to a check a policy deferred (`policy::Outcome::Defer`): the credential's digest
     /// and what the check said.
     pub verdict: Option<([u8; 32], crate::policy::hasher::Verdict)>,
@@ -96,6 +111,7 @@ impl Ctx {
             identity: None,
             credential: Credential::None,
             verdict: None,
+            claims: None,
             upstream_edits: HeaderEdits::default(),
             downstream_edits: HeaderEdits::default(),
         }

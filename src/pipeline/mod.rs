@@ -66,8 +66,8 @@ pub async fn handle<D: Downstream>(
         d.peer_ip(),
         ctx.identity
             .as_ref()
-            .and_then(|i| i.entry(&ctx.gen))
-            .map(|e| &*e.name),
+            .and_then(|i| i.names(&ctx.gen))
+            .map(|n| n.0),
     );
     after
 }
@@ -198,7 +198,7 @@ async fn apply<D: Downstream>(
     route: Option<&crate::router::CompiledRoute>,
 ) -> Option<After> {
     for _ in 0..4 {
-        match policy::run(stage, head, ctx, route, &w.auth) {
+        match policy::run(stage, head, ctx, route, w) {
             Outcome::Continue => return None,
             Outcome::Reject(e) => {
                 let close = ctx.close_after_unread_body(head);

@@ -1,5 +1,6 @@
 //! Access rules, once the caller is known: the route's `allow` list (consumer or group names; absent
-//! = any authenticated caller) and the scopes and claim values it requires. Refusals are 403.
+//! = any authenticated caller) and the scopes and claim values it requires of the token that
+//! authenticated the request. Refusals are 403.
 
 use super::{Input, Outcome};
 use crate::metrics::{AuthMark, AuthOutcome};
@@ -32,7 +33,30 @@ pub fn check(input: &Input<'_>, ctx: &mut Ctx) -> Outcome {
     }
     // Scopes and claims come only from tokens; a key or password carries none.
     if !access.require_scopes.is_empty() || !access.require_claims.is_empty() {
-        return refuse(ctx, AuthOutcome::InsufficientScope);
+        let ok = ctx.claims.as_ref().is_some_and(|c| {
+            access.require_scopes.iter().all(|s| c.has_scope(s))
+                && access
+                    .require_claims
+                    .iter()
+                    .all(|(name, want)| c.claim_matches(name, want))
+        });
+        if !ok {
+            // RFC 6750 §3.1: say which scope the resource needs.
+            if !access.require_scopes.is_empty() {
+                let e = &mut ctx.downstream_edits.add;
+                e.extend_from_slice(
+                    b"www-authenticate: Bearer realm=\"sluice\", error=\"insufficient_scope\", scope=\"",
+                );
+                for (i, s) in access.require_scopes.iter().enumerate() {
+                    if i > 0 {
+                        e.push(b' ');
+                    }
+                    e.extend_from_slice(s.as_bytes());
+                }
+                e.extend_from_slice(b"\"\r\n");
+            }
+            return refuse(ctx, AuthOutcome::InsufficientScope);
+        }
     }
     Outcome::Continue
 }

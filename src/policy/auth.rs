@@ -10,6 +10,7 @@ use super::{Input, Outcome};
 use crate::config::consumer::AuthMethod;
 use crate::metrics::{AuthMark, AuthOutcome};
 use crate::pipeline::ctx::{Credential, Ctx, Identity};
+use crate::policy::jwt::JwtError;
 use crate::respond::{PolicyError, ProxyError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -81,6 +82,7 @@ fn try_basic(input: &Input<'_>, ctx: &Ctx) -> Tried {
                     basic::check(input.auth, &ctx.gen.consumers, *i, user, password)
                 }
                 Identity::Runtime(set, i) => basic::check(input.auth, set, *i, user, password),
+                Identity::Anonymous(_) => basic::Check::NoPassword,
             };
             (id, check)
         }
@@ -102,6 +104,61 @@ fn try_basic(input: &Input<'_>, ctx: &Ctx) -> Tried {
     }
 }
 
+/// The longest consumer claim taken as an anonymous identity's name.
+const MAX_ANONYMOUS_NAME: usize = 256;
+
+fn jwt_outcome(e: &JwtError) -> AuthOutcome {
+    match e {
+        JwtError::Malformed(_) => AuthOutcome::Malformed,
+        JwtError::AlgNotAllowed => AuthOutcome::AlgNotAllowed,
+        JwtError::NoKeys => AuthOutcome::NoKeys,
+        JwtError::UnknownKid => AuthOutcome::UnknownKid,
+        JwtError::BadSignature => AuthOutcome::BadSignature,
+        JwtError::Expired => AuthOutcome::Expired,
+        JwtError::NotYetValid => AuthOutcome::NotYetValid,
+        JwtError::MissingExp => AuthOutcome::MissingExp,
+        JwtError::BadIssuer => AuthOutcome::BadIssuer,
+        JwtError::BadAudience => AuthOutcome::BadAudience,
+    }
+}
+
+/// A bearer token (RFC 6750 §2.1) checked by JWT verifier `verifier`, through the worker's cache.
+fn try_jwt(input: &Input<'_>, ctx: &mut Ctx, verifier: u16) -> Tried {
+    let token = match super::authorization::authorization(input.head) {
+        None => return Tried::Absent,
+        Some(Err(())) => return Tried::Failed(AuthOutcome::Malformed),
+        Some(Ok(v)) => match super::authorization::scheme_value(v, b"bearer") {
+            None => return Tried::Absent,
+            Some(t) => crate::http1::head::trim(t),
+        },
+    };
+    let claims = match input
+        .worker
+        .verify_jwt(&ctx.gen, verifier as usize, token, now_unix())
+    {
+        Ok(c) => c,
+        Err(e) => return Tried::Failed(jwt_outcome(&e)),
+    };
+    let name = match claims.consumer() {
+        Some(n) => n,
+        None => return Tried::Failed(AuthOutcome::Malformed),
+    };
+    // The name goes into a header upstream and the log: nothing a header value cannot hold.
+    if name.is_empty()
+        || name.len() > MAX_ANONYMOUS_NAME
+        || !name.bytes().all(|b| (0x21..0x7f).contains(&b))
+    {
+        return Tried::Failed(AuthOutcome::Malformed);
+    }
+    let found = find(input, ctx, |s| s.by_name(name));
+    ctx.claims = Some(claims.clone());
+    match found {
+        Some((_, true)) => Tried::Failed(AuthOutcome::Disabled),
+        Some((id, false)) => Tried::Ok(id, Credential::Authorization),
+        None => Tried::Ok(Identity::Anonymous(claims), Credential::Authorization),
+    }
+}
+
 /// The authentication policy.
 pub fn authenticate(input: &Input<'_>, ctx: &mut Ctx) -> Outcome {
     let Some(route) = input.route else {
@@ -116,6 +173,7 @@ pub fn authenticate(input: &Input<'_>, ctx: &mut Ctx) -> Outcome {
         let tried = match m {
             AuthMethod::ApiKey => try_api_key(input, ctx),
             AuthMethod::Basic => try_basic(input, ctx),
+            AuthMethod::Jwt { verifier, .. } => try_jwt(input, ctx, verifier),
         };
         match tried {
             Tried::Absent => {}
@@ -129,6 +187,8 @@ pub fn authenticate(input: &Input<'_>, ctx: &mut Ctx) -> Outcome {
                 return Outcome::Continue;
             }
             Tried::Failed(o) => {
+                // Claims of a token that did not name an admitted caller must not reach the rules.
+                ctx.claims = None;
                 failed.get_or_insert((m, o));
             }
             Tried::Defer(d) => return Outcome::Defer(d),
@@ -142,14 +202,15 @@ pub fn authenticate(input: &Input<'_>, ctx: &mut Ctx) -> Outcome {
     if outcome == AuthOutcome::Unavailable {
         return Outcome::Reject(ProxyError::Policy(PolicyError::AuthUnavailable));
     }
+    let token_refused = matches!(failed, Some((AuthMethod::Jwt { .. }, _)));
     for &m in methods {
-        challenge(ctx, m);
+        challenge(ctx, m, token_refused);
     }
     Outcome::Reject(ProxyError::Policy(PolicyError::Unauthenticated))
 }
 
 /// Adds the `WWW-Authenticate` challenge of method `m` (RFC 9110 §11.6.1).
-fn challenge(ctx: &mut Ctx, m: AuthMethod) {
+fn challenge(ctx: &mut Ctx, m: AuthMethod, token_refused: bool) {
     match m {
         AuthMethod::ApiKey => {
             let header = ctx.gen.config.api_key.header.clone();
@@ -164,6 +225,15 @@ fn challenge(ctx: &mut Ctx, m: AuthMethod) {
         AuthMethod::Basic => ctx.downstream_edits.push(
             b"www-authenticate",
             b"Basic realm=\"sluice\", charset=\"UTF-8\"",
+        ),
+        // RFC 6750 §3: `invalid_token` once a token was sent and refused.
+        AuthMethod::Jwt { .. } => ctx.downstream_edits.push(
+            b"www-authenticate",
+            if token_refused {
+                b"Bearer realm=\"sluice\", error=\"invalid_token\""
+            } else {
+                b"Bearer realm=\"sluice\""
+            },
         ),
     }
 }

@@ -23,6 +23,7 @@ use crate::http1::head::RequestHead;
 use crate::pipeline::ctx::Ctx;
 use crate::respond::ProxyError;
 use crate::router::CompiledRoute;
+use crate::worker::Worker;
 use auth_state::AuthState;
 
 /// What a policy decided.
@@ -62,6 +63,8 @@ pub struct Input<'a> {
     pub route: Option<&'a CompiledRoute>,
     /// The worker's authentication state (runtime consumers, caches).
     pub auth: &'a AuthState,
+    /// The worker (its token cache and fetched keys).
+    pub worker: &'a Worker,
 }
 
 /// One check of the chain.
@@ -79,13 +82,18 @@ pub fn run(
     head: &RequestHead,
     ctx: &mut Ctx,
     route: Option<&CompiledRoute>,
-    auth: &AuthState,
+    worker: &Worker,
 ) -> Outcome {
     let chain = match stage {
         Stage::PreRoute => PRE_ROUTE,
         Stage::Route => ROUTE,
     };
-    let input = Input { head, route, auth };
+    let input = Input {
+        head,
+        route,
+        auth: &worker.auth,
+        worker,
+    };
     for p in chain {
         match p(&input, ctx) {
             Outcome::Continue => {}

@@ -139,14 +139,14 @@ pub fn build_request_head(
     out.extend_from_slice(b"\r\ntraceparent: ");
     out.extend_from_slice(ids.traceparent());
     out.extend_from_slice(b"\r\n");
-    if let Some(e) = ctx.identity.as_ref().and_then(|id| id.entry(&ctx.gen)) {
+    if let Some((name, groups)) = ctx.identity.as_ref().and_then(|id| id.names(&ctx.gen)) {
         out.extend_from_slice(id_header);
         out.extend_from_slice(b": ");
-        out.extend_from_slice(e.name.as_bytes());
+        out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(groups_header);
         out.extend_from_slice(b": ");
-        out.extend_from_slice(e.groups_header.as_bytes());
+        out.extend_from_slice(groups.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(&ctx.upstream_edits.add);
