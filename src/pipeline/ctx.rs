@@ -93,7 +93,7 @@ pub struct Ctx {
     pub claims: Option<Rc<Claims>>,
     /// The answer to a check a policy deferred (`policy::Outcome::Defer`): the credential's digest
     /// and what the check said.
-    pub verdict: Option<([u8; 32], crate::policy::hasher::Verdict)>,
+    pub verdict: Option<crate::policy::Verdict>,
     /// Headers to add to the upstream request.
     pub upstream_edits: HeaderEdits,
     /// Headers to add to the response (and to a rejection).

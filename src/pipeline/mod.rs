@@ -9,6 +9,7 @@
 //! ```
 
 pub mod ctx;
+mod deferred;
 pub mod downstream;
 pub mod record;
 
@@ -204,10 +205,7 @@ async fn apply<D: Downstream>(
                 let close = ctx.close_after_unread_body(head);
                 return Some(reject(d, ctx, &e, close).await);
             }
-            Outcome::Defer(job) => {
-                let verdict = policy::hasher::verify(job.job).await;
-                ctx.verdict = Some((job.cred, verdict));
-            }
+            Outcome::Defer(job) => ctx.verdict = Some(deferred::run(w, head, ctx, job).await),
         }
     }
     // Unreachable with the policies there are; a policy that kept deferring must not loop forever.

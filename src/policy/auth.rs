@@ -91,7 +91,7 @@ fn try_basic(input: &Input<'_>, ctx: &Ctx) -> Tried {
         basic::Check::NoPassword => Tried::Failed(AuthOutcome::Invalid),
         basic::Check::Cached => Tried::Ok(id, Credential::Authorization),
         basic::Check::Hash { cred, hash_id, job } => match ctx.verdict {
-            Some((c, v)) if c == cred => match v {
+            Some(super::Verdict::Hash(c, v)) if c == cred => match v {
                 Verdict::Match => {
                     input.auth.basic_remember(cred, hash_id);
                     Tried::Ok(id, Credential::Authorization)
@@ -99,7 +99,7 @@ fn try_basic(input: &Input<'_>, ctx: &Ctx) -> Tried {
                 Verdict::Mismatch => Tried::Failed(AuthOutcome::Invalid),
                 Verdict::Busy => Tried::Failed(AuthOutcome::Unavailable),
             },
-            _ => Tried::Defer(super::Deferred { cred, job }),
+            _ => Tried::Defer(super::Deferred::Hash { cred, job }),
         },
     }
 }

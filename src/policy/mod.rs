@@ -38,12 +38,22 @@ pub enum Outcome {
     Defer(Deferred),
 }
 
-/// A check a policy hands to the pipeline to await.
-pub struct Deferred {
-    /// Digest of the credential the verdict is for.
-    pub cred: [u8; 32],
-    /// The verification.
-    pub job: hasher::Job,
+/// A check a policy hands to the pipeline to await. Each carries the key its verdict is for, so the
+/// policy, run again, knows the verdict answers this request's credential.
+pub enum Deferred {
+    /// A password hash, checked on the hashing pool.
+    Hash {
+        /// Digest of `user:password`.
+        cred: [u8; 32],
+        job: hasher::Job,
+    },
+}
+
+/// What a deferred check found (`ctx.verdict`).
+#[derive(Debug, Clone)]
+pub enum Verdict {
+    /// The hash check of the credential with this digest.
+    Hash([u8; 32], hasher::Verdict),
 }
 
 /// Where in the pipeline a policy runs.
