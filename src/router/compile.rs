@@ -1,6 +1,6 @@
 //! Builds the route table from validated routes. Runs on the main thread at load and reload; never on a worker.
 
-use crate::config::{Config, HostPattern, Matcher, RouteAction, SplitTarget};
+use crate::config::{Config, ForwardPath, HostPattern, Matcher, RouteAction, SplitTarget};
 use bytes::Bytes;
 use std::collections::HashMap;
 
@@ -55,6 +55,10 @@ pub struct CompiledRoute {
     pub max_body_bytes: u64,
     /// Index of this route in file order.
     pub order: usize,
+    /// `%2F` in the path is let through (else 400).
+    pub allow_encoded_slash: bool,
+    /// Which spelling of the path goes upstream.
+    pub forward_path: ForwardPath,
 }
 
 impl CompiledRoute {
@@ -234,6 +238,8 @@ impl RouteTable {
                 host_rewrite: r.host_rewrite.as_ref().map(|s| s.as_bytes().into()),
                 max_body_bytes: r.max_body_bytes.unwrap_or(cfg.http.max_body_bytes),
                 order,
+                allow_encoded_slash: r.allow_encoded_slash,
+                forward_path: r.forward_path,
             });
             let tail = r.path.ends_with("/*");
             let idx = order as u32;
