@@ -1,8 +1,8 @@
 //! The policy chain: checks that run on every request, in a fixed order, each able to let the request
 //! go on or answer it. `PRE_ROUTE` policies run before the route lookup (they cannot depend on the
 //! route: IP rules, global limits); `ROUTE` policies run once the route is known (body limits,
-//! authentication, access rules, rate limits, quotas). Policies are pure checks over the request head
-//! and the `Ctx`: no sockets, no awaiting, no allocation on the pass path.
+//! authentication, access rules, rate limits, quotas). Policies are pure checks over the request head,
+//! its canonical path, and the `Ctx`: no sockets, no awaiting, no allocation on the pass path.
 //!
 //! A new policy is one file in this folder plus one line in `PRE_ROUTE` or `ROUTE`.
 
@@ -35,6 +35,9 @@ pub enum Stage {
 pub struct Input<'a> {
     /// The request head.
     pub head: &'a RequestHead,
+    /// The canonical path (`http1::path`): what routing matched, and what every policy must judge
+    /// instead of `head.path()`, the path as received.
+    pub path: &'a [u8],
     /// The matched route (None before routing).
     pub route: Option<&'a CompiledRoute>,
 }
@@ -52,6 +55,7 @@ const ROUTE: &[Policy] = &[body_size::declared_length];
 pub fn run(
     stage: Stage,
     head: &RequestHead,
+    path: &[u8],
     ctx: &mut Ctx,
     route: Option<&CompiledRoute>,
 ) -> Outcome {
@@ -59,7 +63,7 @@ pub fn run(
         Stage::PreRoute => PRE_ROUTE,
         Stage::Route => ROUTE,
     };
-    let input = Input { head, route };
+    let input = Input { head, path, route };
     for p in chain {
         match p(&input, ctx) {
             Outcome::Continue => {}

@@ -1,6 +1,7 @@
 //! The request as it leaves for the upstream: request id, cookies, and the rewritten head
-//! (path rewrite, hop-by-hop headers removed, X-Forwarded-* and X-Request-Id set), written into a reusable buffer.
+//! (canonical or received path, path rewrite, hop-by-hop headers removed, X-Forwarded-* and X-Request-Id set), written into a reusable buffer.
 
+use crate::config::ForwardPath;
 use crate::http1::head::{Framing, HeaderKind, Method, RequestHead};
 use crate::router::{upstream_path, CompiledRoute, Match};
 use crate::worker::ids::Ids;
@@ -34,11 +35,13 @@ pub fn parse_hex(v: &[u8]) -> Option<u64> {
         .and_then(|s| u64::from_str_radix(s, 16).ok())
 }
 
-/// Writes the request head sent upstream; `extra` is header lines a policy adds.
+/// Writes the request head sent upstream; `path` is the canonical path `m` was matched on, and
+/// `extra` is header lines a policy adds.
 #[allow(clippy::too_many_arguments)]
 pub fn build_request_head(
     out: &mut Vec<u8>,
     head: &RequestHead,
+    path: &[u8],
     route: &CompiledRoute,
     m: &Match,
     peer_ip: &str,
@@ -49,10 +52,15 @@ pub fn build_request_head(
 ) {
     out.extend_from_slice(head.method());
     out.push(b' ');
-    if head.path() == b"*" {
-        out.push(b'*');
-    } else {
-        upstream_path(route, m, head.path(), out);
+    match route.forward_path {
+        _ if head.path() == b"*" => out.push(b'*'),
+        ForwardPath::Normalized => upstream_path(route, m, path, out),
+        // Config validation keeps strip_prefix and rewrite_path off such routes: both cut the
+        // canonical path, whose offsets mean nothing in the received one.
+        ForwardPath::AsReceived => match head.path() {
+            b"" => out.push(b'/'),
+            received => out.extend_from_slice(received),
+        },
     }
     if let Some(q) = head.query() {
         out.push(b'?');
