@@ -268,17 +268,17 @@ pub(super) fn route(
         path_params(&r.path).map_err(|m| cx.err(format!("{}.path", base()), m))?;
     // Requests are matched on their canonical path, so a pattern spelled otherwise never matches.
     let mut canon = Vec::new();
-    match crate::http1::path::normalise(r.path.as_bytes(), false, &mut canon) {
-        Ok(crate::http1::path::Canonical::AsIs) => {}
-        Ok(crate::http1::path::Canonical::Rewritten { .. }) => return Err(cx.err(
-            format!("{}.path", base()),
-            format!(
-                "requests are matched on their normalised path, so {:?} never matches; write {:?}",
-                r.path,
-                String::from_utf8_lossy(&canon)
-            ),
+    let never = match crate::http1::path::normalise(r.path.as_bytes(), false, &mut canon) {
+        Ok(crate::http1::path::Canonical::AsIs) => None,
+        Ok(crate::http1::path::Canonical::Rewritten { .. }) => Some(format!(
+            "requests are matched on their normalised path, so {:?} never matches; write {:?}",
+            r.path,
+            String::from_utf8_lossy(&canon)
         )),
-        Err(e) => return Err(cx.err(format!("{}.path", base()), format!("{e}: {:?}", r.path))),
+        Err(e) => Some(format!("{e}: {:?}", r.path)),
+    };
+    if let Some(message) = never {
+        return Err(cx.err(format!("{}.path", base()), message));
     }
     let methods = match r.methods {
         None => None,
