@@ -1,5 +1,5 @@
 //! Micro-benchmarks of the per-request CPU work: head parse, route lookup, endpoint pick, response-head
-//! rewrite, chunked scan; and the pieces of a large config's reload.
+//! rewrite, chunked scan, path normalisation; and the pieces of a large config's reload.
 
 use bytes::BytesMut;
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
@@ -7,6 +7,7 @@ use sluice::config::{parse, Source};
 use sluice::conn::h1::response::{write_head, Rewrite};
 use sluice::http1::chunked::ChunkedDecoder;
 use sluice::http1::head::{Limits, RequestHead, ResponseHead};
+use sluice::http1::path;
 use sluice::router::RouteTable;
 use sluice::snapshot::Snapshot;
 use sluice::upstream::Group;
@@ -126,6 +127,20 @@ fn bench_pick(c: &mut Criterion) {
     });
 }
 
+/// The canonical path every request pays for (one scan, no copy), and a dirty one that takes the
+/// rewrite (escapes of both cases, dot segments, a double slash) into a warm reusable buffer.
+fn bench_path(c: &mut Criterion) {
+    let mut out = Vec::with_capacity(256);
+    let clean: &[u8] = b"/v1/orders/12345/items/.well-known/app.js";
+    let dirty: &[u8] = b"/v1/%6Frders/./12345//items/%2e%2E/items/caf%c3%a9/app.js";
+    c.bench_function("path_normalise_canonical", |b| {
+        b.iter(|| black_box(path::normalise(black_box(clean), true, &mut out).unwrap()))
+    });
+    c.bench_function("path_normalise_dirty", |b| {
+        b.iter(|| black_box(path::normalise(black_box(dirty), true, &mut out).unwrap()))
+    });
+}
+
 fn bench_chunked(c: &mut Criterion) {
     let mut body = Vec::new();
     for _ in 0..16 {
@@ -214,6 +229,7 @@ criterion_group!(
     bench_pick,
     bench_response,
     bench_chunked,
+    bench_path,
     bench_reload
 );
 criterion_main!(benches);

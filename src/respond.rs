@@ -4,6 +4,7 @@
 use crate::http1::chunked::ChunkError;
 use crate::http1::encode::{Reply, ReplyBody};
 use crate::http1::head::HeadError;
+use crate::http1::path::PathError;
 use crate::metrics::EndReason;
 use std::io;
 use std::net::SocketAddr;
@@ -70,6 +71,9 @@ pub enum ProxyError {
     /// Bad request head.
     #[error("{0}")]
     Head(#[from] HeadError),
+    /// A path with no canonical form, or with an encoded slash its route does not allow.
+    #[error("{0}")]
+    Path(#[from] PathError),
     /// Bad chunked request body.
     #[error("{0}")]
     Chunk(#[from] ChunkError),
@@ -163,10 +167,21 @@ pub fn classify(e: &ProxyError) -> Class {
                 H::BadLength => (400, "invalid Content-Length"),
                 H::BadTransferEncoding => (400, "unsupported Transfer-Encoding"),
                 H::BadHost => (400, "missing or duplicate Host header"),
+                H::InvalidHost => (400, "invalid Host header"),
                 H::BadStatus => (400, "invalid status code"),
             };
             unread(status, R::BadRequest, message)
         }
+        // Refused before any of the body is read, like a missing route: framing is intact.
+        ProxyError::Path(p) => c(
+            400,
+            R::BadRequest,
+            match p {
+                PathError::BadEscape => "malformed percent-encoding in path",
+                PathError::EncodedNul => "encoded NUL in path",
+                PathError::EncodedSlash => "encoded slash in path",
+            },
+        ),
         ProxyError::Chunk(_) => unread(400, R::BadRequest, "invalid chunked body"),
         ProxyError::BodyTooLarge => unread(413, R::BadRequest, "request body too large"),
         ProxyError::HeadTimeout => unread(408, R::ClientTimeout, "request head timeout"),
@@ -254,6 +269,24 @@ mod tests {
             assert_eq!(classify(&e).fault, Fault::Client);
         }
         assert_eq!(classify(&ProxyError::Internal).status, 500);
+    }
+
+    #[test]
+    fn path_errors_are_400s_that_keep_the_connection() {
+        for p in [
+            PathError::BadEscape,
+            PathError::EncodedNul,
+            PathError::EncodedSlash,
+        ] {
+            let c = classify(&ProxyError::Path(p));
+            assert_eq!(
+                (c.status, c.reason, c.fault, c.body_unread),
+                (400, EndReason::BadRequest, Fault::Client, false),
+                "{p:?}"
+            );
+        }
+        let c = classify(&ProxyError::Head(HeadError::InvalidHost));
+        assert_eq!((c.status, c.reason), (400, EndReason::BadRequest));
     }
 
     #[test]

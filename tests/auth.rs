@@ -427,3 +427,38 @@ fn a_slow_hash_does_not_stall_the_worker() {
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert_eq!(be.last_request().header("x-consumer-id"), Some("slow"));
 }
+
+#[test]
+fn an_acl_holds_however_the_path_is_spelled() {
+    let be = Backend::fixed("ok");
+    let s = setup(&be, "");
+    let before = be.request_count();
+    for path in [
+        "/gold/x",
+        "/%67old/x",
+        "/%67OLD/x",
+        "//gold/x",
+        "/./gold/x",
+        "/open/../gold/x",
+        "/open/%2e%2e/gold/x",
+        "/open/%2E%2e/gold/x",
+        "/gold/./x",
+    ] {
+        let r = http_get(
+            s.addr(),
+            path,
+            &[("Authorization", &format!("Basic {}", b64("bob:builder")))],
+        );
+        // %67OLD decodes to gOLD: another route (the open catch-all), which is not the gold ACL.
+        if path == "/%67OLD/x" {
+            assert_eq!(r.status, 200, "{path}");
+            continue;
+        }
+        assert_json_error(&r, 403);
+    }
+    assert_eq!(
+        be.request_count(),
+        before + 1,
+        "only /gOLD/x reached the upstream"
+    );
+}

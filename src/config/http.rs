@@ -31,6 +31,9 @@ pub struct HttpToml {
     /// Request body size limit.
     #[serde(default = "dflt::max_body_bytes", deserialize_with = "units::size")]
     pub max_body_bytes: u64,
+    /// Repeated slashes in a path count as one before matching (see `http1::path`).
+    #[serde(default = "dflt::merge_slashes")]
+    pub merge_slashes: bool,
 }
 impl Default for HttpToml {
     fn default() -> Self {
@@ -42,6 +45,7 @@ impl Default for HttpToml {
             max_headers: dflt::max_headers(),
             max_uri_bytes: dflt::max_uri_bytes(),
             max_body_bytes: dflt::max_body_bytes(),
+            merge_slashes: dflt::merge_slashes(),
         }
     }
 }
@@ -63,6 +67,8 @@ pub struct Http {
     pub max_uri_bytes: usize,
     /// Body limit.
     pub max_body_bytes: u64,
+    /// `//` is `/` in the path routes and policies see.
+    pub merge_slashes: bool,
 }
 
 /// Validates `[http]`.
@@ -81,6 +87,7 @@ pub(super) fn http(cx: &Ctx, h: &HttpToml) -> Result<Http, ConfigError> {
         max_headers: range(cx, "http.max_headers", h.max_headers as u64, 1, 256)? as usize,
         max_uri_bytes: range(cx, "http.max_uri_bytes", h.max_uri_bytes, 16, 1 << 20)? as usize,
         max_body_bytes: h.max_body_bytes,
+        merge_slashes: h.merge_slashes,
     })
 }
 
@@ -107,5 +114,8 @@ mod dflt {
     }
     pub fn max_uri_bytes() -> u64 {
         8 * 1024
+    }
+    pub fn merge_slashes() -> bool {
+        true
     }
 }

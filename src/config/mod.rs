@@ -32,7 +32,9 @@ pub use dns::Dns;
 pub use document::{validate, Config, ConfigToml, Driver};
 pub use http::Http;
 pub use listener::Listener;
-pub use route::{path_params, HostPattern, Matcher, Respond, Route, RouteAction, SplitTarget};
+pub use route::{
+    path_params, ForwardPath, HostPattern, Matcher, Respond, Route, RouteAction, SplitTarget,
+};
 pub use upstream::{Balancer, EndpointSpec, HashOn, HealthCheck, Sticky, Upstream};
 
 use serde::Deserialize;

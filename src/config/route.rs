@@ -49,6 +49,11 @@ pub struct RouteToml {
     /// Keep the credential on the upstream request.
     #[serde(default)]
     pub forward_credential: bool,
+    /// An encoded slash (`%2F`) in the path is let through instead of refused with 400.
+    #[serde(default)]
+    pub allow_encoded_slash: bool,
+    /// The path sent upstream: "normalized" (default) or "as_received".
+    pub forward_path: Option<String>,
 }
 /// One entry of `split`.
 #[derive(Debug, Deserialize)]
@@ -119,6 +124,15 @@ pub struct Respond {
     /// Extra headers.
     pub headers: Vec<(String, String)>,
 }
+/// Which spelling of the path a route sends upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ForwardPath {
+    /// The canonical path routing saw (with `strip_prefix` / `rewrite_path` applied).
+    #[default]
+    Normalized,
+    /// The path exactly as the client sent it, for backends that need its spelling.
+    AsReceived,
+}
 /// What a route does.
 #[derive(Debug, Clone)]
 pub enum RouteAction {
@@ -154,6 +168,10 @@ pub struct Route {
     pub max_body_bytes: Option<u64>,
     /// Authentication and access rules.
     pub access: super::consumer::RouteAccess,
+    /// `%2F` in the path is allowed.
+    pub allow_encoded_slash: bool,
+    /// The path sent upstream.
+    pub forward_path: ForwardPath,
 }
 /// `key` is called only to name an error: building it for every route was a measurable part of a reload.
 fn matchers(
@@ -262,6 +280,20 @@ pub(super) fn route(
     };
     let (params, wildcard) =
         path_params(&r.path).map_err(|m| cx.err(format!("{}.path", base()), m))?;
+    // Requests are matched on their canonical path, so a pattern spelled otherwise never matches.
+    let mut canon = Vec::new();
+    let never = match crate::http1::path::normalise(r.path.as_bytes(), false, &mut canon) {
+        Ok(crate::http1::path::Canonical::AsIs) => None,
+        Ok(crate::http1::path::Canonical::Rewritten { .. }) => Some(format!(
+            "requests are matched on their normalised path, so {:?} never matches; write {:?}",
+            r.path,
+            String::from_utf8_lossy(&canon)
+        )),
+        Err(e) => Some(format!("{e}: {:?}", r.path)),
+    };
+    if let Some(message) = never {
+        return Err(cx.err(format!("{}.path", base()), message));
+    }
     let methods = match r.methods {
         None => None,
         Some(ms) => {
@@ -447,6 +479,31 @@ pub(super) fn route(
             ));
         }
     }
+    let forward_path = match r.forward_path.as_deref() {
+        None | Some("normalized") => ForwardPath::Normalized,
+        Some("as_received") => {
+            // strip_prefix and rewrite_path work on the canonical path (the match's captures are
+            // offsets into it): applied to another spelling they would cut in the wrong place.
+            for (set, key) in [
+                (r.strip_prefix.is_some(), "strip_prefix"),
+                (r.rewrite_path.is_some(), "rewrite_path"),
+            ] {
+                if set {
+                    return Err(cx.err(
+                        format!("{}.forward_path", base()),
+                        format!("\"as_received\" sends the path as the client wrote it, so it cannot be combined with {key}"),
+                    ));
+                }
+            }
+            ForwardPath::AsReceived
+        }
+        Some(other) => {
+            return Err(cx.err(
+                format!("{}.forward_path", base()),
+                format!("expected \"normalized\" or \"as_received\", got {other:?}"),
+            ))
+        }
+    };
     let match_headers = matchers(
         cx,
         || format!("{}.match_headers", base()),
@@ -484,6 +541,8 @@ pub(super) fn route(
         host_rewrite: r.host_rewrite,
         max_body_bytes: r.max_body_bytes,
         access,
+        allow_encoded_slash: r.allow_encoded_slash,
+        forward_path,
     })
 }
 

@@ -137,3 +137,44 @@ fn path_patterns() {
     assert!(path_params("a").is_err());
     assert!(path_params("/{a}/{a}").is_err());
 }
+
+#[test]
+fn path_normalisation_keys() {
+    let route = |extra: &str| {
+        parse(&format!(
+            "{MIN}[upstreams.u]\nendpoints = [\"127.0.0.1:1\"]\n[routes.r]\npath = \"/v1/*\"\nupstream = \"u\"\n{extra}"
+        ))
+    };
+    let c = route("").unwrap();
+    assert!(c.http.merge_slashes);
+    assert!(!c.routes[0].allow_encoded_slash);
+    assert_eq!(c.routes[0].forward_path, ForwardPath::Normalized);
+    let c = route("allow_encoded_slash = true\nforward_path = \"as_received\"\n").unwrap();
+    assert!(c.routes[0].allow_encoded_slash);
+    assert_eq!(c.routes[0].forward_path, ForwardPath::AsReceived);
+    assert!(route("forward_path = \"normalized\"\nstrip_prefix = \"/v1\"\n").is_ok());
+    for (extra, names) in [
+        ("forward_path = \"raw\"\n", "\"as_received\""),
+        (
+            "forward_path = \"as_received\"\nstrip_prefix = \"/v1\"\n",
+            "strip_prefix",
+        ),
+        (
+            "forward_path = \"as_received\"\nrewrite_path = \"/x/{*}\"\n",
+            "rewrite_path",
+        ),
+    ] {
+        let e = route(extra).unwrap_err();
+        assert_eq!(e.key, "routes.r.forward_path", "{extra}");
+        assert!(e.message.contains(names), "{e}");
+    }
+    let c = parse(&format!("{MIN}[http]\nmerge_slashes = false\n")).unwrap();
+    assert!(!c.http.merge_slashes);
+    for pattern in ["/%61dmin/*", "/a/../b", "/a/./b", "/a%2fb", "/a%zz"] {
+        let e = parse(&format!(
+            "{MIN}[upstreams.u]\nendpoints = [\"127.0.0.1:1\"]\n[routes.r]\npath = \"{pattern}\"\nupstream = \"u\"\n"
+        ))
+        .unwrap_err();
+        assert_eq!(e.key, "routes.r.path", "{pattern}");
+    }
+}

@@ -35,12 +35,14 @@ impl From<ProxyError> for Fail {
 }
 
 /// Forwards the request to one of `targets` and relays the answer. An error is one to answer the
-/// client with: nothing of a response was sent yet.
+/// client with: nothing of a response was sent yet. `path` is the canonical path `m` was matched
+/// on (its captures are offsets into it).
 #[allow(clippy::too_many_arguments)]
 pub async fn forward<D: Downstream>(
     w: &Worker,
     d: &mut D,
     head: &RequestHead,
+    path: &[u8],
     ctx: &mut Ctx,
     bufs: &mut Buffers,
     route: &CompiledRoute,
@@ -53,7 +55,7 @@ pub async fn forward<D: Downstream>(
     } else {
         gen.with_split(m.route as usize, |rr| choose_target(targets, head, rr))
     };
-    match proxy(w, d, head, ctx, bufs, route, m, gi).await {
+    match proxy(w, d, head, path, ctx, bufs, route, m, gi).await {
         Ok(after) => Ok(after),
         Err(Fail::After(e)) => {
             ctx.rec.reason = classify(&e).reason;
@@ -73,6 +75,7 @@ async fn proxy<D: Downstream>(
     w: &Worker,
     d: &mut D,
     head: &RequestHead,
+    path: &[u8],
     ctx: &mut Ctx,
     bufs: &mut Buffers,
     route: &CompiledRoute,
@@ -89,6 +92,7 @@ async fn proxy<D: Downstream>(
     build_request_head(
         req,
         head,
+        path,
         route,
         m,
         d.peer_ip(),

@@ -113,6 +113,9 @@ pub enum HeadError {
     /// HTTP/1.1 request without exactly one Host.
     #[error("missing or duplicate Host")]
     BadHost,
+    /// A Host (or absolute-form authority) that is not `uri-host[:port]` (see `authority`).
+    #[error("invalid Host")]
+    InvalidHost,
     /// Version other than HTTP/1.0 and HTTP/1.1.
     #[error("unsupported HTTP version")]
     Version,
@@ -407,6 +410,13 @@ impl RequestHead {
         }
         if host_count > 1 {
             return Err(HeadError::BadHost);
+        }
+        // RFC 9112 §3.2: a Host whose value is not a valid authority gets 400. Checked whichever of
+        // the two names the host, so the header cannot smuggle a second reading past the router.
+        for span in [self.host, self.authority].into_iter().flatten() {
+            if !super::authority::valid(span.get(buf)) {
+                return Err(HeadError::InvalidHost);
+            }
         }
         if chunked && content_length.is_some() {
             return Err(HeadError::LengthAndChunked);

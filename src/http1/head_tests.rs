@@ -64,6 +64,27 @@ fn absolute_form() {
 }
 
 #[test]
+fn hosts_must_be_uri_hosts() {
+    for host in ["exa mple", "a:99999", "[::1", "a/b", ":80"] {
+        let wire = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        assert_eq!(
+            req(wire.as_bytes()).err(),
+            Some(HeadError::InvalidHost),
+            "{host:?}"
+        );
+    }
+    let absolute = b"GET http://a:99999/p HTTP/1.1\r\nHost: a\r\n\r\n";
+    assert_eq!(req(absolute).err(), Some(HeadError::InvalidHost));
+    // Optional whitespace around the value is not part of it (RFC 9110 §5.5).
+    let h = req(b"GET / HTTP/1.1\r\nHost:  [::1]:8080 \r\n\r\n")
+        .unwrap()
+        .unwrap();
+    assert_eq!(h.host(), Some(&b"[::1]:8080"[..]));
+    let h = req(b"GET / HTTP/1.1\r\nHost:\r\n\r\n").unwrap().unwrap();
+    assert_eq!(h.host(), Some(&b""[..]));
+}
+
+#[test]
 fn smuggling_rejected() {
     let cases: &[&[u8]] = &[
         b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",

@@ -139,6 +139,9 @@ pub struct Buffers {
     pub upstream_req: Vec<u8>,
     /// The upstream's response head (its header list keeps its capacity).
     pub resp: ResponseHead,
+    /// The canonical path, when the received one was not (`http1::path`); empty until the first
+    /// such request, then reused.
+    pub path: Vec<u8>,
 }
 
 /// Room for a typical upstream request head, so the first request of a session does not grow it.
@@ -150,6 +153,7 @@ impl Buffers {
         Buffers {
             upstream_req: Vec::with_capacity(REQUEST_HEAD_ROOM),
             resp: ResponseHead::default(),
+            path: Vec::new(),
         }
     }
 
@@ -158,6 +162,9 @@ impl Buffers {
     pub fn shrink(&mut self, above: usize) {
         if self.upstream_req.capacity() > above {
             self.upstream_req = Vec::with_capacity(REQUEST_HEAD_ROOM);
+        }
+        if self.path.capacity() > above {
+            self.path = Vec::new();
         }
     }
 }

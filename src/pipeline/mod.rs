@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! conn driver -> pipeline::serve(ctx)
-//!                  policy::PRE_ROUTE -> router -> policy::ROUTE -> action: respond | forward
+//!                  canonical path -> policy::PRE_ROUTE -> router -> policy::ROUTE
+//!                  -> action: respond | forward
 //!              -> pipeline::record::finish (counters, access log)
 //! ```
 
@@ -16,6 +17,7 @@ pub mod record;
 use crate::forward;
 use crate::http1::encode::{Reply, ReplyBody};
 use crate::http1::head::{Method, RequestHead};
+use crate::http1::path::{self, PathError};
 use crate::metrics::EndReason;
 use crate::metrics::RequestRecord;
 use crate::policy::{self, Outcome, Stage};
@@ -125,6 +127,9 @@ pub async fn refuse_unparsed<D: Downstream>(
 }
 
 /// Serves one parsed request. The head stays valid for the whole call; `ctx` holds what happened.
+///
+/// Routing and every policy see the canonical path (`http1::path`), never the spelling received:
+/// an access rule on `/admin/*` holds for `/%61dmin/x`, `/x/../admin/x` and `//admin/x` alike.
 async fn serve<D: Downstream>(
     w: &Worker,
     d: &mut D,
@@ -134,17 +139,50 @@ async fn serve<D: Downstream>(
 ) -> After {
     #[cfg(debug_assertions)]
     crate::panic::debug_failpoint(head.path());
+    // The connection's path buffer is lent to this request (taking it costs no allocation; a panic
+    // loses only its capacity). It is written only when the received path is not canonical.
+    let mut scratch = std::mem::take(&mut bufs.path);
+    let after = match path::normalise(head.path(), ctx.gen.http.merge_slashes, &mut scratch) {
+        Ok(c) => {
+            let canonical = c.path(head.path(), &scratch);
+            dispatch(w, d, head, canonical, c.encoded_slash(), ctx, bufs).await
+        }
+        Err(e) => {
+            let close = ctx.close_after_unread_body(head);
+            reject(d, ctx, &ProxyError::Path(e), close).await
+        }
+    };
+    bufs.path = scratch;
+    after
+}
+
+/// Policies, route lookup and the route's action, on the canonical `path`.
+async fn dispatch<D: Downstream>(
+    w: &Worker,
+    d: &mut D,
+    head: &RequestHead,
+    path: &[u8],
+    encoded_slash: bool,
+    ctx: &mut Ctx,
+    bufs: &mut Buffers,
+) -> After {
     let gen = ctx.gen.clone();
-    if let Some(after) = apply(w, d, head, ctx, Stage::PreRoute, None).await {
+    if let Some(after) = apply(w, d, head, path, ctx, Stage::PreRoute, None).await {
         return after;
     }
-    let Some(m) = gen.routes.lookup(head.host(), head.path(), head) else {
+    let Some(m) = gen.routes.lookup(head.host(), path, head) else {
         let close = ctx.close_after_unread_body(head);
         return reject(d, ctx, &ProxyError::NoRoute, close).await;
     };
     let route = &gen.routes.routes[m.route as usize];
     ctx.rec.route = Some(m.route);
-    if let Some(after) = apply(w, d, head, ctx, Stage::Route, Some(route)).await {
+    // Only now is it known whether `%2F` may pass: normalising kept it as one opaque segment byte,
+    // so it could not have steered the match to this route.
+    if encoded_slash && !route.allow_encoded_slash {
+        let close = ctx.close_after_unread_body(head);
+        return reject(d, ctx, &ProxyError::Path(PathError::EncodedSlash), close).await;
+    }
+    if let Some(after) = apply(w, d, head, path, ctx, Stage::Route, Some(route)).await {
         return after;
     }
     match &route.action {
@@ -174,7 +212,7 @@ async fn serve<D: Downstream>(
             }
         }
         Action::Proxy(targets) => {
-            match forward::forward(w, d, head, ctx, bufs, route, &m, targets).await {
+            match forward::forward(w, d, head, path, ctx, bufs, route, &m, targets).await {
                 Ok(after) => after,
                 // After an upstream error the request body was fully read (or never started), so the
                 // connection can go on; after a body error its position in the stream is unknown.
@@ -194,12 +232,13 @@ async fn apply<D: Downstream>(
     w: &Worker,
     d: &mut D,
     head: &RequestHead,
+    path: &[u8],
     ctx: &mut Ctx,
     stage: Stage,
     route: Option<&crate::router::CompiledRoute>,
 ) -> Option<After> {
     for _ in 0..4 {
-        match policy::run(stage, head, ctx, route, w) {
+        match policy::run(stage, head, path, ctx, route, w) {
             Outcome::Continue => return None,
             Outcome::Reject(e) => {
                 let close = ctx.close_after_unread_body(head);

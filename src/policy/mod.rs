@@ -1,10 +1,10 @@
 //! The policy chain: checks that run on every request, in a fixed order, each able to let the request
 //! go on or answer it. `PRE_ROUTE` policies run before the route lookup (they cannot depend on the
 //! route: IP rules, global limits); `ROUTE` policies run once the route is known (body limits,
-//! authentication, access rules, rate limits, quotas). Policies are pure checks over the request head
-//! and the `Ctx`: no sockets, no awaiting, no allocation on the pass path. Work that cannot run on a
-//! worker (a password hash) is handed back as `Outcome::Defer`; the pipeline awaits it and runs the
-//! stage again with the verdict in `ctx.verdict`.
+//! authentication, access rules, rate limits, quotas). Policies are pure checks over the request head,
+//! its canonical path, and the `Ctx`: no sockets, no awaiting, no allocation on the pass path. Work
+//! that cannot run on a worker (a password hash) is handed back as `Outcome::Defer`; the pipeline
+//! awaits it and runs the stage again with the verdict in `ctx.verdict`.
 //!
 //! A new policy is one file in this folder plus one line in `PRE_ROUTE` or `ROUTE`.
 
@@ -69,6 +69,9 @@ pub enum Stage {
 pub struct Input<'a> {
     /// The request head.
     pub head: &'a RequestHead,
+    /// The canonical path (`http1::path`): what routing matched, and what every policy must judge
+    /// instead of `head.path()`, the path as received.
+    pub path: &'a [u8],
     /// The matched route (None before routing).
     pub route: Option<&'a CompiledRoute>,
     /// The worker's authentication state (runtime consumers, caches).
@@ -90,6 +93,7 @@ const ROUTE: &[Policy] = &[body_size::declared_length, auth::authenticate, acl::
 pub fn run(
     stage: Stage,
     head: &RequestHead,
+    path: &[u8],
     ctx: &mut Ctx,
     route: Option<&CompiledRoute>,
     worker: &Worker,
@@ -100,6 +104,7 @@ pub fn run(
     };
     let input = Input {
         head,
+        path,
         route,
         auth: &worker.auth,
         worker,

@@ -1,6 +1,6 @@
 //! Builds the route table from validated routes. Runs on the main thread at load and reload; never on a worker.
 
-use crate::config::{Config, HostPattern, Matcher, RouteAction, SplitTarget};
+use crate::config::{Config, ForwardPath, HostPattern, Matcher, RouteAction, SplitTarget};
 use bytes::Bytes;
 use std::collections::HashMap;
 
@@ -57,6 +57,10 @@ pub struct CompiledRoute {
     pub order: usize,
     /// Authentication and access rules.
     pub access: crate::config::consumer::RouteAccess,
+    /// `%2F` in the path is let through (else 400).
+    pub allow_encoded_slash: bool,
+    /// Which spelling of the path goes upstream.
+    pub forward_path: ForwardPath,
 }
 
 impl CompiledRoute {
@@ -237,6 +241,8 @@ impl RouteTable {
                 max_body_bytes: r.max_body_bytes.unwrap_or(cfg.http.max_body_bytes),
                 access: r.access.clone(),
                 order,
+                allow_encoded_slash: r.allow_encoded_slash,
+                forward_path: r.forward_path,
             });
             let tail = r.path.ends_with("/*");
             let idx = order as u32;

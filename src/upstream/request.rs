@@ -1,6 +1,7 @@
 //! The request as it leaves for the upstream: request id, cookies, and the rewritten head
-//! (path rewrite, hop-by-hop headers removed, X-Forwarded-* and X-Request-Id set), written into a reusable buffer.
+//! (canonical or received path, path rewrite, hop-by-hop headers removed, X-Forwarded-* and X-Request-Id set), written into a reusable buffer.
 
+use crate::config::ForwardPath;
 use crate::http1::head::{Framing, HeaderKind, Method, RequestHead};
 use crate::pipeline::ctx::{Credential, Ctx};
 use crate::router::{upstream_path, CompiledRoute, Match};
@@ -35,11 +36,13 @@ pub fn parse_hex(v: &[u8]) -> Option<u64> {
 }
 
 /// Writes the request head sent upstream, with what the request's policies decided (`ctx`): header
-/// lines they add, the consumer they named, the credential to remove.
+/// lines they add, the consumer they named, the credential to remove. `path` is the canonical path
+/// `m` was matched on.
 #[allow(clippy::too_many_arguments)]
 pub fn build_request_head(
     out: &mut Vec<u8>,
     head: &RequestHead,
+    path: &[u8],
     route: &CompiledRoute,
     m: &Match,
     peer_ip: &str,
@@ -60,10 +63,15 @@ pub fn build_request_head(
     let is = |name: &[u8], want: &[u8]| name.len() == want.len() && name.eq_ignore_ascii_case(want);
     out.extend_from_slice(head.method());
     out.push(b' ');
-    if head.path() == b"*" {
-        out.push(b'*');
-    } else {
-        upstream_path(route, m, head.path(), out);
+    match route.forward_path {
+        _ if head.path() == b"*" => out.push(b'*'),
+        ForwardPath::Normalized => upstream_path(route, m, path, out),
+        // Config validation keeps strip_prefix and rewrite_path off such routes: both cut the
+        // canonical path, whose offsets mean nothing in the received one.
+        ForwardPath::AsReceived => match head.path() {
+            b"" => out.push(b'/'),
+            received => out.extend_from_slice(received),
+        },
     }
     if let Some(q) = head.query() {
         match (&cfg.api_key.query, strip) {
