@@ -71,7 +71,9 @@ impl Snapshot {
         }
         let mut jwt = Vec::new();
         for a in &config.auth {
-            let crate::config::AuthKind::Jwt(j) = &a.kind;
+            let crate::config::AuthKind::Jwt(j) = &a.kind else {
+                continue;
+            };
             let v = JwtVerifier::compile(&a.name, j, jwt.len(), generation).map_err(
                 |(key, message)| ConfigError {
                     file: config.source.label(),

@@ -20,8 +20,8 @@ use std::time::Duration;
 pub enum AuthToml {
     /// `type = "jwt"`.
     Jwt(JwtToml),
-    /// `type = "ext_auth"`: reserved (any keys; rejected in validation).
-    ExtAuth(toml::Table),
+    /// `type = "ext_auth"`.
+    ExtAuth(super::ext_auth::ExtAuthToml),
     /// `type = "introspection"`: reserved (any keys; rejected in validation).
     Introspection(toml::Table),
 }
@@ -76,6 +76,8 @@ pub struct Auth {
 pub enum AuthKind {
     /// A JWT verifier.
     Jwt(Jwt),
+    /// An external authorization service.
+    ExtAuth(super::ext_auth::ExtAuth),
 }
 
 impl AuthKind {
@@ -83,6 +85,7 @@ impl AuthKind {
     pub fn type_name(&self) -> &'static str {
         match self {
             AuthKind::Jwt(_) => "jwt",
+            AuthKind::ExtAuth(_) => "ext_auth",
         }
     }
 }
@@ -167,6 +170,7 @@ pub const ASYMMETRIC: [Algorithm; 9] = [
 pub(super) fn auths(
     cx: &Ctx,
     raw: indexmap::IndexMap<String, AuthToml>,
+    upstreams: &super::check::UpstreamIndex,
 ) -> Result<Vec<Auth>, ConfigError> {
     if raw.len() > 200 {
         return Err(cx.err(
@@ -188,11 +192,8 @@ pub(super) fn auths(
         }
         let kind = match t {
             AuthToml::Jwt(j) => AuthKind::Jwt(jwt(cx, &key, j)?),
-            AuthToml::ExtAuth(_) => {
-                return Err(cx.err(
-                    format!("{key}.type"),
-                    "type \"ext_auth\" is not supported yet",
-                ))
+            AuthToml::ExtAuth(t) => {
+                AuthKind::ExtAuth(super::ext_auth::ext_auth(cx, &key, t, upstreams)?)
             }
             AuthToml::Introspection(_) => {
                 return Err(cx.err(
@@ -367,7 +368,9 @@ mod tests {
     #[test]
     fn issuer_alone_discovers() {
         let c = load("[auth.corp]\ntype = \"jwt\"\nissuer = \"https://id.example.com/\"\naudiences = [\"api\"]\n").unwrap();
-        let AuthKind::Jwt(j) = &c.auth[0].kind;
+        let AuthKind::Jwt(j) = &c.auth[0].kind else {
+            panic!("not a jwt verifier");
+        };
         assert_eq!(
             j.keys,
             KeySource::Discovery("https://id.example.com/.well-known/openid-configuration".into())

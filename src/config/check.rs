@@ -16,6 +16,9 @@ pub(super) enum Reach {
     /// memory only); endpoint names are only checked here either way (`Snapshot::build` resolves them).
     TextOnly,
 }
+/// Upstream index by name. Names are unique (they are TOML table keys).
+pub(super) type UpstreamIndex<'a> = std::collections::HashMap<&'a str, usize, ahash::RandomState>;
+
 pub(super) struct Ctx {
     pub(super) file: String,
     pub(super) reach: Reach,

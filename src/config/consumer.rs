@@ -142,6 +142,8 @@ pub enum AuthMethod {
     Basic,
     /// A named `[auth.NAME]` JWT verifier: its index in `Snapshot::jwt`, and in `Config::auth`.
     Jwt { verifier: u16, auth: u16 },
+    /// A named `[auth.NAME]` external auth service: its index in `Config::auth`.
+    ExtAuth { auth: u16 },
 }
 
 /// Method names by `AuthMethod::index`: the built-ins, then each named verifier.
@@ -158,7 +160,9 @@ impl AuthMethod {
             AuthMethod::ApiKey => 0,
             AuthMethod::Basic => 1,
             // At most 253 named methods (checked when auth tables are read): the index fits.
-            AuthMethod::Jwt { auth, .. } => (2 + auth).min(u8::MAX as u16) as u8,
+            AuthMethod::Jwt { auth, .. } | AuthMethod::ExtAuth { auth } => {
+                (2 + auth).min(u8::MAX as u16) as u8
+            }
         }
     }
 }
@@ -176,6 +180,8 @@ pub struct RouteAccess {
     pub require_claims: Vec<(String, String)>,
     /// Keep the credential on the upstream request.
     pub forward_credential: bool,
+    /// Let the request through (unauthenticated) when an external auth service cannot be asked.
+    pub failure_mode_allow: bool,
 }
 
 /// The most consumers a file may define (each is compiled into every worker's table).
@@ -367,6 +373,7 @@ pub(super) struct RouteAccessToml {
     pub require_scopes: Option<Vec<String>>,
     pub require_claims: Option<IndexMap<String, String>>,
     pub forward_credential: bool,
+    pub failure_mode_allow: bool,
 }
 
 pub(super) fn route_access(
@@ -382,6 +389,9 @@ pub(super) fn route_access(
             "api_key" => AuthMethod::ApiKey,
             "basic" => AuthMethod::Basic,
             other => match named.iter().position(|a| a.name == other) {
+                Some(auth) if matches!(named[auth].kind, super::auth::AuthKind::ExtAuth(_)) => {
+                    AuthMethod::ExtAuth { auth: auth as u16 }
+                }
                 Some(auth) => {
                     let verifier = named[..auth]
                         .iter()
@@ -449,12 +459,19 @@ pub(super) fn route_access(
     if raw.forward_credential {
         needs_auth("forward_credential")?;
     }
+    if raw.failure_mode_allow && !auth.iter().any(|m| matches!(m, AuthMethod::ExtAuth { .. })) {
+        return Err(cx.err(
+            key("failure_mode_allow"),
+            "needs an ext_auth method in `auth` on the same route",
+        ));
+    }
     Ok(RouteAccess {
         auth,
         allow: raw.allow,
         require_scopes,
         require_claims,
         forward_credential: raw.forward_credential,
+        failure_mode_allow: raw.failure_mode_allow,
     })
 }
 

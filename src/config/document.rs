@@ -245,7 +245,7 @@ pub(super) fn validate_in(
         .map(|(i, u)| (u.name.as_str(), i))
         .collect();
     // Routes name their authentication methods.
-    let auth = super::auth::auths(&cx, raw.auth)?;
+    let auth = super::auth::auths(&cx, raw.auth, &by_name)?;
     let mut routes = Vec::with_capacity(raw.routes.len());
     for (name, r) in raw.routes {
         routes.push(route(&cx, name, r, &upstreams, &by_name, &auth)?);

@@ -13,6 +13,7 @@ mod document;
 
 mod admin;
 pub mod consumer;
+pub mod ext_auth;
 mod auth;
 mod dns;
 mod http;

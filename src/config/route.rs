@@ -49,6 +49,9 @@ pub struct RouteToml {
     /// Keep the credential on the upstream request.
     #[serde(default)]
     pub forward_credential: bool,
+    /// Let requests through when an external auth service cannot be asked.
+    #[serde(default)]
+    pub failure_mode_allow: bool,
     /// An encoded slash (`%2F`) in the path is let through instead of refused with 400.
     #[serde(default)]
     pub allow_encoded_slash: bool,
@@ -83,8 +86,7 @@ pub struct RespondToml {
     pub headers: IndexMap<String, String>,
 }
 
-/// Upstream index by name. Names are unique (they are TOML table keys).
-pub(super) type UpstreamIndex<'a> = std::collections::HashMap<&'a str, usize, ahash::RandomState>;
+pub(super) use super::check::UpstreamIndex;
 
 /// A host matcher.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -526,6 +528,7 @@ pub(super) fn route(
             require_scopes: r.require_scopes,
             require_claims: r.require_claims,
             forward_credential: r.forward_credential,
+            failure_mode_allow: r.failure_mode_allow,
         },
     )?;
     Ok(Route {

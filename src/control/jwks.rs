@@ -98,8 +98,12 @@ impl State {
         let now = Instant::now();
         let mut remotes = Vec::new();
         let mut statics = Vec::new();
-        for (v, a) in snap.jwt.iter().zip(snap.config.auth.iter()) {
-            let crate::config::AuthKind::Jwt(cfg) = &a.kind;
+        // `snap.jwt` holds the jwt-type tables of `config.auth`, in the same order.
+        let jwt_tables = snap.config.auth.iter().filter_map(|a| match &a.kind {
+            crate::config::AuthKind::Jwt(cfg) => Some((a, cfg)),
+            _ => None,
+        });
+        for (v, (a, cfg)) in snap.jwt.iter().zip(jwt_tables) {
             let base = VerifierStatus {
                 name: v.name.clone(),
                 kind: a.kind.type_name(),

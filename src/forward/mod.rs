@@ -5,6 +5,7 @@
 //! RefCell borrow across an await; allocates nothing per request beyond the connection's buffers.
 
 mod attempt;
+pub mod subrequest;
 
 use crate::config::{HashOn, SplitTarget};
 use crate::http1::chunked::ChunkedDecoder;

@@ -758,6 +758,25 @@ fn parse_length(v: &[u8]) -> Result<u64, HeadError> {
     Ok(v.iter().fold(0u64, |a, &d| a * 10 + (d - b'0') as u64))
 }
 
+/// The value of cookie `name` in the request's Cookie headers.
+pub fn cookie<'a>(head: &'a RequestHead, name: &[u8]) -> Option<&'a [u8]> {
+    for h in &head.headers {
+        let (n, v) = head.header(h);
+        if !n.eq_ignore_ascii_case(b"cookie") {
+            continue;
+        }
+        for pair in v.split(|&b| b == b';') {
+            let pair = trim(pair);
+            if let Some(eq) = memchr::memchr(b'=', pair) {
+                if &pair[..eq] == name {
+                    return Some(&pair[eq + 1..]);
+                }
+            }
+        }
+    }
+    None
+}
+
 /// Strips optional whitespace (SP, HTAB) from both ends.
 pub fn trim(v: &[u8]) -> &[u8] {
     let s = v

@@ -89,11 +89,14 @@ pub struct Ctx {
     pub identity: Option<Identity>,
     /// The credential to strip before the upstream.
     pub credential: Credential,
+    /// The external auth service (index in `Config::auth`) whose `copy_headers` the client may not
+    /// send itself: they are removed from its request before the service's are added.
+    pub ext_strip: Option<u16>,
     /// The claims of the token that authenticated the request, for scope and claim rules.
     pub claims: Option<Rc<Claims>>,
     /// The answer to a check a policy deferred (`policy::Outcome::Defer`): the credential's digest
     /// and what the check said.
-    pub verdict: Option<crate::policy::Verdict>,
+    pub verdict: Option<crate::policy::deferral::Verdict>,
     /// Headers to add to the upstream request.
     pub upstream_edits: HeaderEdits,
     /// Headers to add to the response (and to a rejection).
@@ -112,6 +115,7 @@ impl Ctx {
             credential: Credential::None,
             verdict: None,
             claims: None,
+            ext_strip: None,
             upstream_edits: HeaderEdits::default(),
             downstream_edits: HeaderEdits::default(),
         }

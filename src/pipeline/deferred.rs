@@ -1,15 +1,118 @@
 //! Checks a policy cannot make on the worker's thread of control without waiting: the pipeline awaits
 //! them here (the worker's event loop serves other requests meanwhile) and hands the verdict back to
-//! the policy, which runs again and decides. A password hash goes to the hashing pool.
+//! the policy, which runs again and decides. A password hash goes to the hashing pool; an external
+//! auth check is a sub-request to the service's upstream group, and its decision is cached.
 
+use crate::config::ext_auth::ExtAuth;
+use crate::config::AuthKind;
+use crate::forward::subrequest;
 use crate::http1::head::RequestHead;
 use crate::pipeline::ctx::Ctx;
+use crate::policy::ext_auth::{decide, Decision};
 use crate::policy::{hasher, Deferred, Verdict};
 use crate::worker::Worker;
+use std::rc::Rc;
+use std::time::Instant;
 
-/// Runs one deferred check.
-pub async fn run(_w: &Worker, _head: &RequestHead, _ctx: &Ctx, d: Deferred) -> Verdict {
+/// Runs one deferred check. `path` is the canonical path, `client` the client's address.
+pub async fn run(
+    w: &Worker,
+    head: &RequestHead,
+    path: &[u8],
+    client: &str,
+    ctx: &Ctx,
+    d: Deferred,
+) -> Verdict {
     match d {
         Deferred::Hash { cred, job } => Verdict::Hash(cred, hasher::verify(job).await),
+        Deferred::ExtAuth { auth, key } => {
+            let decision = match ctx.gen.config.auth.get(auth as usize).map(|a| &a.kind) {
+                Some(AuthKind::ExtAuth(cfg)) => ext_auth(w, head, path, client, ctx, cfg).await,
+                _ => None,
+            };
+            if let (Some(k), Some(d), Some(AuthKind::ExtAuth(cfg))) = (
+                key,
+                &decision,
+                ctx.gen.config.auth.get(auth as usize).map(|a| &a.kind),
+            ) {
+                if let Some((_, ttl)) = &cfg.cache {
+                    w.auth
+                        .ext
+                        .borrow_mut()
+                        .put(k, Instant::now() + *ttl, d.clone());
+                }
+            }
+            Verdict::ExtAuth { auth, decision }
+        }
+    }
+}
+
+/// Asks the service: `GET <path>` with the request's method, URI, host and client in
+/// `X-Forwarded-*`, its request id, and the configured request headers.
+async fn ext_auth(
+    w: &Worker,
+    head: &RequestHead,
+    path: &[u8],
+    client: &str,
+    ctx: &Ctx,
+    cfg: &ExtAuth,
+) -> Option<Rc<Decision>> {
+    let mut req = Vec::with_capacity(512);
+    req.extend_from_slice(b"GET ");
+    req.extend_from_slice(cfg.path.as_bytes());
+    req.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    match head.host() {
+        Some(h) => req.extend_from_slice(h),
+        None => req.extend_from_slice(b"localhost"),
+    }
+    req.extend_from_slice(b"\r\nx-forwarded-method: ");
+    req.extend_from_slice(head.method());
+    req.extend_from_slice(b"\r\nx-forwarded-uri: ");
+    req.extend_from_slice(path);
+    if let Some(q) = head.query() {
+        req.push(b'?');
+        req.extend_from_slice(q);
+    }
+    req.extend_from_slice(b"\r\nx-forwarded-proto: http\r\nx-forwarded-for: ");
+    req.extend_from_slice(client.as_bytes());
+    if let Some(h) = head.host() {
+        req.extend_from_slice(b"\r\nx-forwarded-host: ");
+        req.extend_from_slice(h);
+    }
+    req.extend_from_slice(b"\r\nx-request-id: ");
+    req.extend_from_slice(ctx.ids.id());
+    req.extend_from_slice(b"\r\n");
+    for h in &head.headers {
+        let (n, v) = head.header(h);
+        if cfg
+            .forward_headers
+            .iter()
+            .any(|f| f.as_bytes().eq_ignore_ascii_case(n))
+        {
+            req.extend_from_slice(n);
+            req.extend_from_slice(b": ");
+            req.extend_from_slice(v);
+            req.extend_from_slice(b"\r\n");
+        }
+    }
+    req.extend_from_slice(b"\r\n");
+    match subrequest::send(w, &ctx.gen, cfg.upstream, req, cfg.timeout).await {
+        Ok(r) => {
+            let status = r.status;
+            let d = decide(
+                cfg,
+                status,
+                |n| r.header(n).map(<[u8]>::to_vec),
+                r.body.clone(),
+            );
+            if d.is_none() {
+                tracing::debug!(status, "external auth answered neither 2xx nor 401/403");
+            }
+            d.map(Rc::new)
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "external auth check failed");
+            None
+        }
     }
 }

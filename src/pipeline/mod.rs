@@ -244,12 +244,48 @@ async fn apply<D: Downstream>(
                 let close = ctx.close_after_unread_body(head);
                 return Some(reject(d, ctx, &e, close).await);
             }
-            Outcome::Defer(job) => ctx.verdict = Some(deferred::run(w, head, ctx, job).await),
+            Outcome::Respond(r) => {
+                let close = ctx.close_after_unread_body(head);
+                return Some(respond(d, ctx, head, &r, close).await);
+            }
+            Outcome::Defer(job) => {
+                let client = d.peer_ip().to_string();
+                ctx.verdict = Some(deferred::run(w, head, path, &client, ctx, job).await);
+            }
         }
     }
     // Unreachable with the policies there are; a policy that kept deferring must not loop forever.
     let close = ctx.close_after_unread_body(head);
     Some(reject(d, ctx, &ProxyError::Internal, close).await)
+}
+
+/// Answers the request with a policy's response (an auth service's refusal, passed on).
+async fn respond<D: Downstream>(
+    d: &mut D,
+    ctx: &mut Ctx,
+    head: &RequestHead,
+    r: &policy::ext_auth::Response,
+    close: bool,
+) -> After {
+    let reply = Reply {
+        status: r.status,
+        headers: &r.headers,
+        body: ReplyBody::Bytes(&r.body),
+        request_id: ctx.ids.id(),
+        head_only: head.method_kind() == Method::Head,
+    };
+    ctx.rec.status = r.status;
+    ctx.rec.reason = EndReason::Policy;
+    let (_, mut sink) = d.split();
+    if sink
+        .send_reply(&reply, close, &mut ctx.rec.bytes_out)
+        .await
+        .is_err()
+        || close
+    {
+        return After::Close;
+    }
+    After::KeepAlive
 }
 
 /// Answers the request with the error response for `e`, with the headers policies put in

@@ -18,8 +18,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 enum Tried {
     /// Its credential is absent.
     Absent,
-    /// Verified.
-    Ok(Identity, Credential),
+    /// Verified (ext_auth names no consumer).
+    Ok(Option<Identity>, Credential),
+    /// The auth service could not be asked and the route lets the request through anyway.
+    FailedOpen,
+    /// Answered for the client (the auth service's refusal).
+    Respond(std::rc::Rc<super::ext_auth::Response>),
     /// Present and refused.
     Failed(AuthOutcome),
     /// Needs a check off the worker first.
@@ -59,7 +63,7 @@ fn try_api_key(input: &Input<'_>, ctx: &Ctx) -> Tried {
             let now = now_unix();
             match find(input, ctx, |s| api_key::lookup(s, &d, now)) {
                 Some((_, true)) => Tried::Failed(AuthOutcome::Disabled),
-                Some((id, false)) => Tried::Ok(id, cred),
+                Some((id, false)) => Tried::Ok(Some(id), cred),
                 None => Tried::Failed(AuthOutcome::Invalid),
             }
         }
@@ -89,12 +93,12 @@ fn try_basic(input: &Input<'_>, ctx: &Ctx) -> Tried {
     };
     match check {
         basic::Check::NoPassword => Tried::Failed(AuthOutcome::Invalid),
-        basic::Check::Cached => Tried::Ok(id, Credential::Authorization),
+        basic::Check::Cached => Tried::Ok(Some(id), Credential::Authorization),
         basic::Check::Hash { cred, hash_id, job } => match ctx.verdict {
             Some(super::Verdict::Hash(c, v)) if c == cred => match v {
                 Verdict::Match => {
                     input.auth.basic_remember(cred, hash_id);
-                    Tried::Ok(id, Credential::Authorization)
+                    Tried::Ok(Some(id), Credential::Authorization)
                 }
                 Verdict::Mismatch => Tried::Failed(AuthOutcome::Invalid),
                 Verdict::Busy => Tried::Failed(AuthOutcome::Unavailable),
@@ -154,8 +158,45 @@ fn try_jwt(input: &Input<'_>, ctx: &mut Ctx, verifier: u16) -> Tried {
     ctx.claims = Some(claims.clone());
     match found {
         Some((_, true)) => Tried::Failed(AuthOutcome::Disabled),
-        Some((id, false)) => Tried::Ok(id, Credential::Authorization),
-        None => Tried::Ok(Identity::Anonymous(claims), Credential::Authorization),
+        Some((id, false)) => Tried::Ok(Some(id), Credential::Authorization),
+        None => Tried::Ok(Some(Identity::Anonymous(claims)), Credential::Authorization),
+    }
+}
+
+/// An external auth service's decision: from this request's deferred check, else the worker's cache,
+/// else a deferred check to make.
+fn try_ext_auth(input: &Input<'_>, ctx: &mut Ctx, auth: u16) -> Tried {
+    let Some(crate::config::AuthKind::ExtAuth(cfg)) =
+        ctx.gen.config.auth.get(auth as usize).map(|a| &a.kind)
+    else {
+        return Tried::Failed(AuthOutcome::Unavailable);
+    };
+    let decision = match &ctx.verdict {
+        Some(super::Verdict::ExtAuth { auth: a, decision }) if *a == auth => decision.clone(),
+        _ => {
+            let key = super::ext_auth::cache_key(cfg, auth, input.head);
+            let cached =
+                key.and_then(|k| input.auth.ext.borrow().get(&k, std::time::Instant::now()));
+            match cached {
+                Some(d) => Some(d),
+                None => return Tried::Defer(super::Deferred::ExtAuth { auth, key }),
+            }
+        }
+    };
+    match decision.as_deref() {
+        Some(super::ext_auth::Decision::Allow { copy }) => {
+            ctx.upstream_edits.add.extend_from_slice(copy);
+            ctx.ext_strip = Some(auth);
+            Tried::Ok(None, Credential::Authorization)
+        }
+        Some(super::ext_auth::Decision::Deny(r)) => Tried::Respond(r.clone()),
+        None => match input.route {
+            Some(r) if r.access.failure_mode_allow => {
+                ctx.ext_strip = Some(auth);
+                Tried::FailedOpen
+            }
+            _ => Tried::Failed(AuthOutcome::Unavailable),
+        },
     }
 }
 
@@ -174,11 +215,30 @@ pub fn authenticate(input: &Input<'_>, ctx: &mut Ctx) -> Outcome {
             AuthMethod::ApiKey => try_api_key(input, ctx),
             AuthMethod::Basic => try_basic(input, ctx),
             AuthMethod::Jwt { verifier, .. } => try_jwt(input, ctx, verifier),
+            AuthMethod::ExtAuth { auth } => try_ext_auth(input, ctx, auth),
         };
         match tried {
             Tried::Absent => {}
+            Tried::FailedOpen => {
+                ctx.rec.auth = Some(AuthMark {
+                    method: m.index(),
+                    outcome: AuthOutcome::Unavailable,
+                });
+                return Outcome::Continue;
+            }
+            Tried::Respond(r) => {
+                ctx.rec.auth = Some(AuthMark {
+                    method: m.index(),
+                    outcome: if r.status == 403 {
+                        AuthOutcome::Denied
+                    } else {
+                        AuthOutcome::Invalid
+                    },
+                });
+                return Outcome::Respond(r);
+            }
             Tried::Ok(id, cred) => {
-                ctx.identity = Some(id);
+                ctx.identity = id;
                 ctx.credential = cred;
                 ctx.rec.auth = Some(AuthMark {
                     method: m.index(),
@@ -226,6 +286,8 @@ fn challenge(ctx: &mut Ctx, m: AuthMethod, token_refused: bool) {
             b"www-authenticate",
             b"Basic realm=\"sluice\", charset=\"UTF-8\"",
         ),
+        // The service's own challenge goes with its 401; without an answer there is none to give.
+        AuthMethod::ExtAuth { .. } => {}
         // RFC 6750 §3: `invalid_token` once a token was sent and refused.
         AuthMethod::Jwt { .. } => ctx.downstream_edits.push(
             b"www-authenticate",

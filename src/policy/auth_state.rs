@@ -17,6 +17,8 @@ pub struct AuthState {
     runtime: RefCell<Rc<ConsumerSet>>,
     /// SHA-256 of `user:password` -> SHA-256 of the password hash it verified against.
     basic: RefCell<HashMap<[u8; 32], [u8; 32], ahash::RandomState>>,
+    /// External auth decisions by cache key.
+    pub ext: RefCell<super::ext_auth::DecisionCache>,
 }
 
 impl AuthState {

@@ -15,7 +15,9 @@ pub mod auth_state;
 pub mod authorization;
 pub mod basic;
 mod body_size;
+pub mod ext_auth;
 pub mod consumers;
+pub mod deferral;
 pub mod hasher;
 pub mod jwt;
 
@@ -25,6 +27,7 @@ use crate::respond::ProxyError;
 use crate::router::CompiledRoute;
 use crate::worker::Worker;
 use auth_state::AuthState;
+pub use deferral::{Deferred, Verdict};
 
 /// What a policy decided.
 pub enum Outcome {
@@ -33,27 +36,11 @@ pub enum Outcome {
     /// The request is answered with this error (its status and message from `respond`), plus any
     /// headers the policy left in `ctx.downstream_edits` (`WWW-Authenticate`, `Retry-After`, ...).
     Reject(ProxyError),
+    /// The request is answered with this response (an external auth service's refusal).
+    Respond(std::rc::Rc<ext_auth::Response>),
     /// Work that must not run on the worker (a password hash): the pipeline awaits it, puts its
     /// verdict in `ctx.verdict`, and runs the stage again, which then decides.
     Defer(Deferred),
-}
-
-/// A check a policy hands to the pipeline to await. Each carries the key its verdict is for, so the
-/// policy, run again, knows the verdict answers this request's credential.
-pub enum Deferred {
-    /// A password hash, checked on the hashing pool.
-    Hash {
-        /// Digest of `user:password`.
-        cred: [u8; 32],
-        job: hasher::Job,
-    },
-}
-
-/// What a deferred check found (`ctx.verdict`).
-#[derive(Debug, Clone)]
-pub enum Verdict {
-    /// The hash check of the credential with this digest.
-    Hash([u8; 32], hasher::Verdict),
 }
 
 /// Where in the pipeline a policy runs.

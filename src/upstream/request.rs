@@ -6,24 +6,7 @@ use crate::http1::head::{Framing, HeaderKind, Method, RequestHead};
 use crate::pipeline::ctx::{Credential, Ctx};
 use crate::router::{upstream_path, CompiledRoute, Match};
 
-/// The value of cookie `name` in the request's Cookie headers.
-pub fn cookie<'a>(head: &'a RequestHead, name: &[u8]) -> Option<&'a [u8]> {
-    for h in &head.headers {
-        let (n, v) = head.header(h);
-        if !n.eq_ignore_ascii_case(b"cookie") {
-            continue;
-        }
-        for pair in v.split(|&b| b == b';') {
-            let pair = crate::http1::head::trim(pair);
-            if let Some(eq) = memchr::memchr(b'=', pair) {
-                if &pair[..eq] == name {
-                    return Some(&pair[eq + 1..]);
-                }
-            }
-        }
-    }
-    None
-}
+pub use crate::http1::head::cookie;
 
 /// A 1-16 digit hex number (a sticky-session cookie's endpoint key).
 pub fn parse_hex(v: &[u8]) -> Option<u64> {
@@ -61,6 +44,15 @@ pub fn build_request_head(
     let groups_header = cfg.consumer_headers.groups.as_bytes();
     let key_header = cfg.api_key.header.as_bytes();
     let is = |name: &[u8], want: &[u8]| name.len() == want.len() && name.eq_ignore_ascii_case(want);
+    // Headers an external auth service sets: a client's own copies never pass.
+    let ext_copied: &[String] = match ctx
+        .ext_strip
+        .and_then(|i| cfg.auth.get(i as usize))
+        .map(|a| &a.kind)
+    {
+        Some(crate::config::AuthKind::ExtAuth(e)) => &e.copy_headers,
+        _ => &[],
+    };
     out.extend_from_slice(head.method());
     out.push(b' ');
     match route.forward_path {
@@ -104,7 +96,8 @@ pub fn build_request_head(
             HeaderKind::Other
                 if is(name, id_header)
                     || is(name, groups_header)
-                    || (strip == Credential::KeyHeader && is(name, key_header)) => {}
+                    || (strip == Credential::KeyHeader && is(name, key_header))
+                    || ext_copied.iter().any(|c| is(name, c.as_bytes())) => {}
             HeaderKind::Authorization if strip == Credential::Authorization => {}
             HeaderKind::Other | HeaderKind::Authorization => {
                 out.extend_from_slice(name);
