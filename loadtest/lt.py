@@ -22,8 +22,10 @@ Standard library only. Subcommands:
   reload-probe --pid P --log F --port N --host H --path P --expect B --out F k=v...
                              SIGHUP P, poll until the probe route answers B; append the time that
                              took and the `config reloaded ... elapsed=` of the new log line to F
-  table-bigbody F | table-idle F | table-reload F ROUTES_RUNS
+  table-bigbody F | table-idle F | table-reload F ROUTES_RUNS | table-auth F
                              markdown tables for the extra scenarios
+  hs256-token --key-file F --sub S [--iss I] [--aud A] [--ttl SECONDS]
+                             an HS256 JWT signed with the secret in F (auth scenario, jwt variant)
 Tables with both `sluice` and `base` (loadtest/run --baseline) get a line with the ratios sluice/base.
 """
 import json
@@ -194,6 +196,9 @@ def record(args):
     rec = {"tool": tool, "file": os.path.basename(path)}
     for k in ("target", "scenario"):
         rec[k] = kv.get(k)
+    for k in ("binary", "variant", "path"):  # auth scenario: which sluice, which route
+        if kv.get(k):
+            rec[k] = kv[k]
     rec["round"] = int(kv.get("round", 0))
     if kv.get("rate"):
         rec["rate"] = int(kv["rate"])
@@ -316,7 +321,7 @@ def _rel(a, b):
 
 
 def base_line(rows, s, pairs=(("rps", "req/s", "rps", 1), ("rpc", "req per CPU-s", "req_per_cpu_s", 1),
-                              ("p50", "p50", "p50_ms", -1), ("p99", "p99", "p99_ms", -1))):
+                              ("p50", "p50", "p50_ms", -1), ("p99", "p99", "p99_ms", -1)), label=""):
     """sluice vs base (loadtest/run --baseline): ratios of the medians, and the range of the ratios
     of the two runs of each round (they ran in the same round, minutes apart at most)."""
     if "sluice" not in s or "base" not in s:
@@ -336,7 +341,7 @@ def base_line(rows, s, pairs=(("rps", "req/s", "rps", 1), ("rpc", "req per CPU-s
     if better:
         verdict.append(f"sluice better by more than {BASE_TOLERANCE_PCT}%: {', '.join(better)}")
     noisy = max(a.get("foreign") or 0, b.get("foreign") or 0) > 5
-    print(f"\n**sluice / base** (medians, {a['runs']} vs {b['runs']} runs): " + ", ".join(cells)
+    print(f"\n**sluice / base{label}** (medians, {a['runs']} vs {b['runs']} runs): " + ", ".join(cells)
           + (" — " + "; ".join(verdict) if verdict else "")
           + (" (DISTURBED by other processes, see the warning below)" if noisy else ""))
     by_round = {}
@@ -351,7 +356,7 @@ def base_line(rows, s, pairs=(("rps", "req/s", "rps", 1), ("rpc", "req per CPU-s
         if rs:
             ranges.append(f"{name} {min(rs):.3f}–{max(rs):.3f}")
     if ranges:
-        print(f"sluice / base per round ({paired} rounds, paired runs): " + ", ".join(ranges)
+        print(f"sluice / base{label} per round ({paired} rounds, paired runs): " + ", ".join(ranges)
               + " (ratio > 1: sluice has more req/s or req per CPU-s, or a longer latency)")
 
 
@@ -870,6 +875,127 @@ def table_reload(path, runs_path):
               + f", p99 {_fmt_ms(x.get('p99_ms'))}")
 
 
+# ---------------------------------------------------------------- auth scenario
+
+# variant -> what it sends and the target issue #11 (item 8) sets, as ratios to `open` (medians)
+AUTH_ORDER = ("open", "api_key", "basic", "jwt")
+AUTH_DESC = {"open": "/open/* (no auth)", "api_key": "/key/* api_key (X-API-Key)",
+             "basic": "/basic/* basic (bcrypt cost 10, cached)",
+             "jwt": "/jwt/* corp_jwt (HS256 Bearer, cached)"}
+AUTH_TARGETS = {"api_key": {"rps": 0.95, "rpc": 0.90},
+                "jwt": {"rps": 0.90}}   # "a cached JWT ≥ 0.9×" (read as req/s)
+
+
+def _auth_split(r):
+    b, v = r.get("binary"), r.get("variant")
+    if not b or not v:
+        b, _, v = r["target"].rpartition("-")
+    return b, v
+
+
+def table_auth(path):
+    """auth scenario: one sluice, routes without auth and with each method, measured in the same
+    rounds; medians, ratios to `open` and the range of the per-round (paired) ratios."""
+    rows = load(path, "auth")
+    if not rows:
+        print("(no runs for scenario auth)")
+        return
+    by = {}
+    for r in rows:
+        b, v = _auth_split(r)
+        by.setdefault(b, {}).setdefault(v, []).append(r)
+    binaries = [b for b in ("sluice", "base") if b in by] + sorted(b for b in by if b not in ("sluice", "base"))
+    hdr = ["binary", "variant (route)", "req/s (median)", "p50", "p99", "errors", "proxy CPU% user/sys",
+           "req per proxy CPU-s", "vs open (req/s)", "vs open (req/CPU-s)",
+           "per round vs open, req/s (min–max)", "per round vs open, req/CPU-s (min–max)", "#11 target"]
+    print("| " + " | ".join(hdr) + " |")
+    print("|" + "|".join(["---", "---"] + ["---:"] * (len(hdr) - 3) + ["---"]) + "|")
+    summ_by = {}
+    for b in binaries:
+        variants = [v for v in AUTH_ORDER if v in by[b]] + sorted(v for v in by[b] if v not in AUTH_ORDER)
+        _, s = summarize([dict(r, target=v) for v in variants for r in by[b][v]])
+        summ_by[b] = s
+        o = s.get("open", {})
+        open_by_round = {r["round"]: r for r in by[b].get("open", [])}
+        for v in variants:
+            x = s[v]
+            cpu = "-" if x["user"] is None else f"{x['user']:.0f} / {x['sys']:.0f}"
+            ranges = []
+            for field in ("rps", "req_per_cpu_s"):
+                rs = [r[field] / open_by_round[r["round"]][field] for r in by[b][v]
+                      if r["round"] in open_by_round and r.get(field) and open_by_round[r["round"]].get(field)]
+                if v == "open" or not rs:
+                    ranges.append("-")
+                elif len(rs) == 1:
+                    ranges.append(f"{rs[0]:.3f} (1 round)")
+                else:
+                    ranges.append(f"{min(rs):.3f}–{max(rs):.3f} ({len(rs)} rounds)")
+            goal = AUTH_TARGETS.get(v)
+            if goal is None:
+                verdict = "-" if v != "open" else "(reference)"
+            else:
+                parts = []
+                for key, name in (("rps", "req/s"), ("rpc", "req/CPU-s")):
+                    if key in goal:
+                        ratio = (x[key] / o[key]) if x.get(key) and o.get(key) else None
+                        ok = "?" if ratio is None else ("ok" if ratio >= goal[key] else "BELOW")
+                        parts.append(f"{name} ≥ {goal[key]:.2f}: {ok}")
+                verdict = ", ".join(parts)
+            cells = [b, f"{v}: {AUTH_DESC.get(v, v)}", _fmt_num(x["rps"]) + (f" ({x['runs']} runs)" if x["runs"] != 1 else ""),
+                     _fmt_ms(x["p50"]), _fmt_ms(x["p99"]), str(x["errors"]), cpu, _fmt_num(x["rpc"]),
+                     _ratio(x["rps"], o.get("rps")) if v != "open" else "1", _ratio(x["rpc"], o.get("rpc")) if v != "open" else "1",
+                     ranges[0], ranges[1], verdict]
+            print("| " + " | ".join(cells) + " |")
+    if "sluice" in by and "base" in by:
+        for v in [v for v in AUTH_ORDER if v in by["sluice"] and v in by["base"]]:
+            vrows = [dict(r, target=b) for b in ("sluice", "base") for r in by[b][v]]
+            _, s = summarize(vrows)
+            base_line(vrows, s, label=f", {v}")
+    nrounds = len({r["round"] for r in rows})
+    print(f"\nOne sluice process serves every variant (same listener, upstream and backend; only the route and "
+          f"the credential differ); each round runs every variant once, order rotated. Ratios are to `open` of "
+          f"the same binary: medians, and the range of the ratios of the runs of one round. "
+          f"Targets (#11 item 8): api_key ≥ 0.95× open's req/s and ≥ 0.90× its req per CPU-s; a cached JWT ≥ 0.90×."
+          + (f" Only {nrounds} round: the verdicts are not a measurement." if nrounds < 3 else ""))
+    errs = [f"{b}-{v} ({summ_by[b][v]['errors']})" for b in binaries for v in summ_by[b] if summ_by[b][v]["errors"]]
+    if errs:
+        print("WARNING: errors (non-2xx or socket errors) in: " + ", ".join(errs) +
+              " — a 401/503 means the credential was refused or the hash pool was full; see raw/ and run/sluice.log.")
+    print("\nCPU use (medians, % of one CPU): " + "; ".join(
+        f"{b}-{v}: load generator {_pct(x['loadgen'])}, backend {_pct(x['backend'])}, "
+        + ", ".join(f"cpu{i} busy {_pct(c)}" for i, c in enumerate(x["cpus"]))
+        for b in binaries for v, x in summ_by[b].items()))
+    noisy = [f"{b}-{v} (up to {x['foreign']:.0f}%)" for b in binaries for v, x in summ_by[b].items() if x["foreign"] > 5]
+    if noisy:
+        print("WARNING: other processes used CPU during: " + ", ".join(noisy) +
+              " — numbers are disturbed; rerun on a quiet machine.")
+
+
+def hs256_token(args):
+    """hs256-token --key-file F --sub S [--iss I] [--aud A] [--ttl SECONDS]: a compact JWS (HS256) signed
+    with the secret in F (whitespace trimmed, as sluice reads a key_file without a PEM block)."""
+    import base64
+    import hashlib
+    import hmac
+    opts, _, _ = _opts(args, {"key-file", "sub", "iss", "aud", "ttl"})
+    with open(opts["key-file"], "rb") as f:
+        secret = f.read().strip()
+
+    def b64(d):
+        return base64.urlsafe_b64encode(d).rstrip(b"=")
+    now = int(time.time())
+    claims = {"sub": opts["sub"], "iat": now, "exp": now + int(opts.get("ttl", 10 * 365 * 86400))}
+    if opts.get("iss"):
+        claims["iss"] = opts["iss"]
+    if opts.get("aud"):
+        claims["aud"] = opts["aud"]
+    head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
+    body = b64(json.dumps(claims, separators=(",", ":")).encode())
+    sig = b64(hmac.new(secret, head + b"." + body, hashlib.sha256).digest())
+    print((head + b"." + body + b"." + sig).decode())
+    return 0
+
+
 def median_rps(path, target, scenario):
     rows = [r for r in load(path, scenario) if r["target"] == target]
     m = _median([r["rps"] for r in rows])
@@ -908,6 +1034,10 @@ def main(argv):
         table_idle(*args)
     elif cmd == "table-reload":
         table_reload(*args)
+    elif cmd == "table-auth":
+        table_auth(*args)
+    elif cmd == "hs256-token":
+        return hs256_token(args)
     elif cmd == "record-wrk":
         # record-wrk FILE OUT k=v...: parse a wrk output and append it with labels
         res = parse_wrk(args[0])
