@@ -1,7 +1,7 @@
 //! `[auth.NAME]`: named authentication methods that routes list in `auth = [...]`. The `type` key picks
 //! the kind; `jwt` is implemented here (issuer, key source, audiences, algorithm allow list, leeway,
-//! consumer claim, refresh schedule). `ext_auth` and `introspection` are reserved: they parse as any
-//! table and are rejected with "not supported yet" until they land.
+//! consumer claim, refresh schedule); `ext_auth` in `ext_auth.rs`. `introspection` is reserved: it
+//! parses as any table and is rejected with "not supported yet" until it lands.
 //!
 //! Only the shape is checked here; key files are read and keys parsed when the snapshot is built
 //! (`policy::jwt::JwtVerifier::compile`), so text-only validation never touches the disk.
@@ -394,7 +394,7 @@ mod tests {
             ("type = \"jwt\"\njwks = \"ftp://a/j\"\n", "auth.x.jwks", "URL"),
             ("type = \"jwt\"\nissuer = \"id.example.com\"\n", "auth.x.issuer", "URL"),
             ("type = \"jwt\"\njwks = \"https://a/j\"\nrefresh = \"0\"\n", "auth.x.refresh", "greater"),
-            ("type = \"ext_auth\"\nupstream = \"authsvc\"\n", "auth.x.type", "not supported yet"),
+            ("type = \"ext_auth\"\nupstream = \"authsvc\"\n", "auth.x.upstream", "unknown upstream"),
             ("type = \"introspection\"\nendpoint = \"https://a\"\n", "auth.x.type", "not supported yet"),
         ];
         for (body, key, needle) in cases {
