@@ -12,6 +12,7 @@ mod check;
 mod document;
 
 mod admin;
+mod cors;
 mod dns;
 mod http;
 mod listener;
@@ -25,6 +26,7 @@ pub mod units;
 pub use admin::Admin;
 pub use check::is_token;
 use check::Reach;
+pub use cors::Cors;
 pub use dns::Dns;
 pub use document::{validate, Config, ConfigToml, Driver};
 pub use http::Http;

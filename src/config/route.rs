@@ -2,9 +2,12 @@
 //! to an upstream or a weighted/header split, or answer directly), and its per-route settings.
 
 use super::check::{header_value_ok, is_token, Ctx};
+use super::cors::{cors, Cors, CorsToml};
+use super::listener::cidr_list;
 use super::units;
 use super::upstream::Upstream;
 use super::ConfigError;
+use crate::cidr::IpRules;
 use indexmap::IndexMap;
 use serde::Deserialize;
 
@@ -38,6 +41,14 @@ pub struct RouteToml {
     pub max_body_bytes: Option<u64>,
     /// Answer directly.
     pub respond: Option<RespondToml>,
+    /// Only these clients (CIDR list; empty = any).
+    #[serde(default)]
+    pub ip_allow: Vec<String>,
+    /// Never these clients (CIDR list).
+    #[serde(default)]
+    pub ip_deny: Vec<String>,
+    /// Cross-origin requests from browsers.
+    pub cors: Option<CorsToml>,
 }
 /// One entry of `split`.
 #[derive(Debug, Deserialize)]
@@ -141,6 +152,10 @@ pub struct Route {
     pub host_rewrite: Option<String>,
     /// Body limit override.
     pub max_body_bytes: Option<u64>,
+    /// Client allow and deny lists (after the listener's).
+    pub ip: IpRules,
+    /// CORS rules.
+    pub cors: Option<Cors>,
 }
 /// `key` is called only to name an error: building it for every route was a measurable part of a reload.
 fn matchers(
@@ -445,6 +460,14 @@ pub(super) fn route(
         r.match_query,
         false,
     )?;
+    let ip = IpRules {
+        allow: cidr_list(cx, &base, "ip_allow", &r.ip_allow)?,
+        deny: cidr_list(cx, &base, "ip_deny", &r.ip_deny)?,
+    };
+    let cors = match r.cors {
+        Some(t) => Some(cors(cx, &base, t, methods.as_deref())?),
+        None => None,
+    };
     Ok(Route {
         name,
         host,
@@ -457,6 +480,8 @@ pub(super) fn route(
         rewrite_path: r.rewrite_path,
         host_rewrite: r.host_rewrite,
         max_body_bytes: r.max_body_bytes,
+        ip,
+        cors,
     })
 }
 

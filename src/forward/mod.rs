@@ -91,7 +91,7 @@ async fn proxy<D: Downstream>(
         head,
         route,
         m,
-        d.peer_ip(),
+        &ctx.client,
         &ctx.ids,
         &ctx.upstream_edits.add,
         framing,
@@ -116,7 +116,7 @@ async fn proxy<D: Downstream>(
 
     let hash = match &ucfg.balancer {
         crate::config::Balancer::ConsistentHash(on) => match on {
-            HashOn::ClientIp => Some(hash64(d.peer_ip().as_bytes())),
+            HashOn::ClientIp => Some(hash64(ctx.client.text().as_bytes())),
             HashOn::Header(n) => head.get(n.as_bytes()).map(hash64),
             HashOn::Cookie(n) => cookie(head, n.as_bytes()).map(hash64),
         },
@@ -171,6 +171,7 @@ async fn proxy<D: Downstream>(
             body_timeout: gen.http.body_timeout,
             set_cookie,
             id: ctx.ids.id(),
+            extra: &ctx.downstream_edits.add,
         };
         let res = attempt(w, d, bufs, &plan, &mut ctx.rec).await;
         gen.with_group(gi, |g| {

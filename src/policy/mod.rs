@@ -7,6 +7,8 @@
 //! A new policy is one file in this folder plus one line in `PRE_ROUTE` or `ROUTE`.
 
 mod body_size;
+pub mod cors;
+mod ip;
 
 use crate::http1::head::RequestHead;
 use crate::pipeline::ctx::Ctx;
@@ -20,6 +22,9 @@ pub enum Outcome {
     /// The request is answered with this error (its status and message from `respond`), plus any
     /// headers the policy left in `ctx.downstream_edits` (`WWW-Authenticate`, `Retry-After`, ...).
     Reject(ProxyError),
+    /// The gateway answers the request itself with this status, an empty body and the headers in
+    /// `ctx.downstream_edits` (a CORS preflight's 204).
+    Answer(u16),
 }
 
 /// Where in the pipeline a policy runs.
@@ -43,10 +48,12 @@ pub struct Input<'a> {
 pub type Policy = fn(&Input<'_>, &mut Ctx) -> Outcome;
 
 /// Policies before routing, in order.
-const PRE_ROUTE: &[Policy] = &[];
+const PRE_ROUTE: &[Policy] = &[ip::listener];
 
 /// Policies once the route is known, in order.
-const ROUTE: &[Policy] = &[body_size::declared_length];
+// IP rules first: a refused client learns nothing else. CORS next, so the rejections after it carry
+// the headers a browser script needs to read them.
+const ROUTE: &[Policy] = &[ip::route, cors::cors, body_size::declared_length];
 
 /// Runs the policies of `stage` until one does not continue.
 pub fn run(

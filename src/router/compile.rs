@@ -1,6 +1,7 @@
 //! Builds the route table from validated routes. Runs on the main thread at load and reload; never on a worker.
 
-use crate::config::{Config, HostPattern, Matcher, RouteAction, SplitTarget};
+use crate::cidr::IpRules;
+use crate::config::{Config, Cors, HostPattern, Matcher, RouteAction, SplitTarget};
 use bytes::Bytes;
 use std::collections::HashMap;
 
@@ -55,6 +56,10 @@ pub struct CompiledRoute {
     pub max_body_bytes: u64,
     /// Index of this route in file order.
     pub order: usize,
+    /// Client allow and deny lists (`policy::ip`).
+    pub ip: IpRules,
+    /// CORS rules (`policy::cors`); boxed, as most routes have none.
+    pub cors: Option<Box<Cors>>,
 }
 
 impl CompiledRoute {
@@ -234,6 +239,8 @@ impl RouteTable {
                 host_rewrite: r.host_rewrite.as_ref().map(|s| s.as_bytes().into()),
                 max_body_bytes: r.max_body_bytes.unwrap_or(cfg.http.max_body_bytes),
                 order,
+                ip: r.ip.clone(),
+                cors: r.cors.clone().map(Box::new),
             });
             let tail = r.path.ends_with("/*");
             let idx = order as u32;

@@ -2,6 +2,7 @@
 //! (path rewrite, hop-by-hop headers removed, X-Forwarded-* and X-Request-Id set), written into a reusable buffer.
 
 use crate::http1::head::{Framing, HeaderKind, Method, RequestHead};
+use crate::pipeline::Client;
 use crate::router::{upstream_path, CompiledRoute, Match};
 use crate::worker::ids::Ids;
 
@@ -41,7 +42,7 @@ pub fn build_request_head(
     head: &RequestHead,
     route: &CompiledRoute,
     m: &Match,
-    peer_ip: &str,
+    client: &Client,
     ids: &Ids,
     extra: &[u8],
     body: Framing,
@@ -72,7 +73,7 @@ pub fn build_request_head(
         }
     }
     out.extend_from_slice(b"\r\n");
-    let mut xff_started = false;
+    let mut has_xff = false;
     for h in &head.headers {
         let (name, value) = head.header(h);
         match h.kind {
@@ -82,15 +83,9 @@ pub fn build_request_head(
                 out.extend_from_slice(value);
                 out.extend_from_slice(b"\r\n");
             }
-            HeaderKind::XForwardedFor => {
-                out.extend_from_slice(if xff_started {
-                    &b", "[..]
-                } else {
-                    b"x-forwarded-for: "
-                });
-                out.extend_from_slice(crate::http1::head::trim(value));
-                xff_started = true;
-            }
+            // Joined into one line after the loop: written here, a received X-Forwarded-For that is
+            // not the last field would run into the next field line.
+            HeaderKind::XForwardedFor => has_xff = true,
             HeaderKind::HopByHop
             | HeaderKind::Host
             | HeaderKind::ContentLength
@@ -100,12 +95,12 @@ pub fn build_request_head(
             | HeaderKind::Expect => {}
         }
     }
-    out.extend_from_slice(if xff_started {
-        &b", "[..]
+    out.extend_from_slice(b"x-forwarded-for: ");
+    if has_xff {
+        forwarded_chain(out, head, client);
     } else {
-        b"x-forwarded-for: "
-    });
-    out.extend_from_slice(peer_ip.as_bytes());
+        out.extend_from_slice(client.text().as_bytes());
+    }
     out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n");
     if let Some(h) = orig_host {
         out.extend_from_slice(b"x-forwarded-host: ");
@@ -133,4 +128,40 @@ pub fn build_request_head(
         }
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// The X-Forwarded-For value sent upstream when the request carried one: the received chain, ending
+/// in the client. When the peer is the client, it is appended; when a trusted proxy's chain named the
+/// client, the chain is cut after that entry, dropping the hops of the proxies sluice trusts (see
+/// `pipeline::client`).
+fn forwarded_chain(out: &mut Vec<u8>, head: &RequestHead, client: &Client) {
+    let mut first = true;
+    let lines = head
+        .headers
+        .iter()
+        .filter(|h| h.kind == HeaderKind::XForwardedFor);
+    for (line, h) in lines.enumerate() {
+        let mut value = crate::http1::head::trim(head.header(h).1);
+        match client.forwarded {
+            Some((at, _)) if line > usize::from(at) => break,
+            Some((at, end)) if line == usize::from(at) => {
+                value = value.get(..end as usize).unwrap_or(value);
+            }
+            _ => {}
+        }
+        if value.is_empty() {
+            continue;
+        }
+        if !first {
+            out.extend_from_slice(b", ");
+        }
+        out.extend_from_slice(value);
+        first = false;
+    }
+    if client.forwarded.is_none() {
+        if !first {
+            out.extend_from_slice(b", ");
+        }
+        out.extend_from_slice(client.text().as_bytes());
+    }
 }
