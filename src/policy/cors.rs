@@ -5,8 +5,8 @@
 //!
 //! Like Kong's CORS plugin, an origin that is not allowed is not refused: its preflight is answered
 //! 204 and its requests pass, both without `Access-Control-*` headers, and the browser withholds the
-//! response from the script. Non-browser clients are not CORS's business, and answering a foreign
-//! origin differently from a missing one would only tell probes which origins are configured.
+//! response from the script. CORS protects browser users, not the backend: a non-browser client
+//! ignores it either way, so refusing would add nothing but a second way to fail.
 //!
 //! A preflight is routed by the method it announces (`Access-Control-Request-Method`), not by
 //! OPTIONS (see `Preflight`), so a route with `methods = ["GET", "POST"]` answers its own preflights.
