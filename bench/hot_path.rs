@@ -75,6 +75,7 @@ fn bench_response(c: &mut Criterion) {
     let rewrite = Rewrite {
         id: b"0123456789abcdef0123456789abcdef",
         set_cookie: None,
+        extra: b"",
         client_minor: 1,
         chunked: false,
         client_keep: true,

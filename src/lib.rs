@@ -25,6 +25,7 @@ pub mod sock;
 pub mod sys;
 
 pub mod pipeline;
+pub mod cidr;
 pub mod policy;
 pub mod router;
 pub mod forward;

@@ -63,6 +63,9 @@ pub enum PolicyError {
     /// The external authorization service could not be asked.
     #[error("authorization service unavailable")]
     AuthUnavailable,
+    /// The client's address is denied, or not allowed, by the listener's or the route's IP lists.
+    #[error("client address not allowed")]
+    IpDenied,
 }
 
 /// Why a request failed; one per failure site on the request path.
@@ -92,6 +95,10 @@ pub enum ProxyError {
     /// No route matched.
     #[error("no route")]
     NoRoute,
+    /// Routes match the host and path but none takes the method (the `Allow` header travels in the
+    /// request's header edits).
+    #[error("method not allowed")]
+    MethodNotAllowed,
     /// A policy refused the request.
     #[error("{0}")]
     Policy(#[from] PolicyError),
@@ -188,11 +195,14 @@ pub fn classify(e: &ProxyError) -> Class {
         ProxyError::BodyTimeout => unread(408, R::ClientTimeout, "request body timeout"),
         ProxyError::ClientClosed => unread(400, R::ClientAbort, "client closed the connection"),
         ProxyError::NoRoute => c(404, R::NoRoute, "no route"),
+        // Counted with the misses: the request reached no route either.
+        ProxyError::MethodNotAllowed => c(405, R::NoRoute, "method not allowed"),
         ProxyError::Policy(p) => match p {
             PolicyError::Unauthenticated => policy(401, "authentication required"),
             PolicyError::Forbidden => policy(403, "access denied"),
             PolicyError::TooManyRequests => policy(429, "too many requests"),
             PolicyError::AuthUnavailable => policy(503, "authorization service unavailable"),
+            PolicyError::IpDenied => policy(403, "client address not allowed"),
         },
         ProxyError::Upstream(u) => match u {
             U::Connect { .. } => up(502, R::UpstreamConnect, "upstream connection refused"),
@@ -234,6 +244,7 @@ mod tests {
             (PolicyError::Forbidden, 403),
             (PolicyError::TooManyRequests, 429),
             (PolicyError::AuthUnavailable, 503),
+            (PolicyError::IpDenied, 403),
         ] {
             let c = classify(&ProxyError::Policy(p));
             assert_eq!(
@@ -265,6 +276,7 @@ mod tests {
             ProxyError::ClientClosed,
             ProxyError::BodyTimeout,
             ProxyError::NoRoute,
+            ProxyError::MethodNotAllowed,
         ] {
             assert_eq!(classify(&e).fault, Fault::Client);
         }

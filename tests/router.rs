@@ -117,7 +117,8 @@ fn methods_select_routes() {
     assert_eq!(route_of(&sl, "GET", "/m", &[]), (200, "m_get".into()));
     assert_eq!(route_of(&sl, "POST", "/m", &[]), (200, "m_write".into()));
     assert_eq!(route_of(&sl, "PUT", "/m", &[]), (200, "m_write".into()));
-    assert_eq!(route_of(&sl, "DELETE", "/m", &[]).0, 404);
+    // Routes match the path but none takes the method: 405 (issue #11), see tests/access_rules.rs.
+    assert_eq!(route_of(&sl, "DELETE", "/m", &[]).0, 405);
 }
 
 #[test]

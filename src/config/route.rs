@@ -2,9 +2,12 @@
 //! to an upstream or a weighted/header split, or answer directly), and its per-route settings.
 
 use super::check::{header_value_ok, is_token, Ctx};
+use super::cors::{cors, Cors, CorsToml};
+use super::listener::cidr_list;
 use super::units;
 use super::upstream::Upstream;
 use super::ConfigError;
+use crate::cidr::IpRules;
 use indexmap::IndexMap;
 use serde::Deserialize;
 
@@ -57,6 +60,14 @@ pub struct RouteToml {
     pub allow_encoded_slash: bool,
     /// The path sent upstream: "normalized" (default) or "as_received".
     pub forward_path: Option<String>,
+    /// Only these clients (CIDR list; empty = any).
+    #[serde(default)]
+    pub ip_allow: Vec<String>,
+    /// Never these clients (CIDR list).
+    #[serde(default)]
+    pub ip_deny: Vec<String>,
+    /// Cross-origin requests from browsers.
+    pub cors: Option<CorsToml>,
 }
 /// One entry of `split`.
 #[derive(Debug, Deserialize)]
@@ -174,6 +185,10 @@ pub struct Route {
     pub allow_encoded_slash: bool,
     /// The path sent upstream.
     pub forward_path: ForwardPath,
+    /// Client allow and deny lists (after the listener's).
+    pub ip: IpRules,
+    /// CORS rules.
+    pub cors: Option<Cors>,
 }
 /// `key` is called only to name an error: building it for every route was a measurable part of a reload.
 fn matchers(
@@ -531,6 +546,14 @@ pub(super) fn route(
             failure_mode_allow: r.failure_mode_allow,
         },
     )?;
+    let ip = IpRules {
+        allow: cidr_list(cx, &base, "ip_allow", &r.ip_allow)?,
+        deny: cidr_list(cx, &base, "ip_deny", &r.ip_deny)?,
+    };
+    let cors = match r.cors {
+        Some(t) => Some(cors(cx, &base, t, methods.as_deref())?),
+        None => None,
+    };
     Ok(Route {
         name,
         host,
@@ -546,6 +569,8 @@ pub(super) fn route(
         access,
         allow_encoded_slash: r.allow_encoded_slash,
         forward_path,
+        ip,
+        cors,
     })
 }
 

@@ -8,17 +8,19 @@ use std::time::Duration;
 
 /// Serves `listeners` on the current worker (`worker::Serve`).
 pub fn start(w: &Rc<Worker>, listeners: Vec<std::net::TcpListener>) {
-    for l in listeners {
+    // Sockets come in listener order (`listener::bind_all`), so the position names the listener;
+    // config validation keeps their count within u16.
+    for (index, l) in listeners.into_iter().enumerate() {
         match monoio::net::TcpListener::from_std(l) {
             Ok(l) => {
-                monoio::spawn(accept_loop(w.clone(), l));
+                monoio::spawn(accept_loop(w.clone(), l, index as u16));
             }
             Err(e) => tracing::error!(worker = w.id, error = %e, "cannot use listener"),
         }
     }
 }
 
-async fn accept_loop(w: Rc<Worker>, listener: monoio::net::TcpListener) {
+async fn accept_loop(w: Rc<Worker>, listener: monoio::net::TcpListener, index: u16) {
     loop {
         let accepted = monoio::select! {
             r = listener.accept() => Some(r),
@@ -31,7 +33,7 @@ async fn accept_loop(w: Rc<Worker>, listener: monoio::net::TcpListener) {
                 #[cfg(not(target_os = "linux"))]
                 let _ = stream.set_nodelay(true);
                 w.count_accept();
-                monoio::spawn(h1::serve(w.clone(), stream, peer));
+                monoio::spawn(h1::serve(w.clone(), stream, peer, index));
             }
             Some(Err(e)) => {
                 // EMFILE and friends: back off instead of spinning.

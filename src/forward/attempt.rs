@@ -136,6 +136,8 @@ pub struct Attempt<'a> {
     /// Affinity cookie to set.
     pub set_cookie: Option<(&'a Sticky, u64)>,
     pub id: &'a [u8],
+    /// Header lines policies add to the response (`ctx.downstream_edits`: CORS, ...).
+    pub extra: &'a [u8],
 }
 
 /// What the response relay reports.
@@ -397,6 +399,7 @@ async fn relay<R: AsyncReadRent, S: ResponseSink>(
         set_cookie: a.set_cookie,
         framing,
         keep: a.keep,
+        extra: a.extra,
     };
     sink.encode_head(resp, &edits);
     rec.status = resp.status;

@@ -96,7 +96,6 @@ async fn proxy<D: Downstream>(
         path,
         route,
         m,
-        d.peer_ip(),
         ctx,
         framing,
         spec.endpoints.first().map(|e| e.addr),
@@ -120,7 +119,7 @@ async fn proxy<D: Downstream>(
 
     let hash = match &ucfg.balancer {
         crate::config::Balancer::ConsistentHash(on) => match on {
-            HashOn::ClientIp => Some(hash64(d.peer_ip().as_bytes())),
+            HashOn::ClientIp => Some(hash64(ctx.client.text().as_bytes())),
             HashOn::Header(n) => head.get(n.as_bytes()).map(hash64),
             HashOn::Cookie(n) => cookie(head, n.as_bytes()).map(hash64),
         },
@@ -175,6 +174,7 @@ async fn proxy<D: Downstream>(
             body_timeout: gen.http.body_timeout,
             set_cookie,
             id: ctx.ids.id(),
+            extra: &ctx.downstream_edits.add,
         };
         let res = attempt(w, d, bufs, &plan, &mut ctx.rec).await;
         gen.with_group(gi, |g| {

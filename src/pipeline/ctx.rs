@@ -2,6 +2,7 @@
 //! on (every timeout and limit it uses comes from there, whatever reloads happen meanwhile), and the
 //! slots policies fill: the consumer and header edits toward the upstream and the client.
 
+use super::client::Client;
 use crate::http1::head::{Framing, RequestHead, ResponseHead};
 use crate::metrics::RequestRecord;
 use crate::policy::consumers::{ConsumerSet, Entry};
@@ -85,6 +86,9 @@ pub struct Ctx {
     /// The connection may carry another request after this one (the client wants it and the worker
     /// is not draining).
     pub keep: bool,
+    /// Who the request is from (the peer, or whom a trusted proxy's X-Forwarded-For names); set by
+    /// `pipeline::handle` before any policy runs.
+    pub client: Client,
     /// The authenticated consumer, if any.
     pub identity: Option<Identity>,
     /// The credential to strip before the upstream.
@@ -116,6 +120,7 @@ impl Ctx {
             verdict: None,
             claims: None,
             ext_strip: None,
+            client: Client::default(),
             upstream_edits: HeaderEdits::default(),
             downstream_edits: HeaderEdits::default(),
         }

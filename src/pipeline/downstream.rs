@@ -20,6 +20,8 @@ pub struct ResponseEdits<'a> {
     pub framing: Framing,
     /// The connection (or stream) may carry another request after this one.
     pub keep: bool,
+    /// Header lines policies add (`name: value\r\n` each; CORS, ...).
+    pub extra: &'a [u8],
 }
 
 /// Reading the rest of a request body.
@@ -72,8 +74,11 @@ pub trait Downstream {
         Self: 'a;
     /// Both halves, borrowed together.
     fn split(&mut self) -> (Self::Body<'_>, Self::Sink<'_>);
-    /// The client's address as text (for `X-Forwarded-For` and hashing).
+    /// The peer's address as text, formatted once per connection.
     fn peer_ip(&self) -> &str;
+    /// The peer's address and the listener it came in on. What the pipeline uses is the resolved
+    /// `Ctx::client` (see `pipeline::client`), which starts from this.
+    fn peer(&self) -> crate::pipeline::client::Peer;
     /// Marks what is sent from now on as the last bytes before the connection closes, so the reply
     /// can leave with the close (see `SockWr::closing`). A no-op where that means nothing.
     fn closing(&mut self);

@@ -9,6 +9,7 @@
 //!              -> pipeline::record::finish (counters, access log)
 //! ```
 
+pub mod client;
 pub mod ctx;
 mod deferred;
 pub mod downstream;
@@ -20,10 +21,12 @@ use crate::http1::head::{Method, RequestHead};
 use crate::http1::path::{self, PathError};
 use crate::metrics::EndReason;
 use crate::metrics::RequestRecord;
+use crate::policy::cors::Preflight;
 use crate::policy::{self, Outcome, Stage};
 use crate::respond::{classify, error_reply, ProxyError};
 use crate::router::{Action, RouteInput};
 use crate::worker::{Gen, Worker};
+pub use client::Client;
 pub use ctx::{After, Buffers, Ctx};
 use downstream::{Downstream, ResponseSink};
 use std::pin::pin;
@@ -49,6 +52,12 @@ pub async fn handle<D: Downstream>(
     ctx: &mut Ctx,
     bufs: &mut Buffers,
 ) -> After {
+    let peer = d.peer();
+    // A listener index from before a reload that removed listeners names none: no proxies trusted.
+    let trusted = ctx.gen.config.listeners.get(usize::from(peer.listener));
+    let no_proxies = crate::cidr::IpList::default();
+    let trusted = trusted.map_or(&no_proxies, |l| &l.trusted_proxies);
+    ctx.client = Client::resolve(peer, d.peer_ip(), trusted, head);
     let served = {
         let _req = w.begin_request();
         let request = pin!(serve(w, d, head, ctx, bufs));
@@ -66,7 +75,7 @@ pub async fn handle<D: Downstream>(
         &ctx.rec,
         ids.id(),
         ids.traceparent(),
-        d.peer_ip(),
+        ctx.client.text(),
         ctx.identity
             .as_ref()
             .and_then(|i| i.names(&ctx.gen))
@@ -170,9 +179,27 @@ async fn dispatch<D: Downstream>(
     if let Some(after) = apply(w, d, head, path, ctx, Stage::PreRoute, None).await {
         return after;
     }
-    let Some(m) = gen.routes.lookup(head.host(), path, head) else {
+    // A CORS preflight goes to the route its announced method would reach, when that route has CORS
+    // rules; otherwise it is an OPTIONS request like any other (see `policy::cors`).
+    let preflight = Preflight::of(head).and_then(|p| {
+        let m = gen.routes.lookup(head.host(), path, &p)?;
+        gen.routes.routes[m.route as usize]
+            .cors
+            .is_some()
+            .then_some(m)
+    });
+    let Some(m) = preflight.or_else(|| gen.routes.lookup(head.host(), path, head)) else {
         let close = ctx.close_after_unread_body(head);
-        return reject(d, ctx, &ProxyError::NoRoute, close).await;
+        let allow = &mut ctx.downstream_edits.add;
+        let e = if gen
+            .routes
+            .allow_header(head.host(), head.path(), head, allow)
+        {
+            ProxyError::MethodNotAllowed
+        } else {
+            ProxyError::NoRoute
+        };
+        return reject(d, ctx, &e, close).await;
     };
     let route = &gen.routes.routes[m.route as usize];
     ctx.rec.route = Some(m.route);
@@ -188,9 +215,16 @@ async fn dispatch<D: Downstream>(
     match &route.action {
         Action::Respond(r) => {
             let close = ctx.close_after_unread_body(head);
+            // Policies' response headers (CORS) join the route's own; copied only when there are some.
+            let headers: &[u8] = if ctx.downstream_edits.add.is_empty() {
+                &r.headers
+            } else {
+                ctx.downstream_edits.add.extend_from_slice(&r.headers);
+                &ctx.downstream_edits.add
+            };
             let reply = Reply {
                 status: r.status,
-                headers: &r.headers,
+                headers,
                 body: ReplyBody::Bytes(&r.body),
                 request_id: ctx.ids.id(),
                 head_only: head.method_kind() == Method::Head || r.status == 204 || r.status == 304,
@@ -249,8 +283,27 @@ async fn apply<D: Downstream>(
                 return Some(respond(d, ctx, head, &r, close).await);
             }
             Outcome::Defer(job) => {
-                let client = d.peer_ip().to_string();
+                let client = ctx.client.text().to_string();
                 ctx.verdict = Some(deferred::run(w, head, path, &client, ctx, job).await);
+            }
+            Outcome::Answer(status) => {
+                let close = ctx.close_after_unread_body(head);
+                let reply = Reply {
+                    status,
+                    headers: &ctx.downstream_edits.add,
+                    body: ReplyBody::Bytes(b""),
+                    request_id: ctx.ids.id(),
+                    head_only: true,
+                };
+                ctx.rec.status = status;
+                ctx.rec.reason = EndReason::Direct;
+                let (_, mut sink) = d.split();
+                let sent = sink.send_reply(&reply, close, &mut ctx.rec.bytes_out).await;
+                return Some(if sent.is_err() || close {
+                    After::Close
+                } else {
+                    After::KeepAlive
+                });
             }
         }
     }

@@ -20,6 +20,8 @@ pub mod consumers;
 pub mod deferral;
 pub mod hasher;
 pub mod jwt;
+pub mod cors;
+mod ip;
 
 use crate::http1::head::RequestHead;
 use crate::pipeline::ctx::Ctx;
@@ -41,6 +43,9 @@ pub enum Outcome {
     /// Work that must not run on the worker (a password hash): the pipeline awaits it, puts its
     /// verdict in `ctx.verdict`, and runs the stage again, which then decides.
     Defer(Deferred),
+    /// The gateway answers the request itself with this status, an empty body and the headers in
+    /// `ctx.downstream_edits` (a CORS preflight's 204).
+    Answer(u16),
 }
 
 /// Where in the pipeline a policy runs.
@@ -71,10 +76,18 @@ pub struct Input<'a> {
 pub type Policy = fn(&Input<'_>, &mut Ctx) -> Outcome;
 
 /// Policies before routing, in order.
-const PRE_ROUTE: &[Policy] = &[];
+const PRE_ROUTE: &[Policy] = &[ip::listener];
 
 /// Policies once the route is known, in order.
-const ROUTE: &[Policy] = &[body_size::declared_length, auth::authenticate, acl::check];
+// IP rules first: a refused client learns nothing else. CORS next, so the rejections after it carry
+// the headers a browser script needs to read them. Then body size, authentication, access rules.
+const ROUTE: &[Policy] = &[
+    ip::route,
+    cors::cors,
+    body_size::declared_length,
+    auth::authenticate,
+    acl::check,
+];
 
 /// Runs the policies of `stage` until one does not continue.
 pub fn run(

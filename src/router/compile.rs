@@ -1,6 +1,7 @@
 //! Builds the route table from validated routes. Runs on the main thread at load and reload; never on a worker.
 
-use crate::config::{Config, ForwardPath, HostPattern, Matcher, RouteAction, SplitTarget};
+use crate::cidr::IpRules;
+use crate::config::{Config, Cors, ForwardPath, HostPattern, Matcher, RouteAction, SplitTarget};
 use bytes::Bytes;
 use std::collections::HashMap;
 
@@ -61,6 +62,10 @@ pub struct CompiledRoute {
     pub allow_encoded_slash: bool,
     /// Which spelling of the path goes upstream.
     pub forward_path: ForwardPath,
+    /// Client allow and deny lists (`policy::ip`).
+    pub ip: IpRules,
+    /// CORS rules (`policy::cors`); boxed, as most routes have none.
+    pub cors: Option<Box<Cors>>,
 }
 
 impl CompiledRoute {
@@ -243,6 +248,8 @@ impl RouteTable {
                 order,
                 allow_encoded_slash: r.allow_encoded_slash,
                 forward_path: r.forward_path,
+                ip: r.ip.clone(),
+                cors: r.cors.clone().map(Box::new),
             });
             let tail = r.path.ends_with("/*");
             let idx = order as u32;

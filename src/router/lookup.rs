@@ -86,7 +86,7 @@ impl RouteTable {
 }
 
 /// Lowercases the host and drops the port, into `out`. None if it does not fit.
-fn normalize_host<'a>(h: &[u8], out: &'a mut [u8; 256]) -> Option<&'a [u8]> {
+pub(super) fn normalize_host<'a>(h: &[u8], out: &'a mut [u8; 256]) -> Option<&'a [u8]> {
     let h = if h.first() == Some(&b'[') {
         let end = memchr::memchr(b']', h)?;
         &h[..=end]

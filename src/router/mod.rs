@@ -1,6 +1,7 @@
 //! Routing: a trie per host class, compiled once per config off the workers (`compile`), and a lookup
 //! that allocates nothing (`lookup`). Each worker owns its own clone of the compiled table.
 
+mod allow;
 mod compile;
 mod lookup;
 mod split;

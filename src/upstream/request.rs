@@ -4,6 +4,7 @@
 use crate::config::ForwardPath;
 use crate::http1::head::{Framing, HeaderKind, Method, RequestHead};
 use crate::pipeline::ctx::{Credential, Ctx};
+use crate::pipeline::client::Client;
 use crate::router::{upstream_path, CompiledRoute, Match};
 
 pub use crate::http1::head::cookie;
@@ -28,7 +29,6 @@ pub fn build_request_head(
     path: &[u8],
     route: &CompiledRoute,
     m: &Match,
-    peer_ip: &str,
     ctx: &Ctx,
     body: Framing,
     fallback_host: Option<std::net::SocketAddr>,
@@ -88,7 +88,7 @@ pub fn build_request_head(
         }
     }
     out.extend_from_slice(b"\r\n");
-    let mut xff_started = false;
+    let mut has_xff = false;
     for h in &head.headers {
         let (name, value) = head.header(h);
         match h.kind {
@@ -105,15 +105,9 @@ pub fn build_request_head(
                 out.extend_from_slice(value);
                 out.extend_from_slice(b"\r\n");
             }
-            HeaderKind::XForwardedFor => {
-                out.extend_from_slice(if xff_started {
-                    &b", "[..]
-                } else {
-                    b"x-forwarded-for: "
-                });
-                out.extend_from_slice(crate::http1::head::trim(value));
-                xff_started = true;
-            }
+            // Joined into one line after the loop: written here, a received X-Forwarded-For that is
+            // not the last field would run into the next field line.
+            HeaderKind::XForwardedFor => has_xff = true,
             HeaderKind::HopByHop
             | HeaderKind::Host
             | HeaderKind::ContentLength
@@ -123,12 +117,12 @@ pub fn build_request_head(
             | HeaderKind::Expect => {}
         }
     }
-    out.extend_from_slice(if xff_started {
-        &b", "[..]
+    out.extend_from_slice(b"x-forwarded-for: ");
+    if has_xff {
+        forwarded_chain(out, head, &ctx.client);
     } else {
-        b"x-forwarded-for: "
-    });
-    out.extend_from_slice(peer_ip.as_bytes());
+        out.extend_from_slice(ctx.client.text().as_bytes());
+    }
     out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n");
     if let Some(h) = orig_host {
         out.extend_from_slice(b"x-forwarded-host: ");
@@ -182,5 +176,41 @@ fn query_without(out: &mut Vec<u8>, q: &[u8], param: &[u8]) {
         out.push(if first { b'?' } else { b'&' });
         out.extend_from_slice(pair);
         first = false;
+    }
+}
+
+/// The X-Forwarded-For value sent upstream when the request carried one: the received chain, ending
+/// in the client. When the peer is the client, it is appended; when a trusted proxy's chain named the
+/// client, the chain is cut after that entry, dropping the hops of the proxies sluice trusts (see
+/// `pipeline::client`).
+fn forwarded_chain(out: &mut Vec<u8>, head: &RequestHead, client: &Client) {
+    let mut first = true;
+    let lines = head
+        .headers
+        .iter()
+        .filter(|h| h.kind == HeaderKind::XForwardedFor);
+    for (line, h) in lines.enumerate() {
+        let mut value = crate::http1::head::trim(head.header(h).1);
+        match client.forwarded {
+            Some((at, _)) if line > usize::from(at) => break,
+            Some((at, end)) if line == usize::from(at) => {
+                value = value.get(..end as usize).unwrap_or(value);
+            }
+            _ => {}
+        }
+        if value.is_empty() {
+            continue;
+        }
+        if !first {
+            out.extend_from_slice(b", ");
+        }
+        out.extend_from_slice(value);
+        first = false;
+    }
+    if client.forwarded.is_none() {
+        if !first {
+            out.extend_from_slice(b", ");
+        }
+        out.extend_from_slice(client.text().as_bytes());
     }
 }

@@ -7,6 +7,7 @@ use crate::http1::chunked::ChunkedDecoder;
 use crate::http1::encode::{self, Persist, Reply};
 use crate::http1::head::{Framing, ResponseHead};
 use crate::io::{read_more_timeout, write_front, write_vec, Timed};
+use crate::pipeline::client::Peer;
 use crate::pipeline::downstream::{Downstream, RequestBody, ResponseEdits, ResponseSink};
 use crate::sock::SockWr;
 use bytes::{Buf, BytesMut};
@@ -30,6 +31,8 @@ pub struct H1Client {
     pub out: Vec<u8>,
     /// Client address as text, formatted once per connection for X-Forwarded-For.
     pub peer_ip: Box<str>,
+    /// Client address and the listener that accepted it.
+    pub peer: Peer,
     /// Cancels the idle read when the connection parks.
     pub cancel: monoio::io::Canceller,
     /// HTTP minor version of the request being answered.
@@ -45,6 +48,7 @@ impl H1Client {
         wr: SockWr,
         buf: BytesMut,
         peer_ip: Box<str>,
+        peer: Peer,
     ) -> H1Client {
         H1Client {
             rd,
@@ -52,6 +56,7 @@ impl H1Client {
             buf,
             out: Vec::with_capacity(512),
             peer_ip,
+            peer,
             cancel: monoio::io::Canceller::new(),
             minor: 1,
             dechunk: None,
@@ -96,6 +101,10 @@ impl Downstream for H1Client {
         &self.peer_ip
     }
 
+    fn peer(&self) -> Peer {
+        self.peer
+    }
+
     fn closing(&mut self) {
         self.wr.closing();
     }
@@ -127,6 +136,7 @@ impl ResponseSink for H1Sink<'_> {
         let rewrite = Rewrite {
             id: rw.id,
             set_cookie: rw.set_cookie,
+            extra: rw.extra,
             client_minor: self.minor,
             chunked: rw.framing == Framing::Chunked && !dechunk,
             client_keep: rw.keep && self.can_keep(rw.framing),

@@ -10,6 +10,7 @@ use crate::conn::park;
 use crate::http1::head::RequestHead;
 use crate::io::{read_more_timeout, read_or_park, ParkRead, Timed, HEAD_CHUNK, SHRINK_ABOVE};
 use crate::pipeline;
+use crate::pipeline::client::Peer;
 use crate::pipeline::ctx::{After, Buffers, Ctx};
 use crate::respond::ProxyError;
 use crate::sock::SockWr;
@@ -33,7 +34,13 @@ pub const PARK_AFTER: Duration = Duration::from_millis(50);
 // An async block rather than an async fn: an async fn keeps its arguments twice in its state, and this
 // state is what a parked connection costs.
 #[allow(clippy::manual_async_fn)]
-pub fn serve(w: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr) -> impl Future<Output = ()> {
+/// `listener` is the index of the listener that accepted it (in `Config::listeners`).
+pub fn serve(
+    w: Rc<Worker>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    listener: u16,
+) -> impl Future<Output = ()> {
     async move {
         let _conn = w.begin_connection();
         let mut first = true;
@@ -41,7 +48,8 @@ pub fn serve(w: Rc<Worker>, mut stream: TcpStream, peer: SocketAddr) -> impl Fut
             // Boxed: the session (buffers, parsed heads, the proxy's state) is most of what a connection
             // costs, and a parked connection keeps none of it.
             // A bug anywhere in the session ends this connection alone (see `crate::panic`).
-            let served = crate::panic::catch(Box::pin(session(&w, stream, peer, first))).await;
+            let served =
+                crate::panic::catch(Box::pin(session(&w, stream, peer, listener, first))).await;
             let Parked {
                 stream: parked,
                 idle_left,
@@ -88,6 +96,7 @@ async fn session(
     w: &Rc<Worker>,
     stream: TcpStream,
     peer: SocketAddr,
+    listener: u16,
     first: bool,
 ) -> Option<Parked> {
     let fd = stream.as_raw_fd();
@@ -97,6 +106,10 @@ async fn session(
         SockWr::new(wr, fd),
         BytesMut::with_capacity(HEAD_CHUNK),
         peer.ip().to_string().into_boxed_str(),
+        Peer {
+            ip: peer.ip(),
+            listener,
+        },
     );
     let mut bufs = Buffers::new();
     let parked = serve_requests(w, &mut c, &mut bufs, first).await;

@@ -11,6 +11,8 @@ pub struct Rewrite<'a> {
     pub id: &'a [u8],
     /// A sticky-session cookie to set: the policy and the endpoint's key.
     pub set_cookie: Option<(&'a Sticky, u64)>,
+    /// Header lines policies add, in field-line form.
+    pub extra: &'a [u8],
     /// The client's HTTP minor version (1.0 clients are told about keep-alive).
     pub client_minor: u8,
     /// The body goes to the client chunked.
@@ -62,6 +64,7 @@ pub fn write_head(out: &mut Vec<u8>, resp: &ResponseHead, r: &Rewrite<'_>) {
         }
         out.extend_from_slice(b"\r\n");
     }
+    out.extend_from_slice(r.extra);
     if r.chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
