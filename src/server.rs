@@ -20,6 +20,9 @@ pub enum ServerError {
     /// Binding, threads or signals failed.
     #[error("{0}")]
     Io(#[from] io::Error),
+    /// The state database cannot be opened or read.
+    #[error("{0}")]
+    State(#[from] control::consumers::StoreError),
     /// The CPU plan does not fit the machine.
     #[error("{0}")]
     Cpus(String),
@@ -83,6 +86,16 @@ pub fn run(cfg: Config) -> Result<(), ServerError> {
             })
         }
     };
+    // Read runtime consumers here, before any worker exists: each worker starts with its table, so a
+    // stored key works from the first request, and a damaged database stops the start with its path.
+    let store = match &cfg.state {
+        Some(p) => {
+            let s = control::consumers::ConsumerStore::open(p)?;
+            tracing::info!(path = %p.display(), consumers = s.rows().count(), "state database open");
+            Some(s)
+        }
+        None => None,
+    };
     let (control_link, control_inbox) = crate::link::pair()?;
     let (log_thread, mut sinks): (Option<crate::access_log::LogThread>, Vec<_>) =
         match &cfg.access_log {
@@ -104,6 +117,7 @@ pub fn run(cfg: Config) -> Result<(), ServerError> {
                 snapshot: snapshot.clone(),
                 to_control: control_link.try_clone()?,
                 log: sinks.get_mut(id).and_then(Option::take),
+                consumers: store.as_ref().map(|s| s.table()),
             },
             crate::conn::start,
         )?);
@@ -121,6 +135,7 @@ pub fn run(cfg: Config) -> Result<(), ServerError> {
         links,
         Arc::new(snapshot),
         admin,
+        store,
     )?;
     tracing::info!(workers = workers.len(), config = %cfg.source.label(), "sluice ready");
 

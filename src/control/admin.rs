@@ -42,6 +42,8 @@ pub struct AdminState {
     pub overrides: RefCell<Vec<EndpointOverride>>,
     /// JWT verifiers as the key-fetch thread last reported them.
     pub auth: Rc<RefCell<Vec<crate::msg::VerifierStatus>>>,
+    /// The runtime consumer database, when `[state] path` is set.
+    pub consumers: Option<Rc<RefCell<super::consumers::ConsumerStore>>>,
 }
 
 /// An operator's runtime change to one endpoint.
