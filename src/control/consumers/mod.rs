@@ -3,6 +3,7 @@
 //! after each committed change. Lives on the control thread (the main thread opens the store before
 //! any worker starts); a worker never touches the database.
 
+pub mod api;
 pub mod store;
 
 pub use store::{ConsumerStore, StoreError};
