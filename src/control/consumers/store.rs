@@ -136,6 +136,47 @@ impl ConsumerStore {
         Ok(store)
     }
 
+    /// What `--check` can tell without creating anything: an existing file opens read-only as a
+    /// state database of a known schema; otherwise the nearest existing parent is a directory.
+    pub fn check(path: &Path) -> Result<(), StoreError> {
+        let sq = |source| StoreError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        };
+        if path.exists() {
+            let conn =
+                Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                    .map_err(sq)?;
+            let found: i64 = conn
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .map_err(sq)?;
+            if found > SCHEMA_VERSION {
+                return Err(StoreError::Schema {
+                    path: path.to_path_buf(),
+                    found,
+                });
+            }
+            return Ok(());
+        }
+        let mut dir = path.parent();
+        while let Some(d) = dir.filter(|d| !d.as_os_str().is_empty()) {
+            if d.exists() {
+                if d.is_dir() {
+                    return Ok(());
+                }
+                return Err(StoreError::Dir {
+                    path: path.to_path_buf(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::NotADirectory,
+                        format!("{} is not a directory", d.display()),
+                    ),
+                });
+            }
+            dir = d.parent();
+        }
+        Ok(())
+    }
+
     fn sq(&self, source: rusqlite::Error) -> StoreError {
         StoreError::Sqlite {
             path: self.path.clone(),
@@ -490,9 +531,13 @@ mod tests {
             ConsumerStore::open(&p),
             Err(StoreError::Schema { found: 99, .. })
         ));
+        assert!(ConsumerStore::check(&p).is_err());
         let g = tmp("garbage");
         std::fs::create_dir_all(g.parent().unwrap()).unwrap();
         std::fs::write(&g, vec![0x55u8; 8192]).unwrap();
         assert!(ConsumerStore::open(&g).is_err());
+        assert!(ConsumerStore::check(&g).is_err());
+        assert!(ConsumerStore::check(&g.join("below-a-file.db")).is_err());
+        assert!(ConsumerStore::check(&tmp("fresh")).is_ok());
     }
 }
