@@ -334,13 +334,29 @@ fn issue(store: &mut ConsumerStore, name: &str) -> Answer {
     }
 }
 
+/// When the rotated key stops working: `now + grace` in whole seconds (what a worker compares against,
+/// rounded up so a grace is never cut short), None = at once. Rotating a key again during its grace
+/// never extends its life past the expiry it already has.
+fn old_expiry(current: Option<u64>, grace: std::time::Duration, now: u64) -> Option<u64> {
+    let secs = grace.as_secs() + u64::from(grace.subsec_nanos() > 0);
+    let asked = (secs > 0).then(|| now.saturating_add(secs))?;
+    Some(current.map_or(asked, |t| t.min(asked)))
+}
+
 fn rotate(store: &mut ConsumerStore, name: &str, old: &str, body: &[u8]) -> Answer {
     let Some(c) = store.get(name) else {
         return err(404, "unknown consumer");
     };
-    if !c.keys.iter().any(|k| k.id == old) {
+    let now = now_unix();
+    // A key whose grace is over is gone (its row waits for the purge): it cannot be rotated.
+    let Some(current) = c
+        .keys
+        .iter()
+        .find(|k| k.id == old && k.expires.is_none_or(|t| t > now))
+        .map(|k| k.expires)
+    else {
         return err(404, "unknown key");
-    }
+    };
     let b: RotateBody = match parse(body) {
         Ok(b) => b,
         Err(a) => return a,
@@ -349,10 +365,7 @@ fn rotate(store: &mut ConsumerStore, name: &str, old: &str, body: &[u8]) -> Answ
         Ok(g) => g,
         Err(e) => return field_err("grace", &e),
     };
-    let now = now_unix();
-    // Whole seconds (what a worker compares against), rounded up so a grace is never cut short.
-    let secs = grace.as_secs() + u64::from(grace.subsec_nanos() > 0);
-    let expires = (secs > 0).then(|| now.saturating_add(secs));
+    let expires = old_expiry(current, grace, now);
     let (id, key, digest) = match new_key(store) {
         Ok(k) => k,
         Err(a) => return a,
@@ -390,4 +403,45 @@ pub fn without_store(file: &[Consumer], method: &[u8], path: &str) -> Option<Ans
         ),
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn rotation_expiry_rounds_up_and_never_extends() {
+        assert_eq!(old_expiry(None, Duration::ZERO, 100), None);
+        assert_eq!(old_expiry(Some(150), Duration::ZERO, 100), None);
+        assert_eq!(
+            old_expiry(None, Duration::from_millis(1500), 100),
+            Some(102)
+        );
+        assert_eq!(
+            old_expiry(Some(150), Duration::from_secs(3600), 100),
+            Some(150)
+        );
+        assert_eq!(
+            old_expiry(Some(150), Duration::from_secs(10), 100),
+            Some(110)
+        );
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let a = parse::<CreateBody>(br#"{"name": "x", "colour": 1}"#)
+            .err()
+            .unwrap();
+        assert_eq!(a.body["field"], "colour");
+        let a = parse::<CreateBody>(br#"{"groups": []}"#).err().unwrap();
+        assert_eq!(a.body["field"], "name");
+        let a = parse::<CreateBody>(br#"{"name": "x", "groups": ["a", 2]}"#)
+            .err()
+            .unwrap();
+        assert_eq!(a.body["field"], "groups[1]");
+        let a = parse::<CreateBody>(b"{").err().unwrap();
+        assert_eq!(a.status, 400);
+        assert!(a.body.get("field").is_none());
+    }
 }
