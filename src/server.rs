@@ -65,6 +65,17 @@ pub fn run(cfg: Config) -> Result<(), ServerError> {
     let mut generation = 1u64;
     let snapshot = Snapshot::build(cfg.clone(), generation)?;
     let cpus = plan_cpus(&cfg)?;
+    // Read runtime consumers here, before any worker exists: each worker starts with its table, so a
+    // stored key works from the first request; a damaged database stops the start, naming its path,
+    // before any listener is bound.
+    let store = match &cfg.state {
+        Some(p) => {
+            let s = control::consumers::ConsumerStore::open(p)?;
+            tracing::info!(path = %p.display(), consumers = s.rows().count(), "state database open");
+            Some(s)
+        }
+        None => None,
+    };
     let (addrs, sockets) = crate::listener::bind_all(&cfg.listeners, cpus.len())?;
     // Register signals before any worker runs, so an early SIGTERM drains instead of killing.
     let mut signals = Signals::new([SIGHUP, SIGTERM, SIGINT, SIGUSR1])?;
@@ -85,16 +96,6 @@ pub fn run(cfg: Config) -> Result<(), ServerError> {
                 log_counters: None,
             })
         }
-    };
-    // Read runtime consumers here, before any worker exists: each worker starts with its table, so a
-    // stored key works from the first request, and a damaged database stops the start with its path.
-    let store = match &cfg.state {
-        Some(p) => {
-            let s = control::consumers::ConsumerStore::open(p)?;
-            tracing::info!(path = %p.display(), consumers = s.rows().count(), "state database open");
-            Some(s)
-        }
-        None => None,
     };
     let (control_link, control_inbox) = crate::link::pair()?;
     let (log_thread, mut sinks): (Option<crate::access_log::LogThread>, Vec<_>) =

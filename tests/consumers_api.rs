@@ -436,3 +436,22 @@ fn rotate_and_revoke_under_traffic() {
         "too few requests after the revokes: {checked}"
     );
 }
+
+#[test]
+fn a_damaged_state_database_stops_the_start_and_check() {
+    let backend = Backend::fixed("ok");
+    let dir = temp_dir();
+    let state = dir.path().join("bad.db");
+    std::fs::write(&state, vec![0x55u8; 8192]).expect("write");
+    let cfg = dir.write("sluice.toml", &config(backend.addr(), &state));
+    let cfg = cfg.to_str().expect("utf-8");
+    for args in [&["--check", "-c", cfg][..], &["-c", cfg][..]] {
+        let out = run(args, &[], dir.path());
+        assert!(!out.status.success(), "{args:?} succeeded: {}", out.all());
+        assert!(
+            out.all().contains("state database") && out.all().contains("bad.db"),
+            "{args:?}: {}",
+            out.all()
+        );
+    }
+}
