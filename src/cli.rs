@@ -223,6 +223,9 @@ pub fn summary(cfg: &Config) -> String {
     if !cfg.consumers.is_empty() {
         let _ = writeln!(s, "consumers: {} in the file", cfg.consumers.len());
     }
+    if let Some(p) = &cfg.state {
+        let _ = writeln!(s, "state: {} (runtime consumers)", p.display());
+    }
     s
 }
 
@@ -272,6 +275,12 @@ pub fn run(args: Args) -> i32 {
         if let Err(e) = crate::server::plan_cpus(&cfg) {
             eprintln!("sluice: {e}");
             return 1;
+        }
+        if let Some(p) = &cfg.state {
+            if let Err(e) = crate::control::consumers::ConsumerStore::check(p) {
+                eprintln!("sluice: {e}");
+                return 1;
+            }
         }
         print!("{}", summary(&cfg));
         return 0;

@@ -46,6 +46,9 @@ pub enum ToWorker {
         verifier: Arc<str>,
         keys: Arc<crate::policy::jwt::KeySet>,
     },
+    /// The whole runtime consumer table (consumers created through the admin API), built on the
+    /// control thread after each committed change; replaces the worker's runtime table.
+    Consumers(Box<crate::policy::consumers::ConsumerSet>),
     /// Stop accepting, finish in-flight requests within the grace period, exit.
     Drain(Duration),
 }

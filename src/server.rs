@@ -20,6 +20,9 @@ pub enum ServerError {
     /// Binding, threads or signals failed.
     #[error("{0}")]
     Io(#[from] io::Error),
+    /// The state database cannot be opened or read.
+    #[error("{0}")]
+    State(#[from] control::consumers::StoreError),
     /// The CPU plan does not fit the machine.
     #[error("{0}")]
     Cpus(String),
@@ -62,6 +65,17 @@ pub fn run(cfg: Config) -> Result<(), ServerError> {
     let mut generation = 1u64;
     let snapshot = Snapshot::build(cfg.clone(), generation)?;
     let cpus = plan_cpus(&cfg)?;
+    // Read runtime consumers here, before any worker exists: each worker starts with its table, so a
+    // stored key works from the first request; a damaged database stops the start, naming its path,
+    // before any listener is bound.
+    let store = match &cfg.state {
+        Some(p) => {
+            let s = control::consumers::ConsumerStore::open(p)?;
+            tracing::info!(path = %p.display(), consumers = s.rows().count(), "state database open");
+            Some(s)
+        }
+        None => None,
+    };
     let (addrs, sockets) = crate::listener::bind_all(&cfg.listeners, cpus.len())?;
     // Register signals before any worker runs, so an early SIGTERM drains instead of killing.
     let mut signals = Signals::new([SIGHUP, SIGTERM, SIGINT, SIGUSR1])?;
@@ -104,6 +118,7 @@ pub fn run(cfg: Config) -> Result<(), ServerError> {
                 snapshot: snapshot.clone(),
                 to_control: control_link.try_clone()?,
                 log: sinks.get_mut(id).and_then(Option::take),
+                consumers: store.as_ref().map(|s| s.table()),
             },
             crate::conn::start,
         )?);
@@ -121,6 +136,7 @@ pub fn run(cfg: Config) -> Result<(), ServerError> {
         links,
         Arc::new(snapshot),
         admin,
+        store,
     )?;
     tracing::info!(workers = workers.len(), config = %cfg.source.label(), "sluice ready");
 

@@ -42,6 +42,8 @@ pub struct AdminState {
     pub overrides: RefCell<Vec<EndpointOverride>>,
     /// JWT verifiers as the key-fetch thread last reported them.
     pub auth: Rc<RefCell<Vec<crate::msg::VerifierStatus>>>,
+    /// The runtime consumer database, when `[state] path` is set.
+    pub consumers: Option<Rc<RefCell<super::consumers::ConsumerStore>>>,
 }
 
 /// An operator's runtime change to one endpoint.
@@ -146,13 +148,91 @@ async fn handle(mut s: monoio::net::TcpStream, st: Rc<AdminState>) {
     let reply = if !token_ok(&head, &st.token) {
         error(401, "missing or wrong bearer token")
     } else {
-        route(&st, head.method(), head.path())
+        match read_body(&mut s, &head, &mut buf, deadline).await {
+            Ok(body) => route(&st, head.method(), head.path(), &body),
+            Err(r) => r,
+        }
     };
     send(&mut s, reply).await
 }
 
-fn route(st: &AdminState, method: &[u8], path: &[u8]) -> Reply {
+/// The most body an admin request may carry (consumer JSON is small).
+const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Reads a `Content-Length` body after the head (chunked bodies are refused: no endpoint needs one).
+async fn read_body(
+    s: &mut monoio::net::TcpStream,
+    head: &RequestHead,
+    buf: &mut BytesMut,
+    deadline: Instant,
+) -> Result<BytesMut, Reply> {
+    if head.get(b"transfer-encoding").is_some() {
+        return Err(error(411, "send the body with content-length"));
+    }
+    let len = match head.get(b"content-length") {
+        None => 0,
+        Some(v) => match std::str::from_utf8(v)
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+        {
+            Some(n) => n,
+            None => return Err(error(400, "bad content-length")),
+        },
+    };
+    if len > MAX_BODY_BYTES {
+        return Err(error(413, "body too large"));
+    }
+    while buf.len() < len {
+        match read_more_timeout(
+            s,
+            buf,
+            4096,
+            deadline.saturating_duration_since(Instant::now()),
+        )
+        .await
+        {
+            Timed::Done(Ok(n)) if n > 0 => {}
+            _ => return Err(error(400, "body shorter than content-length")),
+        }
+    }
+    Ok(buf.split_to(len))
+}
+
+/// `/consumers...`: runtime consumers (and the file's, read-only). A committed change is sent to
+/// every worker before the answer goes out.
+fn consumers(st: &AdminState, method: &[u8], path: &[u8], body: &[u8]) -> Reply {
+    let Ok(path) = std::str::from_utf8(path) else {
+        return error(400, "bad path");
+    };
+    let snap = st.snapshot.borrow().clone();
+    let file = &snap.config.consumers;
+    let a = match &st.consumers {
+        Some(db) => {
+            let mut db = db.borrow_mut();
+            let a = super::consumers::api::handle(&mut db, file, method, path, body);
+            if let Some(a) = a.as_ref().filter(|a| a.changed) {
+                debug_assert!(a.status < 300);
+                super::publish_consumers(&st.links, &db);
+            }
+            a
+        }
+        None => super::consumers::api::without_store(file, method, path),
+    };
+    match a {
+        Some(a) => json_reply(a.status, a.body),
+        None => error(404, "not found"),
+    }
+}
+
+fn route(st: &AdminState, method: &[u8], path: &[u8], body: &[u8]) -> Reply {
     match (method, path) {
+        (_, p)
+            if p == b"/consumers"
+                || p.starts_with(b"/consumers/")
+                || p.starts_with(b"/consumers?") =>
+        {
+            consumers(st, method, p, body)
+        }
         (b"GET", b"/") | (b"GET", b"/stats") => {
             (200, "text/html; charset=utf-8", STATS_PAGE.to_string())
         }

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod alerts;
+pub mod consumers;
 mod dns;
 mod health;
 pub mod jwks;
@@ -56,6 +57,7 @@ pub fn spawn(
     workers: Vec<WorkerLink>,
     first: Arc<Snapshot>,
     admin: Option<AdminSetup>,
+    store: Option<consumers::ConsumerStore>,
 ) -> io::Result<ControlHandle> {
     let dns_thread = dns::spawn(
         Broadcast(
@@ -87,6 +89,7 @@ pub fn spawn(
                     dns_thread,
                     jwks_thread,
                     admin,
+                    store,
                 )
             });
             if let Err(e) = res {
@@ -103,7 +106,9 @@ async fn control_main(
     dns: dns::DnsHandle,
     jwks: jwks::JwksHandle,
     admin: Option<AdminSetup>,
+    store: Option<consumers::ConsumerStore>,
 ) {
+    let store_db = store.map(|s| Rc::new(RefCell::new(s)));
     let auth = Rc::new(RefCell::new(Vec::new()));
     let current = Rc::new(Cell::new(first.generation));
     let store = Rc::new(RefCell::new(stats::Store::new(workers.0.len())));
@@ -121,12 +126,16 @@ async fn control_main(
             log_counters: a.log_counters,
             overrides: RefCell::new(Vec::new()),
             auth: auth.clone(),
+            consumers: store_db.clone(),
         };
         let state = Rc::new(state);
         ADMIN.with(|s| *s.borrow_mut() = Some(state.clone()));
         monoio::spawn(admin::serve(a.listener, state));
     }
     monoio::spawn(ticker(store.clone()));
+    if let Some(db) = &store_db {
+        monoio::spawn(purge_keys(db.clone(), workers.clone()));
+    }
     // Alerts and scaling signals read the snapshot in force; they take new rules on their next tick.
     let snapshot = Rc::new(RefCell::new(first.clone()));
     store.borrow_mut().set_routes(&first.config);
@@ -167,6 +176,31 @@ async fn control_main(
 thread_local! {
     /// The admin state of this control thread, so snapshot changes reach it.
     static ADMIN: RefCell<Option<Rc<admin::AdminState>>> = const { RefCell::new(None) };
+}
+
+/// Sends every worker its own copy of the runtime consumer table.
+pub fn publish_consumers(links: &Broadcast, db: &consumers::ConsumerStore) {
+    links.send(|| ToWorker::Consumers(Box::new(db.table())));
+}
+
+/// Deletes key rows whose rotation grace is over. Workers already refuse such keys by their expiry;
+/// this only keeps the database and the tables from growing.
+async fn purge_keys(db: Rc<RefCell<consumers::ConsumerStore>>, links: Rc<Broadcast>) {
+    loop {
+        monoio::time::sleep(std::time::Duration::from_secs(30)).await;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut db = db.borrow_mut();
+        match db.purge_expired(now) {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(keys = n, "expired rotated keys purged");
+                publish_consumers(&links, &db);
+            }
+            Err(e) => tracing::warn!(error = %e, "could not purge expired keys"),
+        }
+    }
 }
 
 /// Closes per-second history buckets.

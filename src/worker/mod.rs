@@ -44,6 +44,8 @@ pub struct WorkerSpec {
     pub to_control: Link<ToControl>,
     /// This worker's access log buffer, when an access log is configured.
     pub log: Option<LogSink>,
+    /// The runtime consumers read from the state database at start, in force before the first accept.
+    pub consumers: Option<crate::policy::consumers::ConsumerSet>,
 }
 
 /// Starts serving a worker's listeners on its runtime: the connection drivers' entry point
@@ -96,6 +98,9 @@ async fn worker_main(
     w.driver.set(driver);
     *w.log.borrow_mut() = spec.log;
     w.cpu.set(cpu);
+    if let Some(set) = spec.consumers {
+        w.auth.set_runtime(set);
+    }
     serve(&w, spec.listeners);
     monoio::spawn(sweeper(w.clone()));
     monoio::spawn(sweep_parked(w.clone()));

@@ -280,6 +280,14 @@ impl Worker {
                 tracing::debug!(worker = self.id, verifier = %verifier, keys = keys.len(), "JWT keys applied");
                 self.jwt.borrow_mut().set_keys(verifier, keys);
             }
+            ToWorker::Consumers(set) => {
+                tracing::debug!(
+                    worker = self.id,
+                    consumers = set.len(),
+                    "runtime consumers applied"
+                );
+                self.auth.set_runtime(*set);
+            }
             ToWorker::Drain(grace) => return Some(grace),
         }
         None
