@@ -3,8 +3,8 @@
 
 use crate::config::ForwardPath;
 use crate::http1::head::{Framing, HeaderKind, Method, RequestHead};
-use crate::pipeline::ctx::{Credential, Ctx};
 use crate::pipeline::client::Client;
+use crate::pipeline::ctx::{Credential, Ctx};
 use crate::router::{upstream_path, CompiledRoute, Match};
 
 pub use crate::http1::head::cookie;
