@@ -214,7 +214,7 @@ pub struct LogFields<'a> {
     pub request_id: &'a [u8],
     /// Traceparent sent upstream.
     pub traceparent: &'a [u8],
-    pub client: &'a str,
+    pub client: &'a [u8],
     pub route: Option<&'a str>,
     pub upstream: Option<&'a str>,
     pub endpoint: Option<std::net::SocketAddr>,
@@ -283,7 +283,7 @@ pub fn format_json(out: &mut Vec<u8>, f: &LogFields<'_>) {
     out.extend_from_slice(b"\",\"trace_id\":\"");
     out.extend_from_slice(&f.traceparent[3..35.min(f.traceparent.len())]);
     out.extend_from_slice(b"\",\"client\":\"");
-    json_str(out, f.client.as_bytes());
+    json_str(out, f.client);
     out.extend_from_slice(b"\",\"method\":\"");
     json_str(out, f.head.method());
     out.extend_from_slice(b"\",\"host\":\"");
@@ -361,7 +361,7 @@ pub fn format_template(out: &mut Vec<u8>, tpl: &str, f: &LogFields<'_>) {
             "request_id" => dash(out, f.request_id),
             "trace_id" => dash(out, &f.traceparent[3..35.min(f.traceparent.len())]),
             "traceparent" => dash(out, f.traceparent),
-            "client" => dash(out, f.client.as_bytes()),
+            "client" => dash(out, f.client),
             "method" => dash(out, f.head.method()),
             "path" => dash(out, f.head.path()),
             "query" => dash(out, f.head.query().unwrap_or(b"")),

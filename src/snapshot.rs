@@ -4,6 +4,7 @@
 
 use crate::config::{Config, ConfigError, Http};
 use crate::http1::head::Limits;
+use crate::policy::chain::Chains;
 use crate::policy::consumers::ConsumerSet;
 use crate::policy::jwt::JwtVerifier;
 use crate::router::RouteTable;
@@ -30,6 +31,8 @@ pub struct Snapshot {
     pub consumers: Arc<ConsumerSet>,
     /// JWT verifiers (`[auth.NAME]` of type jwt, in file order), keys read from files already.
     pub jwt: Arc<[JwtVerifier]>,
+    /// Which policies apply to each listener and route.
+    pub chains: Arc<Chains>,
 }
 
 impl Snapshot {
@@ -83,8 +86,10 @@ impl Snapshot {
             )?;
             jwt.push(v);
         }
+        let routes = RouteTable::compile(&config);
         Ok(Snapshot {
             generation,
+            chains: Arc::new(Chains::compile(&config.listeners, &routes.routes)),
             jwt: jwt.into(),
             http: config.http.clone(),
             limits: Limits {
@@ -92,7 +97,7 @@ impl Snapshot {
                 max_headers: config.http.max_headers,
                 max_uri_bytes: config.http.max_uri_bytes,
             },
-            routes: Arc::new(RouteTable::compile(&config)),
+            routes: Arc::new(routes),
             consumers: Arc::new(ConsumerSet::from_config(&config.consumers)),
             upstreams,
             config,

@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::idp::idp;
 use common::metrics::{metric_value, scrape};
 use common::*;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
@@ -15,8 +16,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-const JWKS: &str = include_str!("data/jwt/jwks.json");
-const ROTATED: &str = include_str!("data/jwt/jwks_rotated.json");
 const RSA_PRIV: &[u8] = include_bytes!("data/jwt/rsa_private.pem");
 const RSA_PUB: &[u8] = include_bytes!("data/jwt/rsa_public.pem");
 const RSA2_PRIV: &[u8] = include_bytes!("data/jwt/rsa2_private.pem");
@@ -270,30 +269,6 @@ fn scopes_and_claims_are_required() {
             Some("Bearer realm=\"sluice\", error=\"insufficient_scope\", scope=\"orders:read\"")
         );
     }
-}
-
-/// Discovery at `/.well-known/openid-configuration`, JWKS at `/jwks.json`: mode 0 = first key set,
-/// 1 = rotated, 2 = 500.
-fn idp(mode: Arc<AtomicUsize>) -> Backend {
-    let issuer: Arc<std::sync::OnceLock<String>> = Arc::default();
-    let iss = issuer.clone();
-    let be = Backend::start(move |req| {
-        if mode.load(Ordering::SeqCst) == 2 {
-            return Reply::new(500, "down");
-        }
-        let base = iss.get().cloned().unwrap_or_default();
-        let body = match req.path.as_str() {
-            "/.well-known/openid-configuration" => {
-                format!("{{\"issuer\":\"{base}\",\"jwks_uri\":\"{base}/jwks.json\"}}")
-            }
-            "/jwks.json" if mode.load(Ordering::SeqCst) == 0 => JWKS.to_string(),
-            "/jwks.json" => ROTATED.to_string(),
-            _ => return Reply::new(404, "no"),
-        };
-        Reply::ok(body).header("content-type", "application/json")
-    });
-    let _ = issuer.set(format!("http://{}", be.addr()));
-    be
 }
 
 #[test]

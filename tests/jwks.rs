@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::idp::idp;
 use common::*;
 use serde_json::Value;
 use std::net::SocketAddr;
@@ -12,36 +13,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-const JWKS: &str = include_str!("data/jwt/jwks.json");
-const ROTATED: &str = include_str!("data/jwt/jwks_rotated.json");
 const WAIT: Duration = Duration::from_secs(10);
 
 fn data(name: &str) -> String {
     format!("{}/tests/data/jwt/{name}", env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Serves discovery at `/.well-known/openid-configuration` and the JWKS at `/jwks.json`:
-/// mode 0 = the first key set, 1 = the rotated one, 2 = 500 for everything.
-fn idp(mode: Arc<AtomicUsize>) -> Backend {
-    let issuer: Arc<std::sync::OnceLock<String>> = Arc::default();
-    let iss = issuer.clone();
-    let be = Backend::start(move |req| {
-        if mode.load(Ordering::SeqCst) == 2 {
-            return Reply::new(500, "down");
-        }
-        let base = iss.get().cloned().unwrap_or_default();
-        let body = match req.path.as_str() {
-            "/.well-known/openid-configuration" => {
-                format!("{{\"issuer\":\"{base}\",\"jwks_uri\":\"{base}/jwks.json\"}}")
-            }
-            "/jwks.json" if mode.load(Ordering::SeqCst) == 0 => JWKS.to_string(),
-            "/jwks.json" => ROTATED.to_string(),
-            _ => return Reply::new(404, "no"),
-        };
-        Reply::ok(body).header("content-type", "application/json")
-    });
-    let _ = issuer.set(format!("http://{}", be.addr()));
-    be
 }
 
 fn auth_config(verifiers: &str) -> String {

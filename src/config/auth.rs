@@ -184,7 +184,7 @@ pub(super) fn auths(
         if !super::is_token(&name) {
             return Err(cx.err(key, "expected a name of letters, digits, '-' or '_'"));
         }
-        if name == "api_key" || name == "basic" {
+        if name == "api_key" || name == "basic" || name == "mtls" {
             return Err(cx.err(
                 key,
                 format!("{name:?} is a built-in method name; choose another"),
@@ -413,5 +413,15 @@ mod tests {
         assert!(e.to_string().contains("saml"), "{e}");
         let e = load("[auth.api_key]\ntype = \"jwt\"\njwks = \"https://a/j\"\n").unwrap_err();
         assert!(e.to_string().contains("built-in"), "{e}");
+    }
+
+    #[test]
+    fn mtls_is_reserved_until_tls_lands() {
+        let e = load("[auth.mtls]\ntype = \"jwt\"\njwks = \"https://a/j\"\n").unwrap_err();
+        assert!(e.to_string().contains("built-in"), "{e}");
+        let e = load("[routes.r]\npath = \"/*\"\nrespond = { status = 200 }\nauth = [\"mtls\"]\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("routes.r.auth[0]"), "{e}");
+        assert!(e.to_string().contains("TLS"), "{e}");
     }
 }

@@ -388,6 +388,14 @@ pub(super) fn route_access(
         let method = match m.as_str() {
             "api_key" => AuthMethod::ApiKey,
             "basic" => AuthMethod::Basic,
+            // The slot for TLS client certificates (`Downstream::peer_identity`): reserved until
+            // listeners terminate TLS, so a route cannot be written to rely on it and pass openly.
+            "mtls" => {
+                return Err(cx.err(
+                    format!("{}[{i}]", key("auth")),
+                    "\"mtls\" needs a TLS listener with client certificates, which sluice does not terminate yet",
+                ))
+            }
             other => match named.iter().position(|a| a.name == other) {
                 Some(auth) if matches!(named[auth].kind, super::auth::AuthKind::ExtAuth(_)) => {
                     AuthMethod::ExtAuth { auth: auth as u16 }

@@ -119,7 +119,7 @@ async fn proxy<D: Downstream>(
 
     let hash = match &ucfg.balancer {
         crate::config::Balancer::ConsistentHash(on) => match on {
-            HashOn::ClientIp => Some(hash64(ctx.client.text().as_bytes())),
+            HashOn::ClientIp => Some(hash64(ctx.client.as_bytes())),
             HashOn::Header(n) => head.get(n.as_bytes()).map(hash64),
             HashOn::Cookie(n) => cookie(head, n.as_bytes()).map(hash64),
         },

@@ -34,16 +34,17 @@ pub fn valid(value: &[u8]) -> bool {
             _ => return false,
         }
     } else {
-        let (host, port) = match memchr::memchr(b':', value) {
-            Some(c) => (&value[..c], Some(&value[c + 1..])),
-            None => (value, None),
-        };
-        if host.is_empty() || !host.iter().all(|&b| is_reg_name(b)) {
-            return false;
-        }
-        match port {
-            None => return true,
-            Some(p) => p,
+        // One pass over the reg-name up to the first byte that is not one: every request has a
+        // Host, so this runs per request and must not scan twice.
+        let host_len = value
+            .iter()
+            .position(|&b| !REG_NAME[usize::from(b)])
+            .unwrap_or(value.len());
+        match &value[host_len..] {
+            _ if host_len == 0 => return false,
+            [] => return true,
+            [b':', port @ ..] => port,
+            _ => return false,
         }
     };
     port.len() <= 5
@@ -51,27 +52,35 @@ pub fn valid(value: &[u8]) -> bool {
         && port.iter().fold(0u32, |n, &d| n * 10 + u32::from(d - b'0')) <= 65535
 }
 
-/// RFC 3986 §2.3 unreserved and §2.2 sub-delims: the characters of a reg-name (without escapes).
-fn is_reg_name(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'-' | b'.'
-                | b'_'
-                | b'~'
-                | b'!'
-                | b'$'
-                | b'&'
-                | b'\''
-                | b'('
-                | b')'
-                | b'*'
-                | b'+'
-                | b','
-                | b';'
-                | b'='
-        )
-}
+/// RFC 3986 §2.3 unreserved and §2.2 sub-delims: the characters of a reg-name (without escapes),
+/// as a table so the host scan is one load and one branch per byte.
+static REG_NAME: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+            );
+        b += 1;
+    }
+    t
+};
 
 #[cfg(test)]
 mod tests {

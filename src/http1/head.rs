@@ -413,10 +413,9 @@ impl RequestHead {
         }
         // RFC 9112 §3.2: a Host whose value is not a valid authority gets 400. Checked whichever of
         // the two names the host, so the header cannot smuggle a second reading past the router.
-        for span in [self.host, self.authority].into_iter().flatten() {
-            if !super::authority::valid(span.get(buf)) {
-                return Err(HeadError::InvalidHost);
-            }
+        let invalid = |s: Option<Span>| s.is_some_and(|s| !super::authority::valid(s.get(buf)));
+        if invalid(self.host) || invalid(self.authority) {
+            return Err(HeadError::InvalidHost);
         }
         if chunked && content_length.is_some() {
             return Err(HeadError::LengthAndChunked);

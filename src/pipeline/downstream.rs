@@ -24,6 +24,15 @@ pub struct ResponseEdits<'a> {
     pub extra: &'a [u8],
 }
 
+/// What a verified client certificate says of its holder, for the policy chain to map to a consumer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerIdentity {
+    /// The certificate's subject distinguished name, as text (RFC 4514).
+    pub subject: Box<str>,
+    /// Its subject alternative names (DNS names, URIs, e-mail addresses), as text.
+    pub sans: Box<[Box<str>]>,
+}
+
 /// Reading the rest of a request body.
 #[allow(async_fn_in_trait)] // one thread per core: no future here needs to be Send
 pub trait RequestBody {
@@ -79,6 +88,12 @@ pub trait Downstream {
     /// The peer's address and the listener it came in on. What the pipeline uses is the resolved
     /// `Ctx::client` (see `pipeline::client`), which starts from this.
     fn peer(&self) -> crate::pipeline::client::Peer;
+    /// The verified identity of the client's TLS certificate (mTLS), when the connection has one.
+    /// The slot `auth = ["mtls"]` will read: plain connections have none, and so does every
+    /// downstream until listeners terminate TLS.
+    fn peer_identity(&self) -> Option<&PeerIdentity> {
+        None
+    }
     /// Marks what is sent from now on as the last bytes before the connection closes, so the reply
     /// can leave with the close (see `SockWr::closing`). A no-op where that means nothing.
     fn closing(&mut self);

@@ -75,7 +75,7 @@ pub async fn handle<D: Downstream>(
         &ctx.rec,
         ids.id(),
         ids.traceparent(),
-        ctx.client.text(),
+        ctx.client.as_bytes(),
         ctx.identity
             .as_ref()
             .and_then(|i| i.names(&ctx.gen))
@@ -132,7 +132,16 @@ pub async fn refuse_unparsed<D: Downstream>(
         .send_reply(&reply, true, &mut rec.bytes_out)
         .await;
     let empty = RequestHead::default();
-    record::finish(w, gen, &empty, &rec, &id, b"-", d.peer_ip(), None);
+    record::finish(
+        w,
+        gen,
+        &empty,
+        &rec,
+        &id,
+        b"-",
+        d.peer_ip().as_bytes(),
+        None,
+    );
 }
 
 /// Serves one parsed request. The head stays valid for the whole call; `ctx` holds what happened.
@@ -176,8 +185,12 @@ async fn dispatch<D: Downstream>(
     bufs: &mut Buffers,
 ) -> After {
     let gen = ctx.gen.clone();
-    if let Some(after) = apply(w, d, head, path, ctx, Stage::PreRoute, None).await {
-        return after;
+    // Policies run here, outside `apply`: most requests pass them all, and entering the
+    // deferral loop would cost them its future.
+    if let Some(first) = policy::run(Stage::PreRoute, head, path, ctx, None, w).decided() {
+        if let Some(after) = apply(w, d, head, path, ctx, Stage::PreRoute, None, first).await {
+            return after;
+        }
     }
     // A CORS preflight goes to the route its announced method would reach, when that route has CORS
     // rules; otherwise it is an OPTIONS request like any other (see `policy::cors`).
@@ -209,8 +222,11 @@ async fn dispatch<D: Downstream>(
         let close = ctx.close_after_unread_body(head);
         return reject(d, ctx, &ProxyError::Path(PathError::EncodedSlash), close).await;
     }
-    if let Some(after) = apply(w, d, head, path, ctx, Stage::Route, Some(route)).await {
-        return after;
+    let at = Some((m.route as usize, route));
+    if let Some(first) = policy::run(Stage::Route, head, path, ctx, at, w).decided() {
+        if let Some(after) = apply(w, d, head, path, ctx, Stage::Route, at, first).await {
+            return after;
+        }
     }
     match &route.action {
         Action::Respond(r) => {
@@ -259,9 +275,11 @@ async fn dispatch<D: Downstream>(
     }
 }
 
-/// Runs one stage of the policy chain; `Some` when a policy answered and the request is over. A
-/// deferred check is awaited here (the worker's loop runs on meanwhile) and the stage runs again with
-/// its verdict; a policy defers at most once per credential, so this ends.
+/// Acts on what one stage of the policy chain decided (`first`, not `Continue`); `Some` when a
+/// policy answered and the request is over. A deferred check is awaited here (the worker's loop runs
+/// on meanwhile) and the stage runs again with its verdict; a policy defers at most once per
+/// credential, so this ends.
+#[allow(clippy::too_many_arguments)]
 async fn apply<D: Downstream>(
     w: &Worker,
     d: &mut D,
@@ -269,10 +287,12 @@ async fn apply<D: Downstream>(
     path: &[u8],
     ctx: &mut Ctx,
     stage: Stage,
-    route: Option<&crate::router::CompiledRoute>,
+    route: Option<(usize, &crate::router::CompiledRoute)>,
+    first: Outcome,
 ) -> Option<After> {
+    let mut outcome = first;
     for _ in 0..4 {
-        match policy::run(stage, head, path, ctx, route, w) {
+        match outcome {
             Outcome::Continue => return None,
             Outcome::Reject(e) => {
                 let close = ctx.close_after_unread_body(head);
@@ -285,6 +305,7 @@ async fn apply<D: Downstream>(
             Outcome::Defer(job) => {
                 let client = ctx.client.text().to_string();
                 ctx.verdict = Some(deferred::run(w, head, path, &client, ctx, job).await);
+                outcome = policy::run(stage, head, path, ctx, route, w);
             }
             Outcome::Answer(status) => {
                 let close = ctx.close_after_unread_body(head);

@@ -16,7 +16,7 @@ pub fn finish(
     rec: &RequestRecord,
     request_id: &[u8],
     traceparent: &[u8],
-    client: &str,
+    client: &[u8],
     consumer: Option<&str>,
 ) {
     let upstream_fault = matches!(

@@ -6,7 +6,8 @@
 //! that cannot run on a worker (a password hash) is handed back as `Outcome::Defer`; the pipeline
 //! awaits it and runs the stage again with the verdict in `ctx.verdict`.
 //!
-//! A new policy is one file in this folder plus one line in `PRE_ROUTE` or `ROUTE`.
+//! A new policy is one file in this folder, plus a `chain::Step` (where it runs and when it
+//! applies) and its line in `policy`.
 
 mod acl;
 pub mod api_key;
@@ -15,6 +16,7 @@ pub mod auth_state;
 pub mod authorization;
 pub mod basic;
 mod body_size;
+pub mod chain;
 pub mod ext_auth;
 pub mod consumers;
 pub mod deferral;
@@ -29,6 +31,8 @@ use crate::respond::ProxyError;
 use crate::router::CompiledRoute;
 use crate::worker::Worker;
 use auth_state::AuthState;
+pub use chain::Chains;
+use chain::Step;
 pub use deferral::{Deferred, Verdict};
 
 /// What a policy decided.
@@ -46,6 +50,21 @@ pub enum Outcome {
     /// The gateway answers the request itself with this status, an empty body and the headers in
     /// `ctx.downstream_edits` (a CORS preflight's 204).
     Answer(u16),
+}
+
+impl Outcome {
+    /// `None` for `Continue`, else the outcome. Every request that passes a policy comes through
+    /// here: `Continue` holds nothing, so it is let go without the out-of-line call into the enum's
+    /// drop glue (there for the variants that do hold something) that an ordinary drop would cost.
+    #[inline]
+    pub fn decided(self) -> Option<Outcome> {
+        if matches!(self, Outcome::Continue) {
+            std::mem::forget(self);
+            None
+        } else {
+            Some(self)
+        }
+    }
 }
 
 /// Where in the pipeline a policy runs.
@@ -75,32 +94,36 @@ pub struct Input<'a> {
 /// One check of the chain.
 pub type Policy = fn(&Input<'_>, &mut Ctx) -> Outcome;
 
-/// Policies before routing, in order.
-const PRE_ROUTE: &[Policy] = &[ip::listener];
+/// The policy a step names.
+fn policy(step: Step) -> Policy {
+    match step {
+        Step::ListenerIp => ip::listener,
+        Step::RouteIp => ip::route,
+        Step::Cors => cors::cors,
+        Step::BodySize => body_size::declared_length,
+        Step::Auth => auth::authenticate,
+        Step::Acl => acl::check,
+    }
+}
 
-/// Policies once the route is known, in order.
-// IP rules first: a refused client learns nothing else. CORS next, so the rejections after it carry
-// the headers a browser script needs to read them. Then body size, authentication, access rules.
-const ROUTE: &[Policy] = &[
-    ip::route,
-    cors::cors,
-    body_size::declared_length,
-    auth::authenticate,
-    acl::check,
-];
-
-/// Runs the policies of `stage` until one does not continue.
+/// Runs the policies of `stage` that apply until one does not continue. Before routing they are
+/// the client's listener's (`ctx.client.listener`); after, those of `route` (its index, and it).
 pub fn run(
     stage: Stage,
     head: &RequestHead,
     path: &[u8],
     ctx: &mut Ctx,
-    route: Option<&CompiledRoute>,
+    route: Option<(usize, &CompiledRoute)>,
     worker: &Worker,
 ) -> Outcome {
-    let chain = match stage {
-        Stage::PreRoute => PRE_ROUTE,
-        Stage::Route => ROUTE,
+    let (list, chain, route) = match (stage, route) {
+        (Stage::PreRoute, _) => (
+            chain::PRE_ROUTE,
+            ctx.gen.chains.listener(usize::from(ctx.client.listener)),
+            None,
+        ),
+        (Stage::Route, Some((i, r))) => (chain::ROUTE, ctx.gen.chains.route(i), Some(r)),
+        (Stage::Route, None) => return Outcome::Continue,
     };
     let input = Input {
         head,
@@ -109,10 +132,9 @@ pub fn run(
         auth: &worker.auth,
         worker,
     };
-    for p in chain {
-        match p(&input, ctx) {
-            Outcome::Continue => {}
-            other => return other,
+    for step in chain.steps(list) {
+        if let Some(decided) = policy(step)(&input, ctx).decided() {
+            return decided;
         }
     }
     Outcome::Continue

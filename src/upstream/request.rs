@@ -121,7 +121,7 @@ pub fn build_request_head(
     if has_xff {
         forwarded_chain(out, head, &ctx.client);
     } else {
-        out.extend_from_slice(ctx.client.text().as_bytes());
+        out.extend_from_slice(ctx.client.as_bytes());
     }
     out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n");
     if let Some(h) = orig_host {
@@ -211,6 +211,6 @@ fn forwarded_chain(out: &mut Vec<u8>, head: &RequestHead, client: &Client) {
         if !first {
             out.extend_from_slice(b", ");
         }
-        out.extend_from_slice(client.text().as_bytes());
+        out.extend_from_slice(client.as_bytes());
     }
 }

@@ -14,6 +14,7 @@
 
 pub mod backend;
 pub mod client;
+pub mod idp;
 pub mod metrics;
 pub mod raw;
 pub mod traffic;

@@ -56,25 +56,18 @@ impl AlgSet {
 impl fmt::Debug for AlgSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_set()
-            .entries(ALL.iter().filter(|a| self.contains(**a)))
+            .entries(all().filter(|a| self.contains(*a)))
             .finish()
     }
 }
 
-const ALL: [Algorithm; 12] = [
-    Algorithm::HS256,
-    Algorithm::HS384,
-    Algorithm::HS512,
-    Algorithm::RS256,
-    Algorithm::RS384,
-    Algorithm::RS512,
-    Algorithm::PS256,
-    Algorithm::PS384,
-    Algorithm::PS512,
-    Algorithm::ES256,
-    Algorithm::ES384,
-    Algorithm::EdDSA,
-];
+/// Every algorithm sluice verifies: the HMAC family, then the asymmetric ones of the config's
+/// default allow list.
+fn all() -> impl Iterator<Item = Algorithm> {
+    [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512]
+        .into_iter()
+        .chain(crate::config::JWT_ASYMMETRIC)
+}
 
 const fn bit(a: Algorithm) -> u16 {
     1 << match a {
@@ -95,7 +88,7 @@ const fn bit(a: Algorithm) -> u16 {
 
 /// Parses a JOSE `alg` name; `None` for "none" and anything unknown.
 pub fn parse_alg(s: &str) -> Option<Algorithm> {
-    ALL.iter().copied().find(|a| alg_name(*a) == s)
+    all().find(|a| alg_name(*a) == s)
 }
 
 /// The JOSE name of `a`.
