@@ -38,9 +38,7 @@ impl<'a> Preflight<'a> {
     }
 
     fn of_options(head: &'a RequestHead) -> Option<Preflight<'a>> {
-        if head.get(b"origin").is_none() {
-            return None;
-        }
+        head.get(b"origin")?;
         let method = trim(head.get(b"access-control-request-method")?);
         (!method.is_empty()).then_some(Preflight { head, method })
     }
