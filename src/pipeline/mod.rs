@@ -261,7 +261,8 @@ async fn dispatch<D: Downstream>(
 
 /// Runs one stage of the policy chain; `Some` when a policy answered and the request is over. A
 /// deferred check is awaited here (the worker's loop runs on meanwhile) and the stage runs again with
-/// its verdict; a policy defers at most once per credential, so this ends.
+/// its verdict added to the ones before. Only authentication methods defer, each at most once per
+/// request (run again, it finds its verdict), so a route with N methods needs at most N + 1 runs.
 async fn apply<D: Downstream>(
     w: &Worker,
     d: &mut D,
@@ -271,7 +272,8 @@ async fn apply<D: Downstream>(
     stage: Stage,
     route: Option<&crate::router::CompiledRoute>,
 ) -> Option<After> {
-    for _ in 0..4 {
+    let runs = 1 + route.map_or(0, |r| r.access.auth.len());
+    for _ in 0..runs {
         match policy::run(stage, head, path, ctx, route, w) {
             Outcome::Continue => return None,
             Outcome::Reject(e) => {
@@ -284,7 +286,8 @@ async fn apply<D: Downstream>(
             }
             Outcome::Defer(job) => {
                 let client = ctx.client.text().to_string();
-                ctx.verdict = Some(deferred::run(w, head, path, &client, ctx, job).await);
+                let verdict = deferred::run(w, head, path, &client, ctx, job).await;
+                ctx.verdicts.push(verdict);
             }
             Outcome::Answer(status) => {
                 let close = ctx.close_after_unread_body(head);
@@ -307,7 +310,7 @@ async fn apply<D: Downstream>(
             }
         }
     }
-    // Unreachable with the policies there are; a policy that kept deferring must not loop forever.
+    // Unreachable with the policies there are: a policy that kept deferring must not loop forever.
     let close = ctx.close_after_unread_body(head);
     Some(reject(d, ctx, &ProxyError::Internal, close).await)
 }

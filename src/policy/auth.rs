@@ -94,8 +94,8 @@ fn try_basic(input: &Input<'_>, ctx: &Ctx) -> Tried {
     match check {
         basic::Check::NoPassword => Tried::Failed(AuthOutcome::Invalid),
         basic::Check::Cached => Tried::Ok(Some(id), Credential::Authorization),
-        basic::Check::Hash { cred, hash_id, job } => match ctx.verdict {
-            Some(super::Verdict::Hash(c, v)) if c == cred => match v {
+        basic::Check::Hash { cred, hash_id, job } => match ctx.verdicts.hash(&cred) {
+            Some(v) => match v {
                 Verdict::Match => {
                     input.auth.basic_remember(cred, hash_id);
                     Tried::Ok(Some(id), Credential::Authorization)
@@ -103,7 +103,7 @@ fn try_basic(input: &Input<'_>, ctx: &Ctx) -> Tried {
                 Verdict::Mismatch => Tried::Failed(AuthOutcome::Invalid),
                 Verdict::Busy => Tried::Failed(AuthOutcome::Unavailable),
             },
-            _ => Tried::Defer(super::Deferred::Hash { cred, job }),
+            None => Tried::Defer(super::Deferred::Hash { cred, job }),
         },
     }
 }
@@ -171,9 +171,9 @@ fn try_ext_auth(input: &Input<'_>, ctx: &mut Ctx, auth: u16) -> Tried {
     else {
         return Tried::Failed(AuthOutcome::Unavailable);
     };
-    let decision = match &ctx.verdict {
-        Some(super::Verdict::ExtAuth { auth: a, decision }) if *a == auth => decision.clone(),
-        _ => {
+    let decision = match ctx.verdicts.ext_auth(auth) {
+        Some(decision) => decision.clone(),
+        None => {
             let key = super::ext_auth::cache_key(cfg, auth, input.head);
             let cached =
                 key.and_then(|k| input.auth.ext.borrow().get(&k, std::time::Instant::now()));
@@ -249,7 +249,13 @@ pub fn authenticate(input: &Input<'_>, ctx: &mut Ctx) -> Outcome {
             Tried::Failed(o) => {
                 // Claims of a token that did not name an admitted caller must not reach the rules.
                 ctx.claims = None;
-                failed.get_or_insert((m, o));
+                // A method that could not decide outranks one that refused: it might have admitted
+                // the caller, so the answer is 503 (try again), not 401 (your credential is wrong).
+                match failed {
+                    Some((_, AuthOutcome::Unavailable)) => {}
+                    Some(_) if o != AuthOutcome::Unavailable => {}
+                    _ => failed = Some((m, o)),
+                }
             }
             Tried::Defer(d) => return Outcome::Defer(d),
         }

@@ -4,7 +4,7 @@
 //! authentication, access rules, rate limits, quotas). Policies are pure checks over the request head,
 //! its canonical path, and the `Ctx`: no sockets, no awaiting, no allocation on the pass path. Work
 //! that cannot run on a worker (a password hash) is handed back as `Outcome::Defer`; the pipeline
-//! awaits it and runs the stage again with the verdict in `ctx.verdict`.
+//! awaits it and runs the stage again with the verdict added to `ctx.verdicts`.
 //!
 //! A new policy is one file in this folder plus one line in `PRE_ROUTE` or `ROUTE`.
 
@@ -40,8 +40,8 @@ pub enum Outcome {
     Reject(ProxyError),
     /// The request is answered with this response (an external auth service's refusal).
     Respond(std::rc::Rc<ext_auth::Response>),
-    /// Work that must not run on the worker (a password hash): the pipeline awaits it, puts its
-    /// verdict in `ctx.verdict`, and runs the stage again, which then decides.
+    /// Work that must not run on the worker (a password hash): the pipeline awaits it, adds its
+    /// verdict to `ctx.verdicts`, and runs the stage again, which then decides.
     Defer(Deferred),
     /// The gateway answers the request itself with this status, an empty body and the headers in
     /// `ctx.downstream_edits` (a CORS preflight's 204).
