@@ -6,7 +6,7 @@
 //! Only the shape is checked here; key files are read and keys parsed when the snapshot is built
 //! (`policy::jwt::JwtVerifier::compile`), so text-only validation never touches the disk.
 
-use super::check::{nonzero, Ctx};
+use super::check::{http_url, nonzero, Ctx};
 use super::units;
 use super::ConfigError;
 use jsonwebtoken::{Algorithm, AlgorithmFamily};
@@ -205,21 +205,6 @@ pub(super) fn auths(
         out.push(Auth { name, kind });
     }
     Ok(out)
-}
-
-fn http_url(cx: &Ctx, key: &str, s: &str) -> Result<(), ConfigError> {
-    let rest = s
-        .strip_prefix("https://")
-        .or_else(|| s.strip_prefix("http://"));
-    match rest {
-        Some(r) if !r.is_empty() && !r.starts_with('/') && !s.contains(char::is_whitespace) => {
-            Ok(())
-        }
-        _ => Err(cx.err(
-            key,
-            format!("expected an http:// or https:// URL, got {s:?}"),
-        )),
-    }
 }
 
 fn jwt(cx: &Ctx, key: &str, t: JwtToml) -> Result<Jwt, ConfigError> {

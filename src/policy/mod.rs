@@ -20,6 +20,7 @@ pub mod consumers;
 pub mod deferral;
 pub mod hasher;
 pub mod jwt;
+pub mod offload;
 pub mod cors;
 mod ip;
 
