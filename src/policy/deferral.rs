@@ -4,7 +4,7 @@
 //! because one run may pass several deferring methods (a Basic hash, then an auth service): run again,
 //! each finds its own verdict instead of deferring a second time.
 
-use super::{ext_auth, hasher};
+use super::{ext_auth, hasher, introspection};
 use std::rc::Rc;
 
 /// A check a policy hands to the pipeline to await. Each carries the key its verdict is for, so the
@@ -19,6 +19,13 @@ pub enum Deferred {
     /// A check by the external auth service `auth` (index in `Config::auth`); `key` is the decision
     /// cache key, when the verifier caches and the request carries it.
     ExtAuth { auth: u16, key: Option<[u8; 32]> },
+    /// A call to introspection endpoint `auth` (index in `Config::auth`) for `token`; `key` is its
+    /// `introspection::cache_key`.
+    Introspect {
+        auth: u16,
+        key: [u8; 32],
+        token: String,
+    },
 }
 
 /// What a deferred check found.
@@ -30,6 +37,11 @@ pub enum Verdict {
     ExtAuth {
         auth: u16,
         decision: Option<Rc<ext_auth::Decision>>,
+    },
+    /// What the introspection of the token with this cache key came to.
+    Introspect {
+        key: [u8; 32],
+        answer: introspection::Answer,
     },
 }
 
@@ -69,6 +81,14 @@ impl Verdicts {
             _ => None,
         })
     }
+
+    /// What the introspection of the token with cache key `key` came to.
+    pub fn introspection(&self, key: &[u8; 32]) -> Option<&introspection::Answer> {
+        self.0.iter().find_map(|v| match v {
+            Verdict::Introspect { key: k, answer } if k == key => Some(answer),
+            _ => None,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -89,6 +109,16 @@ mod tests {
         assert_eq!(vs.hash(&[2; 32]), None);
         assert!(matches!(vs.ext_auth(3), Some(None)));
         assert!(vs.ext_auth(4).is_none());
-        assert_eq!(vs.len(), 2);
+        vs.push(Verdict::Introspect {
+            key: [9; 32],
+            answer: introspection::Answer::Inactive,
+        });
+        assert!(matches!(
+            vs.introspection(&[9; 32]),
+            Some(introspection::Answer::Inactive)
+        ));
+        assert!(vs.introspection(&[1; 32]).is_none());
+        assert_eq!(vs.hash(&[1; 32]), Some(hasher::Verdict::Mismatch));
+        assert_eq!(vs.len(), 3);
     }
 }

@@ -1,8 +1,8 @@
 //! Password hashes verified off the workers. argon2 and bcrypt are slow on purpose (milliseconds to
 //! tens of milliseconds each), and a worker that computed one would stall every connection it serves.
 //! A small pool of `sluice-hash` threads does the work (`offload`); the worker awaits the answer on a
-//! one-shot link (a wake-up byte on a socketpair), so its event loop keeps running meanwhile. Only a cache miss
-//! comes here: a verified credential is remembered per worker (`AuthState`).
+//! one-shot link (a wake-up byte on a socketpair), so its event loop keeps running meanwhile. Only a
+//! cache miss comes here: a verified credential is remembered per worker (`AuthState`).
 
 use super::offload::Pool;
 use crate::config::consumer::HashKind;

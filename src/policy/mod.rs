@@ -3,7 +3,8 @@
 //! route: IP rules, global limits); `ROUTE` policies run once the route is known (body limits,
 //! authentication, access rules, rate limits, quotas). Policies are pure checks over the request head,
 //! its canonical path, and the `Ctx`: no sockets, no awaiting, no allocation on the pass path. Work
-//! that cannot run on a worker (a password hash) is handed back as `Outcome::Defer`; the pipeline
+//! that cannot run on a worker (a password hash, an auth service's check, a token introspection call)
+//! is handed back as `Outcome::Defer`; the pipeline
 //! awaits it and runs the stage again with the verdict added to `ctx.verdicts`.
 //!
 //! A new policy is one file in this folder plus one line in `PRE_ROUTE` or `ROUTE`.
@@ -19,6 +20,7 @@ pub mod ext_auth;
 pub mod consumers;
 pub mod deferral;
 pub mod hasher;
+pub mod introspection;
 pub mod jwt;
 pub mod offload;
 pub mod cors;
