@@ -202,17 +202,6 @@ fn an_unavailable_service_fails_closed_unless_the_route_says_otherwise() {
     assert!(counted, "{}", scrape(admin));
 }
 
-fn argon2_hash(password: &str) -> String {
-    use argon2::password_hash::PasswordHasher;
-    // Small parameters: the test checks the deferral, not the cost.
-    let params = argon2::Params::new(1024, 1, 1, None).expect("params");
-    let a = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
-    let h: argon2::PasswordHash = a
-        .hash_password_with_salt(password.as_bytes(), b"sluice-test-salt")
-        .expect("hash");
-    h.to_string()
-}
-
 /// A route whose methods both defer (a Basic password hash, then an auth service): each re-run of
 /// the stage must find every verdict it already has, not just the last one.
 #[test]

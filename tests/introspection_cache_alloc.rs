@@ -6,42 +6,11 @@
 
 use sluice::policy::introspection::client::{parse, Reply};
 use sluice::policy::introspection::{cache_until, cached, Answer, AnswerCache};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant, SystemTime};
 
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-thread_local! {
-    static MEASURING: Cell<bool> = const { Cell::new(false) };
-}
-
-struct Counting;
-
-// SAFETY: every call is passed to the system allocator unchanged; the counter is an atomic add and
-// the flag a const-initialised thread-local, neither of which allocates.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if MEASURING.with(Cell::get) {
-            ALLOCS.fetch_add(1, Relaxed);
-        }
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if MEASURING.with(Cell::get) {
-            ALLOCS.fetch_add(1, Relaxed);
-        }
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
+#[path = "common/counting.rs"]
+mod counting;
 
 #[test]
 fn cache_hit_allocates_nothing() {
@@ -70,16 +39,18 @@ fn cache_hit_allocates_nothing() {
     assert!(miss.is_none());
     cache.put(key, until, &answer);
 
-    MEASURING.with(|m| m.set(true));
-    let mut hits = 0;
-    for _ in 0..1000 {
-        let hit = cached(&cache, generation, auth, token, Instant::now());
-        if let Some((_, Some(Answer::Active(c)))) = hit {
-            hits +=
-                usize::from(c.has_scope("b") && c.consumer() == Some("alice") && c.exp() == exp);
+    let (hits, allocs) = counting::allocations(|| {
+        let mut hits = 0;
+        for _ in 0..1000 {
+            let hit = cached(&cache, generation, auth, token, Instant::now());
+            if let Some((_, Some(Answer::Active(c)))) = hit {
+                hits += usize::from(
+                    c.has_scope("b") && c.consumer() == Some("alice") && c.exp() == exp,
+                );
+            }
         }
-    }
-    MEASURING.with(|m| m.set(false));
+        hits
+    });
     assert_eq!(hits, 1000);
-    assert_eq!(ALLOCS.load(Relaxed), 0, "allocations on cache hits");
+    assert_eq!(allocs, 0, "allocations on cache hits");
 }
