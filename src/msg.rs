@@ -70,6 +70,12 @@ pub enum ToControl {
     },
     /// The key-fetch thread's view of every JWT verifier, for `GET /auth` and `/metrics`.
     AuthStatus(Vec<VerifierStatus>),
+    /// A worker's call to a token introspection endpoint ended (one per call; a cache hit sends
+    /// nothing), for `GET /auth` and `/metrics`.
+    Introspected {
+        verifier: Arc<str>,
+        call: IntrospectionCall,
+    },
     Stop,
 }
 
@@ -100,4 +106,15 @@ pub struct VerifierStatus {
     pub failures: u64,
     /// Successful fetches (or file loads) since start.
     pub refreshes: u64,
+}
+
+/// How one call to an introspection endpoint ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IntrospectionCall {
+    /// The token is active.
+    Active,
+    /// The token is not active.
+    Inactive,
+    /// No usable answer, and why.
+    Failed(String),
 }

@@ -72,6 +72,14 @@ impl Snapshot {
                 endpoints,
             });
         }
+        for a in &config.auth {
+            if let crate::config::AuthKind::Introspection(i) = &a.kind {
+                if i.endpoint.starts_with("http://") {
+                    // The client secret and every token cross the network in the clear.
+                    tracing::warn!(verifier = %a.name, endpoint = %i.endpoint, "token introspection over plain HTTP; use https outside tests");
+                }
+            }
+        }
         let mut jwt = Vec::new();
         for a in &config.auth {
             let crate::config::AuthKind::Jwt(j) = &a.kind else {

@@ -12,17 +12,6 @@ use std::time::Duration;
 const ALICE_KEY: &str = "alice-key-0123456789";
 const CAROL_KEY: &str = "carol-secret-key-42";
 
-fn argon2_hash(password: &str) -> String {
-    use argon2::password_hash::PasswordHasher;
-    // Small parameters: the test checks verification, not the cost.
-    let params = argon2::Params::new(1024, 1, 1, None).expect("params");
-    let a = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
-    let h: argon2::PasswordHash = a
-        .hash_password_with_salt(password.as_bytes(), b"sluice-test-salt")
-        .expect("hash");
-    h.to_string()
-}
-
 fn bcrypt_hash(password: &str) -> String {
     bcrypt::hash(password, 4).expect("bcrypt")
 }

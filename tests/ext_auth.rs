@@ -2,7 +2,8 @@
 //! through with the chosen headers copied upstream (a client's own copies dropped, `Authorization`
 //! stripped, cookies passed on), 401/403 and their bodies go back to the client, decisions are cached
 //! by the configured key, a timeout or an unreachable service answers 503 unless the route sets
-//! `failure_mode_allow`, and every outcome is counted.
+//! `failure_mode_allow`, every outcome is counted, and a route whose Basic method defers a hash before
+//! the service is asked gets both verdicts (wrong password + accepted session = 200; service down = 503).
 
 mod common;
 
@@ -199,4 +200,84 @@ fn an_unavailable_service_fails_closed_unless_the_route_says_otherwise() {
             ) == Some(1.0)
     });
     assert!(counted, "{}", scrape(admin));
+}
+
+/// A route whose methods both defer (a Basic password hash, then an auth service): each re-run of
+/// the stage must find every verdict it already has, not just the last one.
+#[test]
+fn two_deferring_methods_each_get_their_own_verdict() {
+    use base64::Engine;
+    let authsvc = Backend::start(|req| match req.header("cookie") {
+        Some("session=ok") => Reply::status(200).header("x-user-id", "u-7"),
+        _ => Reply::new(401, "no session"),
+    });
+    let be = Backend::fixed("ok");
+    let dead = refused_addr();
+    let s = Sluice::start(&config(&format!(
+        r#"[consumers.alice]
+basic = {{ user = "alice", password_hash = "{hash}" }}
+
+[auth.authz]
+type = "ext_auth"
+upstream = "authsvc"
+copy_headers = ["x-user-id"]
+timeout = "300ms"
+
+[auth.down]
+type = "ext_auth"
+upstream = "nowhere"
+timeout = "300ms"
+
+[routes.both]
+path = "/both/*"
+upstream = "app"
+auth = ["basic", "authz"]
+
+[routes.both_down]
+path = "/both-down/*"
+upstream = "app"
+auth = ["basic", "down"]
+
+{}{}{}"#,
+        upstream("authsvc", &[authsvc.addr()], ""),
+        upstream("nowhere", &[dead], ""),
+        upstream("app", &[be.addr()], ""),
+        hash = argon2_hash("wonderland"),
+    )));
+    let basic = |user_pass: &str| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(user_pass)
+        )
+    };
+    let wrong = basic("alice:not-the-password");
+
+    // Wrong password (a hash on the pool), then the service lets the session in.
+    let r = http_get(
+        s.addr(),
+        "/both/x",
+        &[("Authorization", &wrong), ("Cookie", "session=ok")],
+    );
+    assert_eq!(r.status, 200, "{}", r.body_str());
+    assert_eq!(be.last_request().header("x-user-id"), Some("u-7"));
+    // Wrong password and no session: the service's refusal.
+    let r = http_get(s.addr(), "/both/x", &[("Authorization", &wrong)]);
+    assert_eq!(r.status, 401, "{}", r.body_str());
+    assert_eq!(r.body_str(), "no session");
+    // The right password needs no service.
+    let asked = authsvc.request_count();
+    let r = http_get(
+        s.addr(),
+        "/both/x",
+        &[("Authorization", &basic("alice:wonderland"))],
+    );
+    assert_eq!(r.status, 200, "{}", r.body_str());
+    assert_eq!(authsvc.request_count(), asked);
+    // Wrong password and the service unreachable: 503, never 500.
+    let r = http_get(
+        s.addr(),
+        "/both-down/x",
+        &[("Authorization", &wrong), ("Cookie", "session=ok")],
+    );
+    assert_json_error(&r, 503);
 }

@@ -6,41 +6,10 @@
 use sluice::config::{parse, Source};
 use sluice::policy::jwt::JwtState;
 use sluice::snapshot::Snapshot;
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-thread_local! {
-    static MEASURING: Cell<bool> = const { Cell::new(false) };
-}
-
-struct Counting;
-
-// SAFETY: every call is passed to the system allocator unchanged; the counter is an atomic add and
-// the flag a const-initialised thread-local, neither of which allocates.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if MEASURING.with(Cell::get) {
-            ALLOCS.fetch_add(1, Relaxed);
-        }
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if MEASURING.with(Cell::get) {
-            ALLOCS.fetch_add(1, Relaxed);
-        }
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
+#[path = "common/counting.rs"]
+mod counting;
 
 #[test]
 fn cache_hit_allocates_nothing() {
@@ -67,14 +36,15 @@ fn cache_hit_allocates_nothing() {
 
     let mut st = JwtState::default();
     let first = st.verify(v, token.as_bytes(), now).unwrap();
-    MEASURING.with(|m| m.set(true));
-    let mut hits = 0;
-    for i in 0..1000 {
-        let c = st.verify(v, token.as_bytes(), now + i % 30).unwrap();
-        hits += usize::from(c.has_scope("b") && c.consumer() == Some("alice"));
-    }
-    MEASURING.with(|m| m.set(false));
+    let (hits, allocs) = counting::allocations(|| {
+        let mut hits = 0;
+        for i in 0..1000 {
+            let c = st.verify(v, token.as_bytes(), now + i % 30).unwrap();
+            hits += usize::from(c.has_scope("b") && c.consumer() == Some("alice"));
+        }
+        hits
+    });
     assert_eq!(hits, 1000);
-    assert_eq!(ALLOCS.load(Relaxed), 0, "allocations on cache hits");
+    assert_eq!(allocs, 0, "allocations on cache hits");
     assert_eq!(first.consumer(), Some("alice"));
 }

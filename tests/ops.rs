@@ -542,7 +542,10 @@ fn every_shipped_config_passes_check() {
     for f in &files {
         let out = run(
             &["--check", "-c", f.to_str().unwrap()],
-            &[("SLUICE_ADMIN_TOKEN", "dummy-token-for-check")],
+            &[
+                ("SLUICE_ADMIN_TOKEN", "dummy-token-for-check"),
+                ("INTROSPECT_SECRET", "dummy-secret-for-check"),
+            ],
             root,
         );
         if !out.status.success() {

@@ -1,7 +1,7 @@
 //! `[admin]`: the admin API's address and bearer token.
 
-use super::check::{socket_addr, Ctx, Reach};
-use super::secret::{Secret, SecretToml};
+use super::check::{socket_addr, Ctx};
+use super::secret::{resolve_at, Secret, SecretToml};
 use super::ConfigError;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -31,13 +31,7 @@ pub(super) fn admin(cx: &Ctx, a: &AdminToml) -> Result<Admin, ConfigError> {
         listen: socket_addr(cx, "admin.listen", &a.listen)?,
         token: match &a.token {
             None => None,
-            Some(SecretToml::File { file }) if cx.reach == Reach::TextOnly => {
-                return Err(cx.err(
-                    "admin.token",
-                    format!("secret file {file:?} is not read in text-only validation"),
-                ))
-            }
-            Some(t) => Some(Secret::resolve(t).map_err(|m| cx.err("admin.token", m))?),
+            Some(t) => Some(resolve_at(cx, "admin.token", t)?),
         },
     })
 }

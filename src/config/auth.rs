@@ -1,12 +1,15 @@
 //! `[auth.NAME]`: named authentication methods that routes list in `auth = [...]`. The `type` key picks
 //! the kind; `jwt` is implemented here (issuer, key source, audiences, algorithm allow list, leeway,
-//! consumer claim, refresh schedule); `ext_auth` in `ext_auth.rs`. `introspection` is reserved: it
-//! parses as any table and is rejected with "not supported yet" until it lands.
+//! consumer claim, refresh schedule); `ext_auth` in `ext_auth.rs`; `introspection` (OAuth 2.0 token
+//! introspection, RFC 7662: endpoint, client credentials, answer caching, timeout, consumer claim)
+//! in `introspection.rs`. Names are unique and must not be a built-in method's (`api_key`, `basic`).
 //!
 //! Only the shape is checked here; key files are read and keys parsed when the snapshot is built
-//! (`policy::jwt::JwtVerifier::compile`), so text-only validation never touches the disk.
+//! (`policy::jwt::JwtVerifier::compile`), so text-only validation never touches the disk. An
+//! introspection client secret is resolved here (env or file, like `admin.token`), so a missing
+//! variable fails the load and `--check` naming `auth.NAME.client_secret`.
 
-use super::check::{nonzero, Ctx};
+use super::check::{http_url, nonzero, Ctx};
 use super::units;
 use super::ConfigError;
 use jsonwebtoken::{Algorithm, AlgorithmFamily};
@@ -22,8 +25,8 @@ pub enum AuthToml {
     Jwt(JwtToml),
     /// `type = "ext_auth"`.
     ExtAuth(super::ext_auth::ExtAuthToml),
-    /// `type = "introspection"`: reserved (any keys; rejected in validation).
-    Introspection(toml::Table),
+    /// `type = "introspection"`.
+    Introspection(super::introspection::IntrospectionToml),
 }
 
 /// `[auth.NAME]` with `type = "jwt"`.
@@ -78,6 +81,8 @@ pub enum AuthKind {
     Jwt(Jwt),
     /// An external authorization service.
     ExtAuth(super::ext_auth::ExtAuth),
+    /// An OAuth 2.0 token introspection endpoint.
+    Introspection(super::introspection::Introspection),
 }
 
 impl AuthKind {
@@ -86,6 +91,7 @@ impl AuthKind {
         match self {
             AuthKind::Jwt(_) => "jwt",
             AuthKind::ExtAuth(_) => "ext_auth",
+            AuthKind::Introspection(_) => "introspection",
         }
     }
 }
@@ -195,31 +201,13 @@ pub(super) fn auths(
             AuthToml::ExtAuth(t) => {
                 AuthKind::ExtAuth(super::ext_auth::ext_auth(cx, &key, t, upstreams)?)
             }
-            AuthToml::Introspection(_) => {
-                return Err(cx.err(
-                    format!("{key}.type"),
-                    "type \"introspection\" is not supported yet",
-                ))
+            AuthToml::Introspection(t) => {
+                AuthKind::Introspection(super::introspection::introspection(cx, &key, t)?)
             }
         };
         out.push(Auth { name, kind });
     }
     Ok(out)
-}
-
-fn http_url(cx: &Ctx, key: &str, s: &str) -> Result<(), ConfigError> {
-    let rest = s
-        .strip_prefix("https://")
-        .or_else(|| s.strip_prefix("http://"));
-    match rest {
-        Some(r) if !r.is_empty() && !r.starts_with('/') && !s.contains(char::is_whitespace) => {
-            Ok(())
-        }
-        _ => Err(cx.err(
-            key,
-            format!("expected an http:// or https:// URL, got {s:?}"),
-        )),
-    }
 }
 
 fn jwt(cx: &Ctx, key: &str, t: JwtToml) -> Result<Jwt, ConfigError> {
@@ -395,13 +383,55 @@ mod tests {
             ("type = \"jwt\"\nissuer = \"id.example.com\"\n", "auth.x.issuer", "URL"),
             ("type = \"jwt\"\njwks = \"https://a/j\"\nrefresh = \"0\"\n", "auth.x.refresh", "greater"),
             ("type = \"ext_auth\"\nupstream = \"authsvc\"\n", "auth.x.upstream", "unknown upstream"),
-            ("type = \"introspection\"\nendpoint = \"https://a\"\n", "auth.x.type", "not supported yet"),
+            ("type = \"introspection\"\nendpoint = \"ftp://a\"\nclient_id = \"g\"\nclient_secret = \"s\"\n", "auth.x.endpoint", "URL"),
+            ("type = \"introspection\"\nendpoint = \"https://a/i\"\nclient_id = \"\"\nclient_secret = \"s\"\n", "auth.x.client_id", "client id"),
+            ("type = \"introspection\"\nendpoint = \"https://a/i\"\nclient_id = \"g\"\nclient_secret = \"\"\n", "auth.x.client_secret", "non-empty"),
+            ("type = \"introspection\"\nendpoint = \"https://a/i\"\nclient_id = \"g\"\nclient_secret = { env = \"SLUICE_TEST_UNSET_SECRET\" }\n", "auth.x.client_secret", "SLUICE_TEST_UNSET_SECRET"),
+            ("type = \"introspection\"\nendpoint = \"https://a/i\"\nclient_id = \"g\"\nclient_secret = \"s\"\nauth_method = \"private_key_jwt\"\n", "auth.x.auth_method", "client_secret_basic"),
+            ("type = \"introspection\"\nendpoint = \"https://a/i\"\nclient_id = \"g\"\nclient_secret = \"s\"\ntimeout = \"0\"\n", "auth.x.timeout", "greater"),
+            ("type = \"introspection\"\nendpoint = \"https://a/i\"\nclient_id = \"g\"\nclient_secret = \"s\"\ntimeout = \"2m\"\n", "auth.x.timeout", "at most"),
+            ("type = \"introspection\"\nendpoint = \"https://a/i\"\nclient_id = \"g\"\nclient_secret = \"s\"\nnegative_cache_ttl = \"0\"\n", "auth.x.negative_cache_ttl", "greater"),
+            ("type = \"introspection\"\nendpoint = \"https://a/i\"\nclient_id = \"g\"\nclient_secret = \"s\"\nconsumer_claim = \"\"\n", "auth.x.consumer_claim", "claim"),
         ];
         for (body, key, needle) in cases {
             let e = load(&format!("[auth.x]\n{body}")).unwrap_err();
             assert_eq!(e.key, key, "{body}: {e}");
             assert!(e.message.contains(needle), "{body}: {e}");
         }
+    }
+
+    #[test]
+    fn introspection_defaults() {
+        let c = load("[auth.idp]\ntype = \"introspection\"\nendpoint = \"https://id.example.com/oauth2/introspect\"\nclient_id = \"gateway\"\nclient_secret = \"s3cret\"\n").unwrap();
+        let AuthKind::Introspection(i) = &c.auth[0].kind else {
+            panic!("not an introspection verifier");
+        };
+        assert_eq!(i.endpoint, "https://id.example.com/oauth2/introspect");
+        assert_eq!(i.client_secret.expose(), "s3cret");
+        assert_eq!(
+            i.auth_method,
+            crate::config::introspection::ClientAuth::Basic
+        );
+        assert_eq!(i.cache_ttl.as_secs(), 60);
+        assert_eq!(i.negative_cache_ttl, None);
+        assert_eq!(i.timeout.as_secs(), 2);
+        assert_eq!(i.consumer_claim, "sub");
+        assert!(
+            !format!("{i:?}").contains("s3cret"),
+            "the secret is never printed"
+        );
+    }
+
+    #[test]
+    fn introspection_required_and_unknown_keys() {
+        let e = load(
+            "[auth.idp]\ntype = \"introspection\"\nclient_id = \"g\"\nclient_secret = \"s\"\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("endpoint"), "{e}");
+        let e = load("[auth.idp]\ntype = \"introspection\"\nendpoint = \"https://a/i\"\nclient_id = \"g\"\nclient_secret = \"s\"\nttl = \"5s\"\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("ttl"), "{e}");
     }
 
     #[test]

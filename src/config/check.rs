@@ -1,5 +1,5 @@
 //! Rules shared by every table: the validation context (which file, what validation may touch),
-//! and checks of durations, ranges, socket addresses, tokens and header values.
+//! and checks of durations, ranges, socket addresses, URLs, tokens and header values.
 
 use super::ConfigError;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -77,4 +77,19 @@ pub fn is_token(s: &str) -> bool {
 }
 pub(super) fn header_value_ok(s: &str) -> bool {
     s.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+}
+/// An `http://` or `https://` URL with a host: what sluice itself fetches from or posts to.
+pub(super) fn http_url(cx: &Ctx, key: &str, s: &str) -> Result<(), ConfigError> {
+    let rest = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"));
+    match rest {
+        Some(r) if !r.is_empty() && !r.starts_with('/') && !s.contains(char::is_whitespace) => {
+            Ok(())
+        }
+        _ => Err(cx.err(
+            key,
+            format!("expected an http:// or https:// URL, got {s:?}"),
+        )),
+    }
 }

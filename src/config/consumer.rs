@@ -144,6 +144,8 @@ pub enum AuthMethod {
     Jwt { verifier: u16, auth: u16 },
     /// A named `[auth.NAME]` external auth service: its index in `Config::auth`.
     ExtAuth { auth: u16 },
+    /// A named `[auth.NAME]` token introspection endpoint: its index in `Config::auth`.
+    Introspection { auth: u16 },
 }
 
 /// Method names by `AuthMethod::index`: the built-ins, then each named verifier.
@@ -160,9 +162,9 @@ impl AuthMethod {
             AuthMethod::ApiKey => 0,
             AuthMethod::Basic => 1,
             // At most 253 named methods (checked when auth tables are read): the index fits.
-            AuthMethod::Jwt { auth, .. } | AuthMethod::ExtAuth { auth } => {
-                (2 + auth).min(u8::MAX as u16) as u8
-            }
+            AuthMethod::Jwt { auth, .. }
+            | AuthMethod::ExtAuth { auth }
+            | AuthMethod::Introspection { auth } => (2 + auth).min(u8::MAX as u16) as u8,
         }
     }
 }
@@ -399,6 +401,11 @@ pub(super) fn route_access(
             other => match named.iter().position(|a| a.name == other) {
                 Some(auth) if matches!(named[auth].kind, super::auth::AuthKind::ExtAuth(_)) => {
                     AuthMethod::ExtAuth { auth: auth as u16 }
+                }
+                Some(auth)
+                    if matches!(named[auth].kind, super::auth::AuthKind::Introspection(_)) =>
+                {
+                    AuthMethod::Introspection { auth: auth as u16 }
                 }
                 Some(auth) => {
                     let verifier = named[..auth]

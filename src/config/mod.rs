@@ -15,6 +15,7 @@ mod admin;
 pub mod consumer;
 pub mod ext_auth;
 mod auth;
+pub mod introspection;
 mod cors;
 mod dns;
 mod http;

@@ -1,6 +1,8 @@
 //! Secrets in the config: a plain string, `{ env = "VAR" }` or `{ file = "path" }`.
 //! The value is resolved at load time and never printed: `Debug` and `Display` show only where it came from.
 
+use super::check::{Ctx, Reach};
+use super::ConfigError;
 use serde::Deserialize;
 use std::fmt;
 
@@ -65,6 +67,18 @@ impl Secret {
     /// The secret value itself; callers must not log it.
     pub fn expose(&self) -> &str {
         &self.value
+    }
+}
+
+/// Resolves the secret at `key`: an error names the key. A `{ file = .. }` secret is an error in
+/// text-only validation, which must not touch the disk.
+pub(super) fn resolve_at(cx: &Ctx, key: &str, t: &SecretToml) -> Result<Secret, ConfigError> {
+    match t {
+        SecretToml::File { file } if cx.reach == Reach::TextOnly => Err(cx.err(
+            key,
+            format!("secret file {file:?} is not read in text-only validation"),
+        )),
+        t => Secret::resolve(t).map_err(|m| cx.err(key, m)),
     }
 }
 

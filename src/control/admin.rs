@@ -509,9 +509,10 @@ fn upstreams(st: &AdminState) -> Value {
     json!({ "upstreams": list })
 }
 
-/// `GET /auth`: every `[auth.NAME]` with its key source, the keys loaded and the refresh record.
+/// `GET /auth`: every JWT verifier with its key source, the keys loaded and the refresh record, then
+/// every introspection verifier with its endpoint and how its calls went.
 fn auth(st: &AdminState) -> Value {
-    let list: Vec<Value> = st
+    let mut list: Vec<Value> = st
         .auth
         .borrow()
         .iter()
@@ -532,6 +533,38 @@ fn auth(st: &AdminState) -> Value {
             })
         })
         .collect();
+    let snap = st.snapshot.borrow();
+    let store = st.store.borrow();
+    for a in &snap.config.auth {
+        let crate::config::AuthKind::Introspection(cfg) = &a.kind else {
+            continue;
+        };
+        let calls = store
+            .introspection
+            .get(a.name.as_str())
+            .cloned()
+            .unwrap_or_default();
+        list.push(json!({
+            "name": a.name,
+            "type": a.kind.type_name(),
+            "endpoint": cfg.endpoint,
+            "client_id": cfg.client_id,
+            "auth_method": cfg.auth_method.as_str(),
+            "cache_ttl_ms": cfg.cache_ttl.as_millis() as u64,
+            "negative_cache_ttl_ms": cfg.negative_cache_ttl.map(|d| d.as_millis() as u64),
+            "timeout_ms": cfg.timeout.as_millis() as u64,
+            "consumer_claim": cfg.consumer_claim,
+            "calls": {
+                "active": calls.active,
+                "inactive": calls.inactive,
+                "failed": calls.failures,
+            },
+            "failing": calls.failing,
+            "last_call": calls.last_call,
+            "last_error": calls.last_error,
+            "last_error_at": calls.last_error_at,
+        }));
+    }
     json!({ "verifiers": list })
 }
 

@@ -152,6 +152,14 @@ async fn control_main(
             ToControl::Stats(d) => store.borrow_mut().apply(&d),
             ToControl::JwtUnknownKid { verifier } => jwks.unknown_kid(verifier),
             ToControl::AuthStatus(list) => *auth.borrow_mut() = list,
+            ToControl::Introspected { verifier, call } => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let mut st = store.borrow_mut();
+                let entry = st.introspection.entry(verifier.clone()).or_default();
+                entry.record(&verifier, call, now);
+            }
             ToControl::Snapshot(s) => {
                 current.set(s.generation);
                 store.borrow_mut().set_routes(&s.config);

@@ -102,6 +102,22 @@ pub fn render(store: &Store, generation: u64) -> String {
             esc(method)
         );
     }
+    if !store.introspection.is_empty() {
+        let _ = writeln!(o, "# HELP sluice_auth_introspection_calls_total Calls to token introspection endpoints by verifier and result (active, inactive, failed); cache hits make none.\n# TYPE sluice_auth_introspection_calls_total counter");
+        for (name, st) in &store.introspection {
+            for (result, n) in [
+                ("active", st.active),
+                ("inactive", st.inactive),
+                ("failed", st.failures),
+            ] {
+                let _ = writeln!(
+                    o,
+                    "sluice_auth_introspection_calls_total{{auth=\"{}\",result=\"{result}\"}} {n}",
+                    esc(name)
+                );
+            }
+        }
+    }
     let _ = writeln!(o, "# HELP sluice_route_errors_total Failed requests by route and kind (kinds with none omitted).\n# TYPE sluice_route_errors_total counter");
     for (name, r) in &store.routes {
         for (i, kind) in ERROR_KIND_NAMES.iter().enumerate().take(ERROR_KINDS) {

@@ -166,6 +166,8 @@ pub struct Store {
     pub signals: Option<super::status::SignalsReport>,
     /// Authentication outcomes by (route, method, outcome), cumulative.
     pub auth: BTreeMap<(Arc<str>, Arc<str>, &'static str), u64>,
+    /// Calls to introspection endpoints, by verifier name.
+    pub introspection: BTreeMap<Arc<str>, super::status::IntrospectionStatus>,
 }
 
 fn add_hist(into: &mut Option<Histogram<u64>>, h: &Histogram<u32>) {
@@ -231,6 +233,7 @@ impl Store {
             alerts: Vec::new(),
             signals: None,
             auth: BTreeMap::new(),
+            introspection: BTreeMap::new(),
         }
     }
 

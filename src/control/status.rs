@@ -1,5 +1,6 @@
-//! What alert rules and scaling signals last concluded: written by `alerts` and `signals` into the
-//! `Store`, read by the admin API and the Prometheus exposition.
+//! What alert rules and scaling signals last concluded, and how calls to token introspection
+//! endpoints went: written by `alerts`, `signals` and the workers' reports into the `Store`, read by
+//! the admin API and the Prometheus exposition.
 
 use super::webhook::Delivery;
 use crate::config::monitoring::Alert;
@@ -115,5 +116,54 @@ impl SignalsReport {
             self.target_utilization,
             self.recommended_instances
         )
+    }
+}
+
+/// Calls to one introspection endpoint (`[auth.NAME]`), as the workers reported them; cumulative.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IntrospectionStatus {
+    /// Answers saying the token is active.
+    pub active: u64,
+    /// Answers saying it is not.
+    pub inactive: u64,
+    /// Calls with no usable answer.
+    pub failures: u64,
+    /// Unix seconds of the last call.
+    pub last_call: Option<u64>,
+    /// The last failure: when (unix seconds) and why.
+    pub last_error_at: Option<u64>,
+    pub last_error: Option<String>,
+    /// The last call failed.
+    pub failing: bool,
+}
+
+impl IntrospectionStatus {
+    /// Counts one call of verifier `name` at `now` (unix seconds). Logged only when the endpoint
+    /// starts or stops failing, so an outage is one warning, not one per request.
+    pub fn record(&mut self, name: &str, call: crate::msg::IntrospectionCall, now: u64) {
+        use crate::msg::IntrospectionCall as C;
+        self.last_call = Some(now);
+        match call {
+            C::Active | C::Inactive => {
+                if call == C::Active {
+                    self.active += 1;
+                } else {
+                    self.inactive += 1;
+                }
+                if self.failing {
+                    tracing::info!(verifier = name, "token introspection answers again");
+                }
+                self.failing = false;
+            }
+            C::Failed(e) => {
+                self.failures += 1;
+                if !self.failing {
+                    tracing::warn!(verifier = name, error = %e, "token introspection failing; its tokens get 503");
+                }
+                self.failing = true;
+                self.last_error_at = Some(now);
+                self.last_error = Some(e);
+            }
+        }
     }
 }

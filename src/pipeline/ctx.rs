@@ -98,9 +98,9 @@ pub struct Ctx {
     pub ext_strip: Option<u16>,
     /// The claims of the token that authenticated the request, for scope and claim rules.
     pub claims: Option<Rc<Claims>>,
-    /// The answer to a check a policy deferred (`policy::Outcome::Defer`): the credential's digest
-    /// and what the check said.
-    pub verdict: Option<crate::policy::deferral::Verdict>,
+    /// The answers to the checks policies deferred (`policy::Outcome::Defer`), each under the key of
+    /// what it answers (a credential's digest, an auth service).
+    pub verdicts: crate::policy::deferral::Verdicts,
     /// Headers to add to the upstream request.
     pub upstream_edits: HeaderEdits,
     /// Headers to add to the response (and to a rejection).
@@ -117,7 +117,7 @@ impl Ctx {
             keep: head.keep_alive && !w.is_draining(),
             identity: None,
             credential: Credential::None,
-            verdict: None,
+            verdicts: Default::default(),
             claims: None,
             ext_strip: None,
             client: Client::default(),

@@ -1,18 +1,22 @@
 //! Checks a policy cannot make on the worker's thread of control without waiting: the pipeline awaits
 //! them here (the worker's event loop serves other requests meanwhile) and hands the verdict back to
 //! the policy, which runs again and decides. A password hash goes to the hashing pool; an external
-//! auth check is a sub-request to the service's upstream group, and its decision is cached.
+//! auth check is a sub-request to the service's upstream group, and its decision is cached; a token
+//! introspection call goes to the introspection threads, and its answer is cached.
 
 use crate::config::ext_auth::ExtAuth;
 use crate::config::AuthKind;
 use crate::forward::subrequest;
 use crate::http1::head::RequestHead;
+use crate::msg::IntrospectionCall;
 use crate::pipeline::ctx::Ctx;
 use crate::policy::ext_auth::{decide, Decision};
+use crate::policy::introspection::client::{self, Reply};
+use crate::policy::introspection::{cache_until, Answer};
 use crate::policy::{hasher, Deferred, Verdict};
 use crate::worker::Worker;
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 /// Runs one deferred check. `path` is the canonical path, `client` the client's address.
 pub async fn run(
@@ -44,7 +48,51 @@ pub async fn run(
             }
             Verdict::ExtAuth { auth, decision }
         }
+        Deferred::Introspect { auth, key, token } => Verdict::Introspect {
+            key,
+            answer: introspect(w, ctx, auth, key, token).await,
+        },
     }
+}
+
+/// Asks introspection endpoint `auth` about `token` (on the introspection threads), caches what it
+/// said under `key`, and tells the control thread how the call ended.
+async fn introspect(w: &Worker, ctx: &Ctx, auth: u16, key: [u8; 32], token: String) -> Answer {
+    let Some(a) = ctx.gen.config.auth.get(auth as usize) else {
+        return Answer::Unavailable;
+    };
+    let AuthKind::Introspection(cfg) = &a.kind else {
+        return Answer::Unavailable;
+    };
+    let job = client::Job {
+        config: ctx.gen.config.clone(),
+        auth: auth as usize,
+        token,
+        deadline: Instant::now() + cfg.timeout,
+    };
+    let (answer, call) = match client::introspect(job, cfg.timeout).await {
+        Ok(Reply::Active(c)) => (Answer::Active(Rc::new(c)), IntrospectionCall::Active),
+        Ok(Reply::Inactive) => (Answer::Inactive, IntrospectionCall::Inactive),
+        Err(e) => {
+            tracing::debug!(verifier = %a.name, error = %e, "token introspection failed");
+            (
+                Answer::Unavailable,
+                IntrospectionCall::Failed(e.to_string()),
+            )
+        }
+    };
+    w.report_introspection(a.name.as_str().into(), call);
+    let until = cache_until(
+        &answer,
+        cfg.cache_ttl,
+        cfg.negative_cache_ttl,
+        Instant::now(),
+        SystemTime::now(),
+    );
+    if let Some(until) = until {
+        w.auth.introspection.borrow_mut().put(key, until, &answer);
+    }
+    answer
 }
 
 /// Asks the service: `GET <path>` with the request's method, URI, host and client in

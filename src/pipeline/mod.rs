@@ -277,8 +277,9 @@ async fn dispatch<D: Downstream>(
 
 /// Acts on what one stage of the policy chain decided (`first`, not `Continue`); `Some` when a
 /// policy answered and the request is over. A deferred check is awaited here (the worker's loop runs
-/// on meanwhile) and the stage runs again with its verdict; a policy defers at most once per
-/// credential, so this ends.
+/// on meanwhile) and the stage runs again with its verdict added to the ones before. Only
+/// authentication methods defer, each at most once per request (run again, it finds its verdict),
+/// so a route with N methods needs at most N + 1 runs, `first` among them.
 #[allow(clippy::too_many_arguments)]
 async fn apply<D: Downstream>(
     w: &Worker,
@@ -290,8 +291,9 @@ async fn apply<D: Downstream>(
     route: Option<(usize, &crate::router::CompiledRoute)>,
     first: Outcome,
 ) -> Option<After> {
+    let runs = 1 + route.map_or(0, |(_, r)| r.access.auth.len());
     let mut outcome = first;
-    for _ in 0..4 {
+    for _ in 0..runs {
         match outcome {
             Outcome::Continue => return None,
             Outcome::Reject(e) => {
@@ -304,7 +306,8 @@ async fn apply<D: Downstream>(
             }
             Outcome::Defer(job) => {
                 let client = ctx.client.text().to_string();
-                ctx.verdict = Some(deferred::run(w, head, path, &client, ctx, job).await);
+                let verdict = deferred::run(w, head, path, &client, ctx, job).await;
+                ctx.verdicts.push(verdict);
                 outcome = policy::run(stage, head, path, ctx, route, w);
             }
             Outcome::Answer(status) => {
@@ -328,7 +331,7 @@ async fn apply<D: Downstream>(
             }
         }
     }
-    // Unreachable with the policies there are; a policy that kept deferring must not loop forever.
+    // Unreachable with the policies there are: a policy that kept deferring must not loop forever.
     let close = ctx.close_after_unread_body(head);
     Some(reject(d, ctx, &ProxyError::Internal, close).await)
 }

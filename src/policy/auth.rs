@@ -1,18 +1,24 @@
 //! Authentication: the route's methods (`auth = [...]`) tried in order. Every method whose credential
 //! the request carries is checked; the first that verifies names the consumer, and the credential it
 //! used is marked for removal before the upstream. When none verifies the answer is 401 with one
-//! `WWW-Authenticate` challenge per method. Runs after the route is known and before access rules.
+//! `WWW-Authenticate` challenge per method (one Bearer challenge for all token methods), or 503 when
+//! a method could not decide. Bearer tokens are checked by a JWT verifier or an introspection
+//! endpoint; either way the token's claims name the caller (`token_caller`). Runs after the route is
+//! known and before access rules.
 
 use super::api_key;
 use super::basic;
 use super::hasher::Verdict;
+use super::introspection::{self, Answer};
 use super::{Input, Outcome};
 use crate::config::consumer::AuthMethod;
+use crate::http1::head::{trim, RequestHead};
 use crate::metrics::{AuthMark, AuthOutcome};
 use crate::pipeline::ctx::{Credential, Ctx, Identity};
-use crate::policy::jwt::JwtError;
+use crate::policy::jwt::{Claims, JwtError};
 use crate::respond::{PolicyError, ProxyError};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::rc::Rc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// What one method made of the request.
 enum Tried {
@@ -94,8 +100,8 @@ fn try_basic(input: &Input<'_>, ctx: &Ctx) -> Tried {
     match check {
         basic::Check::NoPassword => Tried::Failed(AuthOutcome::Invalid),
         basic::Check::Cached => Tried::Ok(Some(id), Credential::Authorization),
-        basic::Check::Hash { cred, hash_id, job } => match ctx.verdict {
-            Some(super::Verdict::Hash(c, v)) if c == cred => match v {
+        basic::Check::Hash { cred, hash_id, job } => match ctx.verdicts.hash(&cred) {
+            Some(v) => match v {
                 Verdict::Match => {
                     input.auth.basic_remember(cred, hash_id);
                     Tried::Ok(Some(id), Credential::Authorization)
@@ -103,7 +109,7 @@ fn try_basic(input: &Input<'_>, ctx: &Ctx) -> Tried {
                 Verdict::Mismatch => Tried::Failed(AuthOutcome::Invalid),
                 Verdict::Busy => Tried::Failed(AuthOutcome::Unavailable),
             },
-            _ => Tried::Defer(super::Deferred::Hash { cred, job }),
+            None => Tried::Defer(super::Deferred::Hash { cred, job }),
         },
     }
 }
@@ -126,26 +132,22 @@ fn jwt_outcome(e: &JwtError) -> AuthOutcome {
     }
 }
 
-/// A bearer token (RFC 6750 §2.1) checked by JWT verifier `verifier`, through the worker's cache.
-fn try_jwt(input: &Input<'_>, ctx: &mut Ctx, verifier: u16) -> Tried {
-    let token = match super::authorization::authorization(input.head) {
-        None => return Tried::Absent,
-        Some(Err(())) => return Tried::Failed(AuthOutcome::Malformed),
-        Some(Ok(v)) => match super::authorization::scheme_value(v, b"bearer") {
-            None => return Tried::Absent,
-            Some(t) => crate::http1::head::trim(t),
-        },
-    };
-    let claims = match input
-        .worker
-        .verify_jwt(&ctx.gen, verifier as usize, token, now_unix())
-    {
-        Ok(c) => c,
-        Err(e) => return Tried::Failed(jwt_outcome(&e)),
-    };
-    let name = match claims.consumer() {
-        Some(n) => n,
-        None => return Tried::Failed(AuthOutcome::Malformed),
+/// The request's bearer token (RFC 6750 §2.1), trimmed: `Ok(None)` without a Bearer credential,
+/// `Err` when `Authorization` is sent more than once.
+fn bearer(head: &RequestHead) -> Result<Option<&[u8]>, ()> {
+    match super::authorization::authorization(head) {
+        None => Ok(None),
+        Some(Err(())) => Err(()),
+        Some(Ok(v)) => Ok(super::authorization::scheme_value(v, b"bearer").map(trim)),
+    }
+}
+
+/// The caller a checked token (a verified JWT, an active introspection answer) names: the consumer
+/// its consumer claim names, in the file's table or the runtime one, else an anonymous identity known
+/// by the claim's value. Its claims go to the access rules.
+fn token_caller(input: &Input<'_>, ctx: &mut Ctx, claims: &Rc<Claims>) -> Tried {
+    let Some(name) = claims.consumer() else {
+        return Tried::Failed(AuthOutcome::Malformed);
     };
     // The name goes into a header upstream and the log: nothing a header value cannot hold.
     if name.is_empty()
@@ -159,7 +161,67 @@ fn try_jwt(input: &Input<'_>, ctx: &mut Ctx, verifier: u16) -> Tried {
     match found {
         Some((_, true)) => Tried::Failed(AuthOutcome::Disabled),
         Some((id, false)) => Tried::Ok(Some(id), Credential::Authorization),
-        None => Tried::Ok(Some(Identity::Anonymous(claims)), Credential::Authorization),
+        None => Tried::Ok(
+            Some(Identity::Anonymous(claims.clone())),
+            Credential::Authorization,
+        ),
+    }
+}
+
+/// A bearer token (RFC 6750 §2.1) checked by JWT verifier `verifier`, through the worker's cache.
+fn try_jwt(input: &Input<'_>, ctx: &mut Ctx, verifier: u16) -> Tried {
+    let token = match bearer(input.head) {
+        Ok(Some(t)) => t,
+        Ok(None) => return Tried::Absent,
+        Err(()) => return Tried::Failed(AuthOutcome::Malformed),
+    };
+    match input
+        .worker
+        .verify_jwt(&ctx.gen, verifier as usize, token, now_unix())
+    {
+        Ok(claims) => token_caller(input, ctx, &claims),
+        Err(e) => Tried::Failed(jwt_outcome(&e)),
+    }
+}
+
+/// A bearer token asked about at introspection endpoint `auth` (index in `Config::auth`): this
+/// request's answer if the endpoint was asked for it, else the worker's cache, else a call to make.
+/// A cache hit allocates nothing.
+fn try_introspection(input: &Input<'_>, ctx: &mut Ctx, auth: u16) -> Tried {
+    let token = match bearer(input.head) {
+        Ok(Some(t)) => t,
+        Ok(None) => return Tried::Absent,
+        Err(()) => return Tried::Failed(AuthOutcome::Malformed),
+    };
+    let (key, cached) = {
+        let cache = input.auth.introspection.borrow();
+        match introspection::cached(&cache, ctx.gen.generation, auth, token, Instant::now()) {
+            Some(l) => l,
+            None => return Tried::Failed(AuthOutcome::Malformed),
+        }
+    };
+    let answer = match (cached, ctx.verdicts.introspection(&key)) {
+        (Some(a), _) => a,
+        (None, Some(a)) => a.clone(),
+        (None, None) => {
+            // `cached` admitted only b64token characters: ASCII.
+            let Ok(token) = std::str::from_utf8(token) else {
+                return Tried::Failed(AuthOutcome::Malformed);
+            };
+            return Tried::Defer(super::Deferred::Introspect {
+                auth,
+                key,
+                token: token.to_owned(),
+            });
+        }
+    };
+    match answer {
+        // The endpoint said active, but the token's own expiry is past (a cached answer never
+        // outlives it; a fresh one may come from a lenient or skewed endpoint).
+        Answer::Active(c) if now_unix() >= c.exp() => Tried::Failed(AuthOutcome::Expired),
+        Answer::Active(c) => token_caller(input, ctx, &c),
+        Answer::Inactive => Tried::Failed(AuthOutcome::Invalid),
+        Answer::Unavailable => Tried::Failed(AuthOutcome::Unavailable),
     }
 }
 
@@ -171,9 +233,9 @@ fn try_ext_auth(input: &Input<'_>, ctx: &mut Ctx, auth: u16) -> Tried {
     else {
         return Tried::Failed(AuthOutcome::Unavailable);
     };
-    let decision = match &ctx.verdict {
-        Some(super::Verdict::ExtAuth { auth: a, decision }) if *a == auth => decision.clone(),
-        _ => {
+    let decision = match ctx.verdicts.ext_auth(auth) {
+        Some(decision) => decision.clone(),
+        None => {
             let key = super::ext_auth::cache_key(cfg, auth, input.head);
             let cached =
                 key.and_then(|k| input.auth.ext.borrow().get(&k, std::time::Instant::now()));
@@ -216,6 +278,7 @@ pub fn authenticate(input: &Input<'_>, ctx: &mut Ctx) -> Outcome {
             AuthMethod::Basic => try_basic(input, ctx),
             AuthMethod::Jwt { verifier, .. } => try_jwt(input, ctx, verifier),
             AuthMethod::ExtAuth { auth } => try_ext_auth(input, ctx, auth),
+            AuthMethod::Introspection { auth } => try_introspection(input, ctx, auth),
         };
         match tried {
             Tried::Absent => {}
@@ -249,7 +312,13 @@ pub fn authenticate(input: &Input<'_>, ctx: &mut Ctx) -> Outcome {
             Tried::Failed(o) => {
                 // Claims of a token that did not name an admitted caller must not reach the rules.
                 ctx.claims = None;
-                failed.get_or_insert((m, o));
+                // A method that could not decide outranks one that refused: it might have admitted
+                // the caller, so the answer is 503 (try again), not 401 (your credential is wrong).
+                match failed {
+                    Some((_, AuthOutcome::Unavailable)) => {}
+                    Some(_) if o != AuthOutcome::Unavailable => {}
+                    _ => failed = Some((m, o)),
+                }
             }
             Tried::Defer(d) => return Outcome::Defer(d),
         }
@@ -262,9 +331,19 @@ pub fn authenticate(input: &Input<'_>, ctx: &mut Ctx) -> Outcome {
     if outcome == AuthOutcome::Unavailable {
         return Outcome::Reject(ProxyError::Policy(PolicyError::AuthUnavailable));
     }
-    let token_refused = matches!(failed, Some((AuthMethod::Jwt { .. }, _)));
+    let token_refused = matches!(
+        failed,
+        Some((AuthMethod::Jwt { .. } | AuthMethod::Introspection { .. }, _))
+    );
+    let mut bearer_sent = false;
     for &m in methods {
-        challenge(ctx, m, token_refused);
+        // One Bearer challenge however many token methods the route has (a JWT verifier and an
+        // introspection endpoint side by side, during a migration).
+        let bearer = matches!(m, AuthMethod::Jwt { .. } | AuthMethod::Introspection { .. });
+        if !(bearer && bearer_sent) {
+            challenge(ctx, m, token_refused);
+        }
+        bearer_sent |= bearer;
     }
     Outcome::Reject(ProxyError::Policy(PolicyError::Unauthenticated))
 }
@@ -289,7 +368,7 @@ fn challenge(ctx: &mut Ctx, m: AuthMethod, token_refused: bool) {
         // The service's own challenge goes with its 401; without an answer there is none to give.
         AuthMethod::ExtAuth { .. } => {}
         // RFC 6750 §3: `invalid_token` once a token was sent and refused.
-        AuthMethod::Jwt { .. } => ctx.downstream_edits.push(
+        AuthMethod::Jwt { .. } | AuthMethod::Introspection { .. } => ctx.downstream_edits.push(
             b"www-authenticate",
             if token_refused {
                 b"Bearer realm=\"sluice\", error=\"invalid_token\""

@@ -1,5 +1,6 @@
 //! What a worker keeps for authentication between requests: the runtime consumer table (replaced whole
-//! when the control thread sends a new one) and the cache of verified Basic credentials. Per worker,
+//! when the control thread sends a new one) and the caches of verified Basic credentials, external auth
+//! decisions and introspection answers. Per worker,
 //! never shared; no borrow of it outlives a policy call.
 
 use super::consumers::ConsumerSet;
@@ -19,6 +20,8 @@ pub struct AuthState {
     basic: RefCell<HashMap<[u8; 32], [u8; 32], ahash::RandomState>>,
     /// External auth decisions by cache key.
     pub ext: RefCell<super::ext_auth::DecisionCache>,
+    /// Token introspection answers by cache key.
+    pub introspection: RefCell<super::introspection::AnswerCache>,
 }
 
 impl AuthState {

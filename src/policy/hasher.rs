@@ -1,12 +1,11 @@
 //! Password hashes verified off the workers. argon2 and bcrypt are slow on purpose (milliseconds to
 //! tens of milliseconds each), and a worker that computed one would stall every connection it serves.
-//! A small pool of `sluice-hash` threads does the work; the worker awaits the answer on a one-shot
-//! link (a wake-up byte on a socketpair), so its event loop keeps running meanwhile. Only a cache miss
-//! comes here: a verified credential is remembered per worker (`AuthState`).
+//! A small pool of `sluice-hash` threads does the work (`offload`); the worker awaits the answer on a
+//! one-shot link (a wake-up byte on a socketpair), so its event loop keeps running meanwhile. Only a
+//! cache miss comes here: a verified credential is remembered per worker (`AuthState`).
 
+use super::offload::Pool;
 use crate::config::consumer::HashKind;
-use crate::link::{self, Link};
-use crossbeam_channel::{Sender, TrySendError};
 use std::sync::OnceLock;
 
 /// Verifications that may wait for a hashing thread; beyond this the request is answered 503 rather
@@ -31,28 +30,13 @@ pub enum Verdict {
     Busy,
 }
 
-static POOL: OnceLock<Option<Sender<(Job, Link<bool>)>>> = OnceLock::new();
+static POOL: OnceLock<Option<Pool<Job, bool>>> = OnceLock::new();
 
-fn pool() -> Option<&'static Sender<(Job, Link<bool>)>> {
+fn pool() -> Option<&'static Pool<Job, bool>> {
     POOL.get_or_init(|| {
-        let (tx, rx) = crossbeam_channel::bounded::<(Job, Link<bool>)>(QUEUE);
+        // CPU-bound: one thread per CPU, at most 4.
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 4));
-        let mut started = 0;
-        for i in 0..threads {
-            let rx = rx.clone();
-            let spawned = std::thread::Builder::new()
-                .name(format!("sluice-hash{i}"))
-                .spawn(move || {
-                    while let Ok((job, reply)) = rx.recv() {
-                        reply.send(check(&job));
-                    }
-                });
-            match spawned {
-                Ok(_) => started += 1,
-                Err(e) => tracing::error!(error = %e, "cannot start a password hashing thread"),
-            }
-        }
-        (started > 0).then_some(tx)
+        Pool::start("sluice-hash", threads, QUEUE, |job: Job| check(&job))
     })
     .as_ref()
 }
@@ -75,22 +59,12 @@ pub fn check(job: &Job) -> bool {
 
 /// Verifies `job` on the pool and waits for the answer without blocking the worker.
 pub async fn verify(job: Job) -> Verdict {
-    let Some(tx) = pool() else {
+    let Some(pool) = pool() else {
         return Verdict::Busy;
     };
-    let Ok((reply, inbox)) = link::pair::<bool>() else {
-        return Verdict::Busy;
-    };
-    let Ok(mut inbox) = inbox.into_async() else {
-        return Verdict::Busy;
-    };
-    match tx.try_send((job, reply)) {
-        Ok(()) => {}
-        Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => return Verdict::Busy,
-    }
-    match inbox.recv().await {
-        Some(true) => Verdict::Match,
-        Some(false) => Verdict::Mismatch,
-        None => Verdict::Busy,
+    match pool.run(job).await {
+        Ok(true) => Verdict::Match,
+        Ok(false) => Verdict::Mismatch,
+        Err(_) => Verdict::Busy,
     }
 }

@@ -3,8 +3,9 @@
 //! route: IP rules, global limits); `ROUTE` policies run once the route is known (body limits,
 //! authentication, access rules, rate limits, quotas). Policies are pure checks over the request head,
 //! its canonical path, and the `Ctx`: no sockets, no awaiting, no allocation on the pass path. Work
-//! that cannot run on a worker (a password hash) is handed back as `Outcome::Defer`; the pipeline
-//! awaits it and runs the stage again with the verdict in `ctx.verdict`.
+//! that cannot run on a worker (a password hash, an auth service's check, a token introspection call)
+//! is handed back as `Outcome::Defer`; the pipeline
+//! awaits it and runs the stage again with the verdict added to `ctx.verdicts`.
 //!
 //! A new policy is one file in this folder, plus a `chain::Step` (where it runs and when it
 //! applies) and its line in `policy`.
@@ -21,7 +22,9 @@ pub mod ext_auth;
 pub mod consumers;
 pub mod deferral;
 pub mod hasher;
+pub mod introspection;
 pub mod jwt;
+pub mod offload;
 pub mod cors;
 mod ip;
 
@@ -44,8 +47,8 @@ pub enum Outcome {
     Reject(ProxyError),
     /// The request is answered with this response (an external auth service's refusal).
     Respond(std::rc::Rc<ext_auth::Response>),
-    /// Work that must not run on the worker (a password hash): the pipeline awaits it, puts its
-    /// verdict in `ctx.verdict`, and runs the stage again, which then decides.
+    /// Work that must not run on the worker (a password hash): the pipeline awaits it, adds its
+    /// verdict to `ctx.verdicts`, and runs the stage again, which then decides.
     Defer(Deferred),
     /// The gateway answers the request itself with this status, an empty body and the headers in
     /// `ctx.downstream_edits` (a CORS preflight's 204).

@@ -16,6 +16,7 @@ use bytes::BytesMut;
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Everything worker k owns. Not Send; nothing locked.
@@ -226,6 +227,12 @@ impl Worker {
             });
         }
         r
+    }
+
+    /// Tells the control thread how a call to introspection endpoint `verifier` ended.
+    pub fn report_introspection(&self, verifier: Arc<str>, call: crate::msg::IntrospectionCall) {
+        self.to_control
+            .send(ToControl::Introspected { verifier, call });
     }
 
     pub(super) fn apply(&self, msg: ToWorker) -> Option<Duration> {

@@ -71,6 +71,18 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// An argon2id PHC string of `password`, with small parameters: tests check verification, not the
+/// cost.
+pub fn argon2_hash(password: &str) -> String {
+    use argon2::password_hash::PasswordHasher;
+    let params = argon2::Params::new(1024, 1, 1, None).expect("params");
+    let a = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    let h: argon2::PasswordHash = a
+        .hash_password_with_salt(password.as_bytes(), b"sluice-test-salt")
+        .expect("hash");
+    h.to_string()
+}
+
 /// Deterministic pseudo-random bytes (xorshift), so big bodies are not all one byte.
 pub fn pattern_bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;

@@ -77,6 +77,33 @@ pub struct Claims {
 }
 
 impl Claims {
+    /// The claims of a checked token (a verified JWT's payload, an active introspection answer):
+    /// the consumer read from `consumer_claim`, scopes from `scope` and `scp`. `exp` is the expiry,
+    /// already read and checked by the caller (`u64::MAX` when the token has none).
+    pub fn from_object(all: Map<String, Value>, consumer_claim: &str, exp: u64) -> Claims {
+        let consumer = match all.get(consumer_claim) {
+            Some(Value::String(s)) => Some(s.as_str().into()),
+            Some(Value::Number(n)) => Some(n.to_string().into()),
+            _ => None,
+        };
+        let mut scopes: Vec<Box<str>> = Vec::new();
+        for key in ["scope", "scp"] {
+            match all.get(key) {
+                Some(Value::String(s)) => scopes.extend(s.split_ascii_whitespace().map(Box::from)),
+                Some(Value::Array(list)) => {
+                    scopes.extend(list.iter().filter_map(Value::as_str).map(Box::from))
+                }
+                _ => {}
+            }
+        }
+        Claims {
+            consumer,
+            exp,
+            scopes,
+            all,
+        }
+    }
+
     /// The consumer claim's value: a string as is, a number in decimal; None when absent or other.
     pub fn consumer(&self) -> Option<&str> {
         self.consumer.as_deref()
@@ -345,27 +372,7 @@ impl JwtVerifier {
                 return Err(JwtError::BadAudience);
             }
         }
-        let consumer = match all.get(&*self.consumer_claim) {
-            Some(Value::String(s)) => Some(s.as_str().into()),
-            Some(Value::Number(n)) => Some(n.to_string().into()),
-            _ => None,
-        };
-        let mut scopes: Vec<Box<str>> = Vec::new();
-        for key in ["scope", "scp"] {
-            match all.get(key) {
-                Some(Value::String(s)) => scopes.extend(s.split_ascii_whitespace().map(Box::from)),
-                Some(Value::Array(list)) => {
-                    scopes.extend(list.iter().filter_map(Value::as_str).map(Box::from))
-                }
-                _ => {}
-            }
-        }
-        Ok(Claims {
-            consumer,
-            exp,
-            scopes,
-            all,
-        })
+        Ok(Claims::from_object(all, &self.consumer_claim, exp))
     }
 }
 
@@ -391,7 +398,7 @@ fn check(sig: &str, message: &[u8], key: &super::keys::Key, alg: jsonwebtoken::A
 }
 
 /// RFC 7519 §2 NumericDate: seconds, possibly fractional; negative counts as 0.
-fn numeric_date(v: &Value) -> Option<u64> {
+pub fn numeric_date(v: &Value) -> Option<u64> {
     let n = v.as_number()?;
     n.as_u64()
         .or_else(|| n.as_i64().map(|i| i.max(0) as u64))
