@@ -21,7 +21,9 @@ struct Case {
 
 fn case() -> impl Strategy<Value = Case> {
     let method = prop::sample::select(vec!["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]);
-    let segment = "[a-zA-Z0-9._~-]{1,10}";
+    // `.` and `..` segments are normalised away before forwarding (tests/path_normalise.rs): a
+    // round trip compares what was sent, so they are left out here.
+    let segment = "[a-zA-Z0-9._~-]{1,10}".prop_filter("a dot segment", |s| s != "." && s != "..");
     let path = (
         prop::collection::vec(segment, 1..4),
         prop::option::of("[a-z]{1,5}=[a-zA-Z0-9%]{0,8}"),
