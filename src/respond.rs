@@ -222,14 +222,20 @@ pub fn classify(e: &ProxyError) -> Class {
 
 /// The error response for `e`: the one shape every error takes (status, JSON body, request id), with
 /// `headers` for what a rejection must tell the client (`WWW-Authenticate`, `Retry-After`, ...).
-pub fn error_reply<'a>(e: &ProxyError, request_id: &'a [u8], headers: &'a [u8]) -> Reply<'a> {
+/// `head_only` for a HEAD request: the body's Content-Length without the body.
+pub fn error_reply<'a>(
+    e: &ProxyError,
+    request_id: &'a [u8],
+    headers: &'a [u8],
+    head_only: bool,
+) -> Reply<'a> {
     let class = classify(e);
     Reply {
         status: class.status,
         headers,
         body: ReplyBody::ErrorJson(class.message),
         request_id,
-        head_only: false,
+        head_only,
     }
 }
 
