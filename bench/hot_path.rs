@@ -76,6 +76,7 @@ fn bench_response(c: &mut Criterion) {
         id: b"0123456789abcdef0123456789abcdef",
         set_cookie: None,
         extra: b"",
+        rules: None,
         client_minor: 1,
         chunked: false,
         client_keep: true,

@@ -17,6 +17,7 @@ pub mod ext_auth;
 mod auth;
 mod cors;
 mod dns;
+mod headers;
 mod http;
 mod listener;
 pub mod monitoring;

@@ -11,6 +11,7 @@ use crate::io::{read_more_timeout, write_front, Timed};
 use crate::metrics::RequestRecord;
 use crate::pipeline::ctx::{After, Buffers};
 use crate::pipeline::downstream::{Downstream, RequestBody, ResponseEdits, ResponseSink};
+use crate::policy::headers::{HeaderRules, Vars};
 use crate::respond::{classify, Fault, ProxyError, UpstreamError};
 use crate::upstream::client::{self, remaining, HeadDeadline, HeadFail};
 use crate::worker::Worker;
@@ -138,6 +139,8 @@ pub struct Attempt<'a> {
     pub id: &'a [u8],
     /// Header lines policies add to the response (`ctx.downstream_edits`: CORS, ...).
     pub extra: &'a [u8],
+    /// The route's response header rules with the request's template values (None: none).
+    pub rules: Option<(&'a HeaderRules, &'a Vars<'a>)>,
 }
 
 /// What the response relay reports.
@@ -400,6 +403,7 @@ async fn relay<R: AsyncReadRent, S: ResponseSink>(
         framing,
         keep: a.keep,
         extra: a.extra,
+        rules: a.rules,
     };
     sink.encode_head(resp, &edits);
     rec.status = resp.status;

@@ -6,6 +6,7 @@
 use crate::http1::encode::Reply;
 use crate::http1::head::{Framing, ResponseHead};
 use crate::io::Timed;
+use crate::policy::headers::{HeaderRules, Vars};
 use bytes::BytesMut;
 use std::io;
 use std::time::Duration;
@@ -22,6 +23,8 @@ pub struct ResponseEdits<'a> {
     pub keep: bool,
     /// Header lines policies add (`name: value\r\n` each; CORS, ...).
     pub extra: &'a [u8],
+    /// The route's `response_headers` with the request's template values; None when it has none.
+    pub rules: Option<(&'a HeaderRules, &'a Vars<'a>)>,
 }
 
 /// Reading the rest of a request body.

@@ -6,7 +6,9 @@
 //! that cannot run on a worker (a password hash) is handed back as `Outcome::Defer`; the pipeline
 //! awaits it and runs the stage again with the verdict in `ctx.verdict`.
 //!
-//! A new policy is one file in this folder plus one line in `PRE_ROUTE` or `ROUTE`.
+//! A new policy is one file in this folder plus one line in `PRE_ROUTE` or `ROUTE`. Beside the chain,
+//! `headers` holds a route's header rules, which run when the upstream request and the response heads
+//! are written, not as a check.
 
 mod acl;
 pub mod api_key;
@@ -19,6 +21,7 @@ pub mod ext_auth;
 pub mod consumers;
 pub mod deferral;
 pub mod hasher;
+pub mod headers;
 pub mod jwt;
 pub mod cors;
 mod ip;

@@ -137,6 +137,7 @@ impl ResponseSink for H1Sink<'_> {
             id: rw.id,
             set_cookie: rw.set_cookie,
             extra: rw.extra,
+            rules: rw.rules,
             client_minor: self.minor,
             chunked: rw.framing == Framing::Chunked && !dechunk,
             client_keep: rw.keep && self.can_keep(rw.framing),
