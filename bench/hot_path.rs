@@ -77,6 +77,7 @@ fn bench_response(c: &mut Criterion) {
         set_cookie: None,
         extra: b"",
         rules: None,
+        hide_backend: true,
         client_minor: 1,
         chunked: false,
         client_keep: true,

@@ -1,7 +1,8 @@
 //! Route header rules on the real binary: `request_headers` / `response_headers` add, set and remove,
 //! every template variable (the consumer through an API key route, the client with and without
 //! trusted proxies), where rules stand against consumer headers and credential stripping, rules kept
-//! off sluice's own replies, and the config errors `--check` reports for bad rules.
+//! off sluice's own replies, the backend's software headers hidden by default (and shown with
+//! `hide_backend = false`), and the config errors `--check` reports for bad rules.
 
 mod common;
 
@@ -253,6 +254,69 @@ response_headers = { add = { "X-Served-By" = "sluice" } }
         vec!["backend-7", "sluice"],
         "{r}"
     );
+}
+
+const FINGERPRINTS: [(&str, &str); 6] = [
+    ("Server", "Apache/2.4.58 (Ubuntu)"),
+    ("X-Powered-By", "PHP/8.2.1"),
+    ("X-AspNet-Version", "4.0.30319"),
+    ("X-AspNetMvc-Version", "5.2"),
+    ("X-Runtime", "0.012"),
+    ("X-Backend-Server", "app-3.internal"),
+];
+
+fn telling_backend() -> Backend {
+    Backend::start(|_| {
+        let mut r = Reply::ok("ok").header("Via", "1.1 varnish");
+        for (k, v) in FINGERPRINTS {
+            r = r.header(k, v);
+        }
+        r
+    })
+}
+
+#[test]
+fn backend_software_headers_are_hidden_by_default() {
+    let be = telling_backend();
+    let sl = start(&be, "");
+    let mut c = Conn::connect(sl.addr());
+    let r = c.get("/", &[]);
+    assert_eq!(r.status, 200, "{r}");
+    for (k, _) in FINGERPRINTS {
+        assert!(!r.has_header(k), "{k} leaked:\n{r}");
+    }
+    // sluice sends no Server header of its own either, as before.
+    assert!(!r.has_header("server"), "{r}");
+    assert_eq!(
+        r.header("via"),
+        Some("1.1 varnish"),
+        "Via is protocol information:\n{r}"
+    );
+    assert_eq!(c.get("/", &[]).status, 200);
+}
+
+#[test]
+fn hide_backend_false_passes_them_and_remove_extends_the_list() {
+    let be = telling_backend();
+    let sl = start(
+        &be,
+        r#"[routes.open]
+path = "/open"
+upstream = "app"
+hide_backend = false
+
+[routes.stricter]
+path = "/stricter"
+upstream = "app"
+response_headers = { remove = ["Via"] }
+"#,
+    );
+    let r = Conn::connect(sl.addr()).get("/open", &[]);
+    for (k, v) in FINGERPRINTS {
+        assert_eq!(r.header(k), Some(v), "{k}:\n{r}");
+    }
+    let r = Conn::connect(sl.addr()).get("/stricter", &[]);
+    assert!(!r.has_header("via") && !r.has_header("server"), "{r}");
 }
 
 #[test]

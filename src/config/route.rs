@@ -75,6 +75,9 @@ pub struct RouteToml {
     pub request_headers: Option<HeaderRulesToml>,
     /// Header rules for the upstream's response.
     pub response_headers: Option<HeaderRulesToml>,
+    /// Remove headers naming the backend's software (`Server`, `X-Powered-By`, ...) from responses.
+    #[serde(default = "dflt::hide_backend")]
+    pub hide_backend: bool,
 }
 /// One entry of `split`.
 #[derive(Debug, Deserialize)]
@@ -200,6 +203,8 @@ pub struct Route {
     pub request_headers: HeaderRules,
     /// Header rules for the upstream's response.
     pub response_headers: HeaderRules,
+    /// Upstream `Server`, `X-Powered-By`, ... are removed from responses.
+    pub hide_backend: bool,
 }
 /// `key` is called only to name an error: building it for every route was a measurable part of a reload.
 fn matchers(
@@ -613,6 +618,7 @@ pub(super) fn route(
         cors,
         request_headers,
         response_headers,
+        hide_backend: r.hide_backend,
     })
 }
 
@@ -624,5 +630,8 @@ mod dflt {
     }
     pub fn status() -> u16 {
         200
+    }
+    pub fn hide_backend() -> bool {
+        true
     }
 }

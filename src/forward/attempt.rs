@@ -141,6 +141,8 @@ pub struct Attempt<'a> {
     pub extra: &'a [u8],
     /// The route's response header rules with the request's template values (None: none).
     pub rules: Option<(&'a HeaderRules, &'a Vars<'a>)>,
+    /// The route hides the backend's software headers.
+    pub hide_backend: bool,
 }
 
 /// What the response relay reports.
@@ -404,6 +406,7 @@ async fn relay<R: AsyncReadRent, S: ResponseSink>(
         keep: a.keep,
         extra: a.extra,
         rules: a.rules,
+        hide_backend: a.hide_backend,
     };
     sink.encode_head(resp, &edits);
     rec.status = resp.status;

@@ -202,6 +202,7 @@ async fn proxy<D: Downstream>(
                 .as_ref()
                 .filter(|_| !route.response_headers.is_empty())
                 .map(|v| (&route.response_headers, v)),
+            hide_backend: route.hide_backend,
         };
         let res = attempt(w, d, bufs, &plan, &mut ctx.rec).await;
         gen.with_group(gi, |g| {

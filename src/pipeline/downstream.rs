@@ -25,6 +25,8 @@ pub struct ResponseEdits<'a> {
     pub extra: &'a [u8],
     /// The route's `response_headers` with the request's template values; None when it has none.
     pub rules: Option<(&'a HeaderRules, &'a Vars<'a>)>,
+    /// Remove the upstream's headers that name its software (`policy::headers::fingerprint`).
+    pub hide_backend: bool,
 }
 
 /// Reading the rest of a request body.

@@ -1,4 +1,5 @@
-//! A route's header rules (`request_headers`, `response_headers` = `{ add, set, remove }`).
+//! A route's header rules (`request_headers`, `response_headers` = `{ add, set, remove }`) and the
+//! response headers that name the backend's software, hidden by default (`fingerprint`).
 //!
 //! Values are templates (`"{consumer}"`, `"tenant-{consumer}"`, `{{`/`}}` for literal braces), parsed
 //! once per config off the workers into literal and variable segments: writing a rule on the hot path
@@ -235,6 +236,33 @@ impl HeaderRules {
     }
 }
 
+/// Response headers that name the software behind the gateway, removed from upstream responses unless
+/// the route sets `hide_backend = false`. `Via` is not among them: it is protocol information a proxy
+/// chain relies on to find loops (RFC 9110 §7.6.3), not a product banner.
+pub const FINGERPRINTS: [&str; 6] = [
+    "server",
+    "x-powered-by",
+    "x-aspnet-version",
+    "x-aspnetmvc-version",
+    "x-runtime",
+    "x-backend-server",
+];
+
+/// Whether `name` is one of `FINGERPRINTS` (any case). Matched on the length first: runs for every
+/// upstream response header.
+#[inline]
+pub fn fingerprint(name: &[u8]) -> bool {
+    let eq = |s: &[u8]| name.eq_ignore_ascii_case(s);
+    match name.len() {
+        6 => eq(b"server"),
+        9 => eq(b"x-runtime"),
+        12 => eq(b"x-powered-by"),
+        16 => eq(b"x-aspnet-version") || eq(b"x-backend-server"),
+        19 => eq(b"x-aspnetmvc-version"),
+        _ => false,
+    }
+}
+
 /// Which message a rule edits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
@@ -377,6 +405,17 @@ mod tests {
             b"vary: Origin\r\nx-debug: 1\r\nX-Route: old\r\naccess-control-allow-origin: *\r\n",
         );
         assert_eq!(out, b"vary: Origin\r\naccess-control-allow-origin: *\r\n");
+    }
+
+    #[test]
+    fn fingerprints_match_their_list_in_any_case() {
+        for n in FINGERPRINTS {
+            assert!(fingerprint(n.as_bytes()), "{n}");
+            assert!(fingerprint(n.to_ascii_uppercase().as_bytes()), "{n}");
+        }
+        for n in ["via", "date", "content-type", "servers", "x-request-id"] {
+            assert!(!fingerprint(n.as_bytes()), "{n}");
+        }
     }
 
     #[test]

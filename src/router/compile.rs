@@ -71,6 +71,8 @@ pub struct CompiledRoute {
     pub request_headers: HeaderRules,
     /// Header rules for the upstream's response.
     pub response_headers: HeaderRules,
+    /// Upstream `Server`, `X-Powered-By`, ... are removed from responses.
+    pub hide_backend: bool,
 }
 
 impl CompiledRoute {
@@ -263,6 +265,7 @@ impl RouteTable {
                 cors: r.cors.clone().map(Box::new),
                 request_headers: r.request_headers.clone(),
                 response_headers: r.response_headers.clone(),
+                hide_backend: r.hide_backend,
             });
             let tail = r.path.ends_with("/*");
             let idx = order as u32;

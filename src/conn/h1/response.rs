@@ -1,10 +1,11 @@
-//! The response head as the client gets it: the upstream's status and headers without hop-by-hop ones or a
-//! repeated Content-Length, plus the request id, a sticky-session cookie, the route's response header
-//! rules, chunked framing and the connection header the client's side needs.
+//! The response head as the client gets it: the upstream's status and headers without hop-by-hop ones, a
+//! repeated Content-Length, or (by default) the ones naming the backend's software, plus the request id,
+//! a sticky-session cookie, the route's response header rules, chunked framing and the connection
+//! header the client's side needs.
 
 use crate::config::Sticky;
 use crate::http1::head::{HeaderKind, ResponseHead};
-use crate::policy::headers::{HeaderRules, Vars};
+use crate::policy::headers::{fingerprint, HeaderRules, Vars};
 
 /// What the rewrite needs from the request side.
 pub struct Rewrite<'a> {
@@ -16,6 +17,8 @@ pub struct Rewrite<'a> {
     pub extra: &'a [u8],
     /// The route's response header rules and the request's template values (None: no rules).
     pub rules: Option<(&'a HeaderRules, &'a Vars<'a>)>,
+    /// Drop `Server`, `X-Powered-By` and the rest of `policy::headers::FINGERPRINTS`.
+    pub hide_backend: bool,
     /// The client's HTTP minor version (1.0 clients are told about keep-alive).
     pub client_minor: u8,
     /// The body goes to the client chunked.
@@ -41,6 +44,7 @@ pub fn write_head(out: &mut Vec<u8>, resp: &ResponseHead, r: &Rewrite<'_>) {
             HeaderKind::ContentLength if cl_written => continue,
             HeaderKind::ContentLength => cl_written = true,
             HeaderKind::RequestId => has_id = true,
+            _ if r.hide_backend && fingerprint(name) => continue,
             _ if r.rules.is_some_and(|(rules, _)| rules.drops(name)) => continue,
             _ => {}
         }
