@@ -239,6 +239,24 @@ pub fn error_reply<'a>(
     }
 }
 
+/// The reply that replaces an upstream's 5xx on a route with `intercept_errors`: the upstream's status,
+/// sluice's JSON error body, and the policies' `headers` (CORS, so a browser can read it).
+pub fn intercepted_reply<'a>(
+    status: u16,
+    request_id: &'a [u8],
+    headers: &'a [u8],
+    head_only: bool,
+) -> Reply<'a> {
+    debug_assert!((500..=599).contains(&status));
+    Reply {
+        status,
+        headers,
+        body: ReplyBody::ErrorJson("upstream error"),
+        request_id,
+        head_only,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -78,6 +78,9 @@ pub struct RouteToml {
     /// Remove headers naming the backend's software (`Server`, `X-Powered-By`, ...) from responses.
     #[serde(default = "dflt::hide_backend")]
     pub hide_backend: bool,
+    /// Replace an upstream 5xx response's body with sluice's JSON error.
+    #[serde(default)]
+    pub intercept_errors: bool,
 }
 /// One entry of `split`.
 #[derive(Debug, Deserialize)]
@@ -205,6 +208,8 @@ pub struct Route {
     pub response_headers: HeaderRules,
     /// Upstream `Server`, `X-Powered-By`, ... are removed from responses.
     pub hide_backend: bool,
+    /// An upstream 5xx gets sluice's JSON error body instead of its own.
+    pub intercept_errors: bool,
 }
 /// `key` is called only to name an error: building it for every route was a measurable part of a reload.
 fn matchers(
@@ -359,6 +364,7 @@ pub(super) fn route(
             for (set, key) in [
                 (r.request_headers.is_some(), "request_headers"),
                 (r.response_headers.is_some(), "response_headers"),
+                (r.intercept_errors, "intercept_errors"),
             ] {
                 if set {
                     return Err(cx.err(
@@ -619,6 +625,7 @@ pub(super) fn route(
         request_headers,
         response_headers,
         hide_backend: r.hide_backend,
+        intercept_errors: r.intercept_errors,
     })
 }
 

@@ -203,6 +203,7 @@ async fn proxy<D: Downstream>(
                 .filter(|_| !route.response_headers.is_empty())
                 .map(|v| (&route.response_headers, v)),
             hide_backend: route.hide_backend,
+            intercept_errors: route.intercept_errors,
         };
         let res = attempt(w, d, bufs, &plan, &mut ctx.rec).await;
         gen.with_group(gi, |g| {

@@ -73,6 +73,8 @@ pub struct CompiledRoute {
     pub response_headers: HeaderRules,
     /// Upstream `Server`, `X-Powered-By`, ... are removed from responses.
     pub hide_backend: bool,
+    /// An upstream 5xx is answered with sluice's JSON error instead of its body.
+    pub intercept_errors: bool,
 }
 
 impl CompiledRoute {
@@ -266,6 +268,7 @@ impl RouteTable {
                 request_headers: r.request_headers.clone(),
                 response_headers: r.response_headers.clone(),
                 hide_backend: r.hide_backend,
+                intercept_errors: r.intercept_errors,
             });
             let tail = r.path.ends_with("/*");
             let idx = order as u32;
