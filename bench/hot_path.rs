@@ -8,6 +8,7 @@ use sluice::conn::h1::response::{write_head, Rewrite};
 use sluice::http1::chunked::ChunkedDecoder;
 use sluice::http1::head::{Limits, RequestHead, ResponseHead};
 use sluice::http1::path;
+use sluice::policy::headers::{HeaderRules, Template, Vars};
 use sluice::router::RouteTable;
 use sluice::snapshot::Snapshot;
 use sluice::upstream::Group;
@@ -76,6 +77,8 @@ fn bench_response(c: &mut Criterion) {
         id: b"0123456789abcdef0123456789abcdef",
         set_cookie: None,
         extra: b"",
+        rules: None,
+        hide_backend: true,
         client_minor: 1,
         chunked: false,
         client_keep: true,
@@ -83,6 +86,28 @@ fn bench_response(c: &mut Criterion) {
     c.bench_function("rewrite_response_head_9_headers", |b| {
         b.iter(|| {
             write_head(&mut out, black_box(&resp), &rewrite);
+            black_box(out.len())
+        })
+    });
+    // The same head through a route with response rules: one set, one add with two variables, one remove.
+    let t = |s: &str| Template::parse(s).unwrap();
+    let rules = HeaderRules::new(
+        vec![("Cache-Control".into(), t("no-store"))],
+        vec![("X-Trace".into(), t("{route} {request_id}"))],
+        vec!["X-Upstream-Time".into()],
+    );
+    let vars = Vars {
+        route: b"api",
+        request_id: b"0123456789abcdef0123456789abcdef",
+        ..Vars::default()
+    };
+    let ruled = Rewrite {
+        rules: Some((&rules, &vars)),
+        ..rewrite
+    };
+    c.bench_function("rewrite_response_head_9_headers_rules", |b| {
+        b.iter(|| {
+            write_head(&mut out, black_box(&resp), &ruled);
             black_box(out.len())
         })
     });

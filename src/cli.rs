@@ -214,6 +214,17 @@ pub fn summary(cfg: &Config) -> String {
         if let Some(allow) = &r.access.allow {
             let _ = write!(access, " allow={}", allow.join(","));
         }
+        // What a route changes about what passes through it, named by its keys.
+        for (on, key) in [
+            (!r.request_headers.is_empty(), " request_headers"),
+            (!r.response_headers.is_empty(), " response_headers"),
+            (!r.hide_backend, " hide_backend=false"),
+            (r.intercept_errors, " intercept_errors"),
+        ] {
+            if on {
+                access.push_str(key);
+            }
+        }
         let _ = writeln!(
             s,
             "  {:<16} {host} {methods} {} {action}{access}",

@@ -222,14 +222,38 @@ pub fn classify(e: &ProxyError) -> Class {
 
 /// The error response for `e`: the one shape every error takes (status, JSON body, request id), with
 /// `headers` for what a rejection must tell the client (`WWW-Authenticate`, `Retry-After`, ...).
-pub fn error_reply<'a>(e: &ProxyError, request_id: &'a [u8], headers: &'a [u8]) -> Reply<'a> {
+/// `head_only` for a HEAD request: the body's Content-Length without the body.
+pub fn error_reply<'a>(
+    e: &ProxyError,
+    request_id: &'a [u8],
+    headers: &'a [u8],
+    head_only: bool,
+) -> Reply<'a> {
     let class = classify(e);
     Reply {
         status: class.status,
         headers,
         body: ReplyBody::ErrorJson(class.message),
         request_id,
-        head_only: false,
+        head_only,
+    }
+}
+
+/// The reply that replaces an upstream's 5xx on a route with `intercept_errors`: the upstream's status,
+/// sluice's JSON error body, and the policies' `headers` (CORS, so a browser can read it).
+pub fn intercepted_reply<'a>(
+    status: u16,
+    request_id: &'a [u8],
+    headers: &'a [u8],
+    head_only: bool,
+) -> Reply<'a> {
+    debug_assert!((500..=599).contains(&status));
+    Reply {
+        status,
+        headers,
+        body: ReplyBody::ErrorJson("upstream error"),
+        request_id,
+        head_only,
     }
 }
 

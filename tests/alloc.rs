@@ -329,6 +329,37 @@ fn regrowth_bound(bytes: usize) -> usize {
     2 * bytes.div_ceil(12 * 1024) + 2
 }
 
+/// Warms up a fresh keep-alive connection with `req`, then sends it `MEASURED` times and panics on
+/// any allocation on the request path (`what` names the path). Traces past `keep` are its own and
+/// are dropped after.
+fn quiet_path(addr: SocketAddr, req: &[u8], what: &str, keep: usize) {
+    let mut c = Client::connect(addr);
+    for _ in 0..WARMUP {
+        assert_eq!(c.get(req), 200);
+    }
+    MEASURING.store(true, Relaxed);
+    for _ in 0..MEASURED {
+        assert_eq!(c.get(req), 200);
+    }
+    MEASURING.store(false, Relaxed);
+    let traces: Vec<(usize, Source, String)> = TRACES.lock().unwrap()[keep..]
+        .iter()
+        .map(|(size, bt)| {
+            let text = bt.to_string();
+            (size.to_owned(), classify(&text), text)
+        })
+        .collect();
+    eprintln!(
+        "alloc test: {MEASURED} {what} requests: {} worker allocations, {} of them on the request path",
+        traces.len(),
+        traces.iter().filter(|t| t.1 == Source::Request).count()
+    );
+    if let Some((size, _, text)) = traces.iter().find(|t| t.1 == Source::Request) {
+        panic!("an allocation on the {what} path ({size} bytes):\n{text}");
+    }
+    TRACES.lock().unwrap().truncate(keep);
+}
+
 #[test]
 fn steady_state_proxy_path_allocates_nothing_per_request() {
     let trace = std::env::var_os("SLUICE_ALLOC_TRACE").is_some();
@@ -340,6 +371,9 @@ fn steady_state_proxy_path_allocates_nothing_per_request() {
          [upstreams.app]\nendpoints = [\"{backend}\"]\n\
          [consumers.alice]\napi_keys = [\"alice-key-0123456789\"]\ngroups = [\"gold\"]\n\
          [routes.keyed]\npath = \"/keyed/*\"\nupstream = \"app\"\nauth = [\"api_key\"]\nallow = [\"gold\"]\n\
+         [routes.ruled]\npath = \"/ruled/*\"\nupstream = \"app\"\nauth = [\"api_key\"]\n\
+         request_headers = {{ set = {{ \"X-Route\" = \"{{route}}\" }}, add = {{ \"X-Tenant\" = \"{{consumer}}\", \"X-Client\" = \"{{client}}\" }}, remove = [\"User-Agent\"] }}\n\
+         response_headers = {{ set = {{ \"Cache-Control\" = \"no-store\" }}, add = {{ \"X-Trace\" = \"{{request_id}} {{path}}\" }}, remove = [\"Content-Type\"] }}\n\
          [routes.all]\npath = \"/*\"\nupstream = \"app\"\n"
     );
     let cfg = sluice::config::parse(&toml, sluice::config::Source::Embedded).expect("config");
@@ -428,31 +462,11 @@ fn steady_state_proxy_path_allocates_nothing_per_request() {
     // key stripped and consumer headers added upstream) allocates nothing either.
     drop(big);
     let keyed: &[u8] = b"GET /keyed/items?id=7 HTTP/1.1\r\nHost: shop.example\r\nX-API-Key: alice-key-0123456789\r\n\r\n";
-    let mut kc = Client::connect(addr);
-    for _ in 0..WARMUP {
-        assert_eq!(kc.get(keyed), 200);
-    }
-    MEASURING.store(true, Relaxed);
-    for _ in 0..MEASURED {
-        assert_eq!(kc.get(keyed), 200);
-    }
-    MEASURING.store(false, Relaxed);
-    let key_traces: Vec<(usize, Source, String)> = TRACES.lock().unwrap()[small_traces..]
-        .iter()
-        .map(|(size, bt)| {
-            let text = bt.to_string();
-            (size.to_owned(), classify(&text), text)
-        })
-        .collect();
-    eprintln!(
-        "alloc test: {MEASURED} API-key requests: {} worker allocations, {} of them on the request path",
-        key_traces.len(),
-        key_traces.iter().filter(|t| t.1 == Source::Request).count()
-    );
-    if let Some((size, _, text)) = key_traces.iter().find(|t| t.1 == Source::Request) {
-        panic!("an allocation on the API key path ({size} bytes):\n{text}");
-    }
-    TRACES.lock().unwrap().truncate(small_traces);
+    quiet_path(addr, keyed, "API-key", small_traces);
+    // Fourth phase: a route with header rules on both sides (templates rendered into the reused
+    // output buffers, received fields dropped by name), behind the same API key.
+    let ruled: &[u8] = b"GET /ruled/items?id=7 HTTP/1.1\r\nHost: shop.example\r\nUser-Agent: alloc-test\r\nX-API-Key: alice-key-0123456789\r\n\r\n";
+    quiet_path(addr, ruled, "header-rule", small_traces);
     let bytes = WORKER_BYTES.load(Relaxed) - bytes_before;
 
     let traces: Vec<(usize, Source, String)> = std::mem::take(&mut *TRACES.lock().unwrap())

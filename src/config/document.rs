@@ -246,9 +246,19 @@ pub(super) fn validate_in(
         .collect();
     // Routes name their authentication methods.
     let auth = super::auth::auths(&cx, raw.auth, &by_name)?;
+    // Request header rules may not name the consumer headers.
+    let consumer_headers = super::consumer::consumer_headers(&cx, raw.consumer_headers)?;
     let mut routes = Vec::with_capacity(raw.routes.len());
     for (name, r) in raw.routes {
-        routes.push(route(&cx, name, r, &upstreams, &by_name, &auth)?);
+        routes.push(route(
+            &cx,
+            name,
+            r,
+            &upstreams,
+            &by_name,
+            &auth,
+            &consumer_headers,
+        )?);
     }
 
     let access_log = match raw.access_log {
@@ -274,7 +284,6 @@ pub(super) fn validate_in(
 
     let consumers = super::consumer::consumers(&cx, raw.consumers)?;
     let api_key = super::consumer::api_key(&cx, raw.api_key)?;
-    let consumer_headers = super::consumer::consumer_headers(&cx, raw.consumer_headers)?;
     let state = super::consumer::state(&cx, raw.state);
 
     Ok(Config {

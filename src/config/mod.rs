@@ -18,6 +18,7 @@ mod auth;
 pub mod introspection;
 mod cors;
 mod dns;
+mod headers;
 mod http;
 mod listener;
 pub mod monitoring;

@@ -2,12 +2,15 @@
 //! to an upstream or a weighted/header split, or answer directly), and its per-route settings.
 
 use super::check::{header_value_ok, is_token, Ctx};
+use super::consumer::ConsumerHeaders;
 use super::cors::{cors, Cors, CorsToml};
+use super::headers::{header_rules, HeaderRulesToml};
 use super::listener::cidr_list;
 use super::units;
 use super::upstream::Upstream;
 use super::ConfigError;
 use crate::cidr::IpRules;
+use crate::policy::headers::{HeaderRules, Side};
 use indexmap::IndexMap;
 use serde::Deserialize;
 
@@ -68,6 +71,16 @@ pub struct RouteToml {
     pub ip_deny: Vec<String>,
     /// Cross-origin requests from browsers.
     pub cors: Option<CorsToml>,
+    /// Header rules for the request sent upstream.
+    pub request_headers: Option<HeaderRulesToml>,
+    /// Header rules for the upstream's response.
+    pub response_headers: Option<HeaderRulesToml>,
+    /// Remove headers naming the backend's software (`Server`, `X-Powered-By`, ...) from responses.
+    #[serde(default = "dflt::hide_backend")]
+    pub hide_backend: bool,
+    /// Replace an upstream 5xx response's body with sluice's JSON error.
+    #[serde(default)]
+    pub intercept_errors: bool,
 }
 /// One entry of `split`.
 #[derive(Debug, Deserialize)]
@@ -189,6 +202,14 @@ pub struct Route {
     pub ip: IpRules,
     /// CORS rules.
     pub cors: Option<Cors>,
+    /// Header rules for the upstream request.
+    pub request_headers: HeaderRules,
+    /// Header rules for the upstream's response.
+    pub response_headers: HeaderRules,
+    /// Upstream `Server`, `X-Powered-By`, ... are removed from responses.
+    pub hide_backend: bool,
+    /// An upstream 5xx gets sluice's JSON error body instead of its own.
+    pub intercept_errors: bool,
 }
 /// `key` is called only to name an error: building it for every route was a measurable part of a reload.
 fn matchers(
@@ -264,6 +285,7 @@ pub(super) fn route(
     upstreams: &[Upstream],
     by_name: &UpstreamIndex,
     auth: &[super::auth::Auth],
+    consumer_headers: &ConsumerHeaders,
 ) -> Result<Route, ConfigError> {
     // Key paths are built only for an error: formatting them for each of 10,000 routes cost more than
     // checking the route.
@@ -338,6 +360,19 @@ pub(super) fn route(
     };
     let action = match (r.respond, r.upstream, r.split) {
         (Some(resp), None, None) => {
+            // A direct response has no upstream request or response for these to act on.
+            for (set, key) in [
+                (r.request_headers.is_some(), "request_headers"),
+                (r.response_headers.is_some(), "response_headers"),
+                (r.intercept_errors, "intercept_errors"),
+            ] {
+                if set {
+                    return Err(cx.err(
+                        format!("{}.{key}", base()),
+                        "a `respond` route has no upstream; its own headers go in respond.headers",
+                    ));
+                }
+            }
             if !(100..=999).contains(&resp.status) || (100..200).contains(&resp.status) {
                 return Err(cx.err(
                     format!("{}.respond.status", base()),
@@ -554,6 +589,22 @@ pub(super) fn route(
         Some(t) => Some(cors(cx, &base, t, methods.as_deref())?),
         None => None,
     };
+    let request_headers = header_rules(
+        cx,
+        &base,
+        "request_headers",
+        r.request_headers,
+        Side::Request,
+        consumer_headers,
+    )?;
+    let response_headers = header_rules(
+        cx,
+        &base,
+        "response_headers",
+        r.response_headers,
+        Side::Response,
+        consumer_headers,
+    )?;
     Ok(Route {
         name,
         host,
@@ -571,6 +622,10 @@ pub(super) fn route(
         forward_path,
         ip,
         cors,
+        request_headers,
+        response_headers,
+        hide_backend: r.hide_backend,
+        intercept_errors: r.intercept_errors,
     })
 }
 
@@ -582,5 +637,8 @@ mod dflt {
     }
     pub fn status() -> u16 {
         200
+    }
+    pub fn hide_backend() -> bool {
+        true
     }
 }

@@ -11,10 +11,11 @@ use crate::io::{read_more_timeout, write_front, Timed};
 use crate::metrics::RequestRecord;
 use crate::pipeline::ctx::{After, Buffers};
 use crate::pipeline::downstream::{Downstream, RequestBody, ResponseEdits, ResponseSink};
+use crate::policy::headers::{HeaderRules, Vars};
 use crate::respond::{classify, Fault, ProxyError, UpstreamError};
 use crate::upstream::client::{self, remaining, HeadDeadline, HeadFail};
 use crate::worker::Worker;
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use std::cell::Cell;
 use std::future::Future;
@@ -138,6 +139,12 @@ pub struct Attempt<'a> {
     pub id: &'a [u8],
     /// Header lines policies add to the response (`ctx.downstream_edits`: CORS, ...).
     pub extra: &'a [u8],
+    /// The route's response header rules with the request's template values (None: none).
+    pub rules: Option<(&'a HeaderRules, &'a Vars<'a>)>,
+    /// The route hides the backend's software headers.
+    pub hide_backend: bool,
+    /// The route answers an upstream 5xx with sluice's own error (`intercept_errors`).
+    pub intercept_errors: bool,
 }
 
 /// What the response relay reports.
@@ -392,6 +399,9 @@ async fn relay<R: AsyncReadRent, S: ResponseSink>(
         });
     }
 
+    if a.intercept_errors && (500..=599).contains(&resp.status) {
+        return intercept(up, ubuf, sink, resp, a, started, deadline, rec).await;
+    }
     let framing = resp.body();
     let client_keep = a.keep && sink.can_keep(framing);
     let edits = ResponseEdits {
@@ -400,6 +410,8 @@ async fn relay<R: AsyncReadRent, S: ResponseSink>(
         framing,
         keep: a.keep,
         extra: a.extra,
+        rules: a.rules,
+        hide_backend: a.hide_backend,
     };
     sink.encode_head(resp, &edits);
     rec.status = resp.status;
@@ -443,6 +455,103 @@ async fn relay<R: AsyncReadRent, S: ResponseSink>(
         },
         reusable: complete && upstream_keep,
     })
+}
+
+/// Most of an intercepted 5xx body that is read to keep its connection; a longer one closes it.
+const DRAIN_MAX_BYTES: u64 = 64 * 1024;
+/// Longest wait for an intercepted 5xx body: the client's answer waits for it.
+const DRAIN_WAIT: Duration = Duration::from_secs(1);
+
+/// Answers an upstream 5xx with sluice's own JSON error of the same status (`intercept_errors`, like
+/// nginx's `proxy_intercept_errors`): none of the upstream's headers or body reach the client, so a
+/// stack trace or a product banner in an error page cannot leak. The body is read and thrown away
+/// first, so the connection can go back to the pool; when it is longer than `DRAIN_MAX_BYTES`,
+/// close-delimited, malformed or not all there within `DRAIN_WAIT`, the upstream connection is closed
+/// instead (where the next response would start is unknown), and the client is answered all the same.
+#[allow(clippy::too_many_arguments)]
+async fn intercept<R: AsyncReadRent, S: ResponseSink>(
+    up: &mut R,
+    ubuf: &mut BytesMut,
+    sink: &mut S,
+    resp: &mut ResponseHead,
+    a: &Attempt<'_>,
+    started: &Cell<bool>,
+    deadline: &HeadDeadline,
+    rec: &mut RequestRecord,
+) -> Result<Relayed, AttemptErr> {
+    let status = resp.status;
+    let framing = resp.body();
+    let upstream_keep = resp.keep_alive;
+    resp.release();
+    rec.status = status;
+    rec.ttfb_us = deadline.sent_at.elapsed().as_micros().min(u32::MAX as u128) as u32;
+    let drained = drain(up, ubuf, framing, a.deadline).await;
+    started.set(true);
+    let head_only = a.head.method_kind() == Method::Head;
+    let reply = crate::respond::intercepted_reply(status, a.id, a.extra, head_only);
+    sink.send_reply(&reply, !a.keep, &mut rec.bytes_out)
+        .await
+        .map_err(|_| AttemptErr::after(ProxyError::ClientClosed))?;
+    Ok(Relayed {
+        after: if a.keep {
+            After::KeepAlive
+        } else {
+            After::Close
+        },
+        reusable: drained && upstream_keep,
+    })
+}
+
+/// Reads and discards a response body of `framing`; whether it was read to its end exactly, within
+/// `DRAIN_MAX_BYTES` and `DRAIN_WAIT` (and the total deadline).
+async fn drain<R: AsyncReadRent>(
+    up: &mut R,
+    ubuf: &mut BytesMut,
+    framing: Framing,
+    total: Option<Instant>,
+) -> bool {
+    let until = Instant::now() + DRAIN_WAIT;
+    let until = total.map_or(until, |t| t.min(until));
+    let wait = || until.saturating_duration_since(Instant::now());
+    match framing {
+        Framing::None => true,
+        Framing::Close => false,
+        Framing::Length(n) if n > DRAIN_MAX_BYTES => false,
+        Framing::Length(n) => {
+            let n = n as usize;
+            while ubuf.len() < n {
+                match read_more_timeout(up, ubuf, n - ubuf.len(), wait()).await {
+                    Timed::Done(Ok(got)) if got > 0 => {}
+                    _ => return false,
+                }
+            }
+            ubuf.advance(n);
+            true
+        }
+        Framing::Chunked => {
+            let mut dec = ChunkedDecoder::new();
+            let mut seen = 0u64;
+            loop {
+                if !ubuf.is_empty() {
+                    let Ok(p) = dec.feed(ubuf, |_| ()) else {
+                        return false;
+                    };
+                    ubuf.advance(p.consumed);
+                    seen += p.consumed as u64;
+                    if p.done {
+                        return true;
+                    }
+                    if seen > DRAIN_MAX_BYTES {
+                        return false;
+                    }
+                }
+                match read_more_timeout(up, ubuf, BODY_CHUNK, wait()).await {
+                    Timed::Done(Ok(got)) if got > 0 => {}
+                    _ => return false,
+                }
+            }
+        }
+    }
 }
 
 /// The body length when a response is small enough to be gathered whole behind its head and sent with it in

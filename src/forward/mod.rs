@@ -10,8 +10,10 @@ pub mod subrequest;
 use crate::config::{HashOn, SplitTarget};
 use crate::http1::chunked::ChunkedDecoder;
 use crate::http1::head::{Framing, RequestHead};
+use crate::metrics::RequestRecord;
 use crate::pipeline::ctx::{After, Buffers, Ctx};
 use crate::pipeline::downstream::{Downstream, RequestBody};
+use crate::policy::headers::Vars;
 use crate::respond::{classify, ProxyError, UpstreamError};
 use crate::router::{choose_target, CompiledRoute, Match};
 use crate::upstream::balance::hash64;
@@ -87,6 +89,20 @@ async fn proxy<D: Downstream>(
     let spec = &gen.upstreams[gi];
     let ucfg = &spec.cfg;
     let framing = head.body();
+    // What header rules' templates may name, gathered only for a route that has rules.
+    let vars = route.has_header_rules().then(|| {
+        let names = ctx.identity.as_ref().and_then(|i| i.names(&gen));
+        Vars {
+            consumer: names.map_or(&b""[..], |n| n.0.as_bytes()),
+            consumer_groups: names.map_or(&b""[..], |n| n.1.as_bytes()),
+            route: route.name.as_bytes(),
+            client: ctx.client.text().as_bytes(),
+            request_id: ctx.ids.id(),
+            host: head.host().unwrap_or_default(),
+            method: head.method(),
+            path,
+        }
+    });
     // The request (head, and the body when it is already here) is built once and kept for retries.
     let req = &mut bufs.upstream_req;
     req.clear();
@@ -99,8 +115,15 @@ async fn proxy<D: Downstream>(
         ctx,
         framing,
         spec.endpoints.first().map(|e| e.addr),
+        vars.as_ref(),
     );
-    let body = take_buffered_body(req, d.split().0.buf(), framing, route.max_body_bytes, ctx)?;
+    let body = take_buffered_body(
+        req,
+        d.split().0.buf(),
+        framing,
+        route.max_body_bytes,
+        &mut ctx.rec,
+    )?;
 
     // Circuit breaker: a slot for this upstream on this worker, waiting a bounded time.
     let Some(gate) = gen.gate(gi) else {
@@ -175,6 +198,12 @@ async fn proxy<D: Downstream>(
             set_cookie,
             id: ctx.ids.id(),
             extra: &ctx.downstream_edits.add,
+            rules: vars
+                .as_ref()
+                .filter(|_| !route.response_headers.is_empty())
+                .map(|v| (&route.response_headers, v)),
+            hide_backend: route.hide_backend,
+            intercept_errors: route.intercept_errors,
         };
         let res = attempt(w, d, bufs, &plan, &mut ctx.rec).await;
         gen.with_group(gi, |g| {
@@ -219,7 +248,7 @@ fn take_buffered_body(
     cbuf: &mut bytes::BytesMut,
     framing: Framing,
     max_body: u64,
-    ctx: &mut Ctx,
+    rec: &mut RequestRecord,
 ) -> Result<ReqBody, ProxyError> {
     Ok(match framing {
         Framing::None | Framing::Close => ReqBody::Buffered,
@@ -227,7 +256,7 @@ fn take_buffered_body(
             if cbuf.len() as u64 >= n {
                 req.extend_from_slice(&cbuf[..n as usize]);
                 cbuf.advance(n as usize);
-                ctx.rec.bytes_in += n;
+                rec.bytes_in += n;
                 ReqBody::Buffered
             } else {
                 ReqBody::Stream(framing)
@@ -242,7 +271,7 @@ fn take_buffered_body(
             if p.done {
                 req.extend_from_slice(&cbuf[..p.consumed]);
                 cbuf.advance(p.consumed);
-                ctx.rec.bytes_in += p.consumed as u64;
+                rec.bytes_in += p.consumed as u64;
                 ReqBody::Buffered
             } else {
                 ReqBody::Stream(framing)

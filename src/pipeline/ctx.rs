@@ -3,7 +3,7 @@
 //! slots policies fill: the consumer and header edits toward the upstream and the client.
 
 use super::client::Client;
-use crate::http1::head::{Framing, RequestHead, ResponseHead};
+use crate::http1::head::{Framing, Method, RequestHead, ResponseHead};
 use crate::metrics::RequestRecord;
 use crate::policy::consumers::{ConsumerSet, Entry};
 use crate::policy::jwt::Claims;
@@ -86,6 +86,10 @@ pub struct Ctx {
     /// The connection may carry another request after this one (the client wants it and the worker
     /// is not draining).
     pub keep: bool,
+    /// A HEAD request: every answer sluice writes itself carries the head (with the Content-Length a
+    /// GET would get) and no body (RFC 9110 §9.3.2), or the client would read the body as the next
+    /// response.
+    pub head_request: bool,
     /// Who the request is from (the peer, or whom a trusted proxy's X-Forwarded-For names); set by
     /// `pipeline::handle` before any policy runs.
     pub client: Client,
@@ -115,6 +119,7 @@ impl Ctx {
             ids: Ids::new(&w.ids, head),
             rec: RequestRecord::new(head.bytes().len() as u64),
             keep: head.keep_alive && !w.is_draining(),
+            head_request: head.method_kind() == Method::Head,
             identity: None,
             credential: Credential::None,
             verdicts: Default::default(),

@@ -6,6 +6,7 @@
 use crate::http1::encode::Reply;
 use crate::http1::head::{Framing, ResponseHead};
 use crate::io::Timed;
+use crate::policy::headers::{HeaderRules, Vars};
 use bytes::BytesMut;
 use std::io;
 use std::time::Duration;
@@ -22,6 +23,10 @@ pub struct ResponseEdits<'a> {
     pub keep: bool,
     /// Header lines policies add (`name: value\r\n` each; CORS, ...).
     pub extra: &'a [u8],
+    /// The route's `response_headers` with the request's template values; None when it has none.
+    pub rules: Option<(&'a HeaderRules, &'a Vars<'a>)>,
+    /// Remove the upstream's headers that name its software (`policy::headers::fingerprint`).
+    pub hide_backend: bool,
 }
 
 /// What a verified client certificate says of its holder, for the policy chain to map to a consumer.

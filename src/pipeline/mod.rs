@@ -17,7 +17,7 @@ pub mod record;
 
 use crate::forward;
 use crate::http1::encode::{Reply, ReplyBody};
-use crate::http1::head::{Method, RequestHead};
+use crate::http1::head::RequestHead;
 use crate::http1::path::{self, PathError};
 use crate::metrics::EndReason;
 use crate::metrics::RequestRecord;
@@ -103,7 +103,7 @@ async fn contained<D: Downstream>(
     let e = ProxyError::Internal;
     ctx.rec.reason = classify(&e).reason;
     if ctx.rec.bytes_out == 0 {
-        let reply = error_reply(&e, ctx.ids.id(), b"");
+        let reply = error_reply(&e, ctx.ids.id(), b"", ctx.head_request);
         ctx.rec.status = reply.status;
         let (_, mut sink) = d.split();
         let _ = sink.send_reply(&reply, true, &mut ctx.rec.bytes_out).await;
@@ -123,7 +123,9 @@ pub async fn refuse_unparsed<D: Downstream>(
     let mut rec = RequestRecord::new(bytes_in);
     let mut id = [0u8; 32];
     w.ids.next_request_id(&mut id);
-    let reply = error_reply(e, &id, b"");
+    // The head did not parse, so whether it was a HEAD is unknown; the connection closes after this
+    // reply, so a body the client did not expect cannot be read as a next response.
+    let reply = error_reply(e, &id, b"", false);
     rec.status = reply.status;
     rec.reason = classify(e).reason;
     let _ = d
@@ -243,7 +245,7 @@ async fn dispatch<D: Downstream>(
                 headers,
                 body: ReplyBody::Bytes(&r.body),
                 request_id: ctx.ids.id(),
-                head_only: head.method_kind() == Method::Head || r.status == 204 || r.status == 304,
+                head_only: ctx.head_request || r.status == 204 || r.status == 304,
             };
             ctx.rec.status = r.status;
             ctx.rec.reason = EndReason::Direct;
@@ -302,7 +304,7 @@ async fn apply<D: Downstream>(
             }
             Outcome::Respond(r) => {
                 let close = ctx.close_after_unread_body(head);
-                return Some(respond(d, ctx, head, &r, close).await);
+                return Some(respond(d, ctx, &r, close).await);
             }
             Outcome::Defer(job) => {
                 let client = ctx.client.text().to_string();
@@ -340,7 +342,6 @@ async fn apply<D: Downstream>(
 async fn respond<D: Downstream>(
     d: &mut D,
     ctx: &mut Ctx,
-    head: &RequestHead,
     r: &policy::ext_auth::Response,
     close: bool,
 ) -> After {
@@ -349,7 +350,7 @@ async fn respond<D: Downstream>(
         headers: &r.headers,
         body: ReplyBody::Bytes(&r.body),
         request_id: ctx.ids.id(),
-        head_only: head.method_kind() == Method::Head,
+        head_only: ctx.head_request,
     };
     ctx.rec.status = r.status;
     ctx.rec.reason = EndReason::Policy;
@@ -368,7 +369,7 @@ async fn respond<D: Downstream>(
 /// Answers the request with the error response for `e`, with the headers policies put in
 /// `ctx.downstream_edits`.
 pub async fn reject<D: Downstream>(d: &mut D, ctx: &mut Ctx, e: &ProxyError, close: bool) -> After {
-    let reply = error_reply(e, ctx.ids.id(), &ctx.downstream_edits.add);
+    let reply = error_reply(e, ctx.ids.id(), &ctx.downstream_edits.add, ctx.head_request);
     ctx.rec.status = reply.status;
     ctx.rec.reason = classify(e).reason;
     let (_, mut sink) = d.split();

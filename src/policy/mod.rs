@@ -8,7 +8,8 @@
 //! awaits it and runs the stage again with the verdict added to `ctx.verdicts`.
 //!
 //! A new policy is one file in this folder, plus a `chain::Step` (where it runs and when it
-//! applies) and its line in `policy`.
+//! applies) and its line in `policy`. Beside the chain, `headers` holds a route's header rules,
+//! which run when the upstream request and the response heads are written, not as a check.
 
 mod acl;
 pub mod api_key;
@@ -22,6 +23,7 @@ pub mod ext_auth;
 pub mod consumers;
 pub mod deferral;
 pub mod hasher;
+pub mod headers;
 pub mod introspection;
 pub mod jwt;
 pub mod offload;

@@ -2,6 +2,7 @@
 
 use crate::cidr::IpRules;
 use crate::config::{Config, Cors, ForwardPath, HostPattern, Matcher, RouteAction, SplitTarget};
+use crate::policy::headers::HeaderRules;
 use bytes::Bytes;
 use std::collections::HashMap;
 
@@ -66,9 +67,23 @@ pub struct CompiledRoute {
     pub ip: IpRules,
     /// CORS rules (`policy::cors`); boxed, as most routes have none.
     pub cors: Option<Box<Cors>>,
+    /// Header rules for the upstream request (`policy::headers`); empty costs one check.
+    pub request_headers: HeaderRules,
+    /// Header rules for the upstream's response.
+    pub response_headers: HeaderRules,
+    /// Upstream `Server`, `X-Powered-By`, ... are removed from responses.
+    pub hide_backend: bool,
+    /// An upstream 5xx is answered with sluice's JSON error instead of its body.
+    pub intercept_errors: bool,
 }
 
 impl CompiledRoute {
+    /// Whether either side has header rules (their template variables are gathered only then).
+    #[inline]
+    pub fn has_header_rules(&self) -> bool {
+        !self.request_headers.is_empty() || !self.response_headers.is_empty()
+    }
+
     /// More matchers = more specific; used to order routes that share a path.
     fn specificity(&self) -> usize {
         (!self.methods.is_empty()) as usize + self.headers.len() + self.query.len()
@@ -250,6 +265,10 @@ impl RouteTable {
                 forward_path: r.forward_path,
                 ip: r.ip.clone(),
                 cors: r.cors.clone().map(Box::new),
+                request_headers: r.request_headers.clone(),
+                response_headers: r.response_headers.clone(),
+                hide_backend: r.hide_backend,
+                intercept_errors: r.intercept_errors,
             });
             let tail = r.path.ends_with("/*");
             let idx = order as u32;

@@ -5,6 +5,7 @@ use crate::config::ForwardPath;
 use crate::http1::head::{Framing, HeaderKind, Method, RequestHead};
 use crate::pipeline::client::Client;
 use crate::pipeline::ctx::{Credential, Ctx};
+use crate::policy::headers::Vars;
 use crate::router::{upstream_path, CompiledRoute, Match};
 
 pub use crate::http1::head::cookie;
@@ -21,7 +22,10 @@ pub fn parse_hex(v: &[u8]) -> Option<u64> {
 
 /// Writes the request head sent upstream, with what the request's policies decided (`ctx`): header
 /// lines they add, the consumer they named, the credential to remove. `path` is the canonical path
-/// `m` was matched on.
+/// `m` was matched on. The route's `request_headers` rules run last, on what is left: their `set` and
+/// `remove` drop the client's fields (a credential already stripped stays stripped; no template can
+/// name a received header, so no rule can copy it back) and the policies' lines, then their `set` and
+/// `add` fields follow. `vars` is given when the route has header rules.
 #[allow(clippy::too_many_arguments)]
 pub fn build_request_head(
     out: &mut Vec<u8>,
@@ -32,6 +36,7 @@ pub fn build_request_head(
     ctx: &Ctx,
     body: Framing,
     fallback_host: Option<std::net::SocketAddr>,
+    vars: Option<&Vars<'_>>,
 ) {
     let ids = &ctx.ids;
     let cfg = &ctx.gen.config;
@@ -88,6 +93,8 @@ pub fn build_request_head(
         }
     }
     out.extend_from_slice(b"\r\n");
+    let rules = &route.request_headers;
+    let ruled = !rules.is_empty();
     let mut has_xff = false;
     for h in &head.headers {
         let (name, value) = head.header(h);
@@ -99,6 +106,8 @@ pub fn build_request_head(
                     || (strip == Credential::KeyHeader && is(name, key_header))
                     || ext_copied.iter().any(|c| is(name, c.as_bytes())) => {}
             HeaderKind::Authorization if strip == Credential::Authorization => {}
+            // Config validation keeps every other kind's names out of the rules.
+            HeaderKind::Other | HeaderKind::Authorization if ruled && rules.drops(name) => {}
             HeaderKind::Other | HeaderKind::Authorization => {
                 out.extend_from_slice(name);
                 out.extend_from_slice(b": ");
@@ -144,7 +153,13 @@ pub fn build_request_head(
         out.extend_from_slice(groups.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(&ctx.upstream_edits.add);
+    match vars {
+        Some(v) if ruled => {
+            rules.copy_kept(out, &ctx.upstream_edits.add);
+            rules.write_fields(out, v);
+        }
+        _ => out.extend_from_slice(&ctx.upstream_edits.add),
+    }
     match body {
         Framing::Length(n) => {
             out.extend_from_slice(b"content-length: ");

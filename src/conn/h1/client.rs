@@ -137,6 +137,8 @@ impl ResponseSink for H1Sink<'_> {
             id: rw.id,
             set_cookie: rw.set_cookie,
             extra: rw.extra,
+            rules: rw.rules,
+            hide_backend: rw.hide_backend,
             client_minor: self.minor,
             chunked: rw.framing == Framing::Chunked && !dechunk,
             client_keep: rw.keep && self.can_keep(rw.framing),

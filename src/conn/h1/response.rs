@@ -1,9 +1,11 @@
-//! The response head as the client gets it: the upstream's status and headers without hop-by-hop ones or a
-//! repeated Content-Length, plus the request id, a sticky-session cookie, chunked framing and the
-//! connection header the client's side needs.
+//! The response head as the client gets it: the upstream's status and headers without hop-by-hop ones, a
+//! repeated Content-Length, or (by default) the ones naming the backend's software, plus the request id,
+//! a sticky-session cookie, the route's response header rules, chunked framing and the connection
+//! header the client's side needs.
 
 use crate::config::Sticky;
 use crate::http1::head::{HeaderKind, ResponseHead};
+use crate::policy::headers::{fingerprint, HeaderRules, Vars};
 
 /// What the rewrite needs from the request side.
 pub struct Rewrite<'a> {
@@ -13,6 +15,10 @@ pub struct Rewrite<'a> {
     pub set_cookie: Option<(&'a Sticky, u64)>,
     /// Header lines policies add, in field-line form.
     pub extra: &'a [u8],
+    /// The route's response header rules and the request's template values (None: no rules).
+    pub rules: Option<(&'a HeaderRules, &'a Vars<'a>)>,
+    /// Drop `Server`, `X-Powered-By` and the rest of `policy::headers::FINGERPRINTS`.
+    pub hide_backend: bool,
     /// The client's HTTP minor version (1.0 clients are told about keep-alive).
     pub client_minor: u8,
     /// The body goes to the client chunked.
@@ -38,6 +44,8 @@ pub fn write_head(out: &mut Vec<u8>, resp: &ResponseHead, r: &Rewrite<'_>) {
             HeaderKind::ContentLength if cl_written => continue,
             HeaderKind::ContentLength => cl_written = true,
             HeaderKind::RequestId => has_id = true,
+            _ if r.hide_backend && fingerprint(name) => continue,
+            _ if r.rules.is_some_and(|(rules, _)| rules.drops(name)) => continue,
             _ => {}
         }
         out.extend_from_slice(name);
@@ -64,7 +72,14 @@ pub fn write_head(out: &mut Vec<u8>, resp: &ResponseHead, r: &Rewrite<'_>) {
         }
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(r.extra);
+    match r.rules {
+        // Rules run last, so a `set` or `remove` also reaches what policies added (CORS, ...).
+        Some((rules, vars)) => {
+            rules.copy_kept(out, r.extra);
+            rules.write_fields(out, vars);
+        }
+        None => out.extend_from_slice(r.extra),
+    }
     if r.chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
