@@ -275,6 +275,12 @@ fn method_not_allowed_lists_the_methods_of_the_path() {
     let r = c.request("GET", "/nothing", &[], b"");
     assert_json_error(&r, 404);
     assert!(!r.has_header("allow"));
+    // The Allow list is worked out on the canonical path, the one routes match: `/./x` and `//x` are `/x`.
+    for spelling in ["//x", "/./x", "/%78", "/y/../x"] {
+        let r = c.request("DELETE", spelling, &[], b"");
+        assert_json_error(&r, 405);
+        assert_eq!(r.header("allow"), Some("GET, PUT"), "{spelling}: {r}");
+    }
 }
 
 #[test]

@@ -206,10 +206,7 @@ async fn dispatch<D: Downstream>(
     let Some(m) = preflight.or_else(|| gen.routes.lookup(head.host(), path, head)) else {
         let close = ctx.close_after_unread_body(head);
         let allow = &mut ctx.downstream_edits.add;
-        let e = if gen
-            .routes
-            .allow_header(head.host(), head.path(), head, allow)
-        {
+        let e = if gen.routes.allow_header(head.host(), path, head, allow) {
             ProxyError::MethodNotAllowed
         } else {
             ProxyError::NoRoute
