@@ -1,5 +1,6 @@
-//! Lowercase hexadecimal of integers into fixed-width byte slices, for ids and cookies on the request
-//! path: no allocation, no formatting machinery.
+//! Hexadecimal on the request path, without allocation or formatting machinery: lowercase digits of
+//! integers into fixed-width slices (ids, cookies), and the value of one digit of either case
+//! (percent-encoding, chunk sizes, key digests).
 
 const DIGITS: &[u8; 16] = b"0123456789abcdef";
 
@@ -16,6 +17,16 @@ pub fn hex_into(out: &mut [u8], v: u64) {
     }
 }
 
+/// The value of one hex digit, either case.
+pub fn digit(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -28,5 +39,15 @@ mod tests {
         let mut b = [0u8; 4];
         hex_into(&mut b, 0x1_2345);
         assert_eq!(&b, b"2345");
+    }
+
+    #[test]
+    fn digits_of_either_case() {
+        let all: Vec<Option<u8>> = (0..=255u8).map(digit).collect();
+        for (i, c) in b"0123456789abcdef".iter().enumerate() {
+            assert_eq!(all[*c as usize], Some(i as u8));
+            assert_eq!(all[c.to_ascii_uppercase() as usize], Some(i as u8));
+        }
+        assert_eq!(all.iter().filter(|d| d.is_some()).count(), 22);
     }
 }

@@ -3,6 +3,8 @@
 //! so a proxy can pass chunked bytes through unchanged or de-chunk them. Anything ambiguous is an error:
 //! bare LF, non-hex sizes, "0x" prefixes, signs, overflow, whitespace before the size, missing CRLF after data.
 
+use crate::hex;
+
 /// Why a chunked body was rejected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ChunkError {
@@ -106,7 +108,7 @@ impl ChunkedDecoder {
             match self.state {
                 State::Done => break,
                 State::SizeStart | State::Size => {
-                    if let Some(v) = hex(b) {
+                    if let Some(v) = hex::digit(b) {
                         if self.digits >= 16 {
                             return Err(ChunkError::Overflow);
                         }
@@ -228,15 +230,6 @@ impl ChunkedDecoder {
         } else {
             Ok(())
         }
-    }
-}
-
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
     }
 }
 

@@ -19,6 +19,7 @@
 //! Refused outright: a `%` not followed by two hex digits (no second spelling of one byte can then
 //! hide behind a double decode), and an encoded NUL, which no route may allow.
 
+use crate::hex;
 use memchr::memmem;
 
 /// Why a path has no canonical form.
@@ -163,8 +164,8 @@ fn decode_into(seg: &[u8], out: &mut Vec<u8>) -> Result<(), PathError> {
     while let Some(i) = memchr::memchr(b'%', rest) {
         out.extend_from_slice(&rest[..i]);
         let (Some(hi), Some(lo)) = (
-            rest.get(i + 1).copied().and_then(hex),
-            rest.get(i + 2).copied().and_then(hex),
+            rest.get(i + 1).copied().and_then(hex::digit),
+            rest.get(i + 2).copied().and_then(hex::digit),
         ) else {
             return Err(PathError::BadEscape);
         };
@@ -184,15 +185,6 @@ fn decode_into(seg: &[u8], out: &mut Vec<u8>) -> Result<(), PathError> {
 }
 
 const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
-
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
-}
 
 /// RFC 3986 §2.3.
 fn is_unreserved(b: u8) -> bool {
@@ -397,7 +389,7 @@ mod tests {
             let mut i = 0;
             while let Some(at) = memchr::memchr(b'%', &canon[i..]) {
                 let esc = &canon[i + at..i + at + 3];
-                let byte = hex(esc[1]).unwrap() << 4 | hex(esc[2]).unwrap();
+                let byte = hex::digit(esc[1]).unwrap() << 4 | hex::digit(esc[2]).unwrap();
                 prop_assert!(!is_unreserved(byte), "{:?}", canon);
                 prop_assert!(!esc[1].is_ascii_lowercase() && !esc[2].is_ascii_lowercase());
                 i += at + 3;

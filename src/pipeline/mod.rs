@@ -244,21 +244,7 @@ async fn dispatch<D: Downstream>(
                 request_id: ctx.ids.id(),
                 head_only: ctx.head_request || r.status == 204 || r.status == 304,
             };
-            ctx.rec.status = r.status;
-            ctx.rec.reason = EndReason::Direct;
-            let (_, mut sink) = d.split();
-            if sink
-                .send_reply(&reply, close, &mut ctx.rec.bytes_out)
-                .await
-                .is_err()
-            {
-                return After::Close;
-            }
-            if close {
-                After::Close
-            } else {
-                After::KeepAlive
-            }
+            send(d, &mut ctx.rec, &reply, EndReason::Direct, close).await
         }
         Action::Proxy(targets) => {
             match forward::forward(w, d, head, path, ctx, bufs, route, &m, targets).await {
@@ -318,15 +304,7 @@ async fn apply<D: Downstream>(
                     request_id: ctx.ids.id(),
                     head_only: true,
                 };
-                ctx.rec.status = status;
-                ctx.rec.reason = EndReason::Direct;
-                let (_, mut sink) = d.split();
-                let sent = sink.send_reply(&reply, close, &mut ctx.rec.bytes_out).await;
-                return Some(if sent.is_err() || close {
-                    After::Close
-                } else {
-                    After::KeepAlive
-                });
+                return Some(send(d, &mut ctx.rec, &reply, EndReason::Direct, close).await);
             }
         }
     }
@@ -349,35 +327,30 @@ async fn respond<D: Downstream>(
         request_id: ctx.ids.id(),
         head_only: ctx.head_request,
     };
-    ctx.rec.status = r.status;
-    ctx.rec.reason = EndReason::Policy;
-    let (_, mut sink) = d.split();
-    if sink
-        .send_reply(&reply, close, &mut ctx.rec.bytes_out)
-        .await
-        .is_err()
-        || close
-    {
-        return After::Close;
-    }
-    After::KeepAlive
+    send(d, &mut ctx.rec, &reply, EndReason::Policy, close).await
 }
 
 /// Answers the request with the error response for `e`, with the headers policies put in
 /// `ctx.downstream_edits`.
 pub async fn reject<D: Downstream>(d: &mut D, ctx: &mut Ctx, e: &ProxyError, close: bool) -> After {
     let reply = error_reply(e, ctx.ids.id(), &ctx.downstream_edits.add, ctx.head_request);
-    ctx.rec.status = reply.status;
-    ctx.rec.reason = classify(e).reason;
+    send(d, &mut ctx.rec, &reply, classify(e).reason, close).await
+}
+
+/// Sends a reply sluice wrote itself and records it; the connection goes on unless `close` or the
+/// write failed.
+async fn send<D: Downstream>(
+    d: &mut D,
+    rec: &mut RequestRecord,
+    reply: &Reply<'_>,
+    reason: EndReason,
+    close: bool,
+) -> After {
+    rec.status = reply.status;
+    rec.reason = reason;
     let (_, mut sink) = d.split();
-    if sink
-        .send_reply(&reply, close, &mut ctx.rec.bytes_out)
-        .await
-        .is_err()
-    {
-        return After::Close;
-    }
-    if close {
+    let sent = sink.send_reply(reply, close, &mut rec.bytes_out).await;
+    if sent.is_err() || close {
         After::Close
     } else {
         After::KeepAlive

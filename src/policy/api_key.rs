@@ -4,6 +4,7 @@
 
 use super::consumers::ConsumerSet;
 use crate::config::consumer::ApiKeySource;
+use crate::hex;
 use crate::http1::head::{trim, RequestHead};
 use crate::pipeline::ctx::Credential;
 use sha2::{Digest, Sha256};
@@ -76,8 +77,8 @@ fn percent_decode(v: &[u8], out: &mut [u8]) -> Option<usize> {
     while i < v.len() {
         let b = match v[i] {
             b'%' => {
-                let hi = hex(*v.get(i + 1)?)?;
-                let lo = hex(*v.get(i + 2)?)?;
+                let hi = hex::digit(*v.get(i + 1)?)?;
+                let lo = hex::digit(*v.get(i + 2)?)?;
                 i += 2;
                 hi << 4 | lo
             }
@@ -89,15 +90,6 @@ fn percent_decode(v: &[u8], out: &mut [u8]) -> Option<usize> {
         i += 1;
     }
     Some(n)
-}
-
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
 }
 
 /// The consumer holding the key, looked up in `set`. The map finds the entry by digest; the digests

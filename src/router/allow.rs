@@ -108,9 +108,9 @@ fn matches_besides_method<R: RouteInput>(r: &CompiledRoute, req: &R) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::super::lookup::tests::table;
     use super::super::lookup::RouteInput;
     use super::*;
-    use crate::config::{parse, Source};
 
     struct Req(&'static [u8], Option<&'static [u8]>);
     impl RouteInput for Req {
@@ -123,15 +123,6 @@ mod tests {
         fn query(&self) -> Option<&[u8]> {
             None
         }
-    }
-
-    fn table(routes: &str) -> RouteTable {
-        let cfg = parse(
-            &format!("[listeners.a]\nlisten = \"127.0.0.1:0\"\n[upstreams.u]\nendpoints = [\"127.0.0.1:1\"]\n{routes}"),
-            Source::Embedded,
-        )
-        .unwrap();
-        RouteTable::compile(&cfg)
     }
 
     fn allow(t: &RouteTable, host: Option<&str>, path: &str, req: &Req) -> Option<String> {

@@ -227,7 +227,7 @@ pub fn upstream_path(route: &CompiledRoute, m: &Match, path: &[u8], out: &mut Ve
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::config::{parse, Source};
 
@@ -253,7 +253,8 @@ mod tests {
         query: None,
     };
 
-    fn table(routes: &str) -> RouteTable {
+    /// A table of `routes` (TOML) in front of one upstream `u`; the allow-list tests use it too.
+    pub(in crate::router) fn table(routes: &str) -> RouteTable {
         let cfg = parse(
             &format!("[listeners.a]\nlisten = \"127.0.0.1:0\"\n[upstreams.u]\nendpoints = [\"127.0.0.1:1\"]\n{routes}"),
             Source::Embedded,
