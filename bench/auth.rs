@@ -39,6 +39,8 @@ fn consumers(argon: &str, bcrypt: &str) -> ConsumerSet {
             disabled: false,
             keys: &[(digest(&format!("key-{i:08}")), None)],
             basic: None,
+            plan: None,
+            quota: None,
         });
     }
     set.push(NewConsumer {
@@ -47,6 +49,8 @@ fn consumers(argon: &str, bcrypt: &str) -> ConsumerSet {
         disabled: false,
         keys: &[],
         basic: Some(("alice", argon, sluice::config::consumer::HashKind::Argon2)),
+        plan: None,
+        quota: None,
     });
     set.push(NewConsumer {
         name: "bob",
@@ -54,6 +58,8 @@ fn consumers(argon: &str, bcrypt: &str) -> ConsumerSet {
         disabled: false,
         keys: &[],
         basic: Some(("bob", bcrypt, sluice::config::consumer::HashKind::Bcrypt)),
+        plan: None,
+        quota: None,
     });
     set
 }

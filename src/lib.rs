@@ -27,6 +27,7 @@ pub mod sys;
 pub mod pipeline;
 pub mod cidr;
 pub mod policy;
+pub mod limit;
 pub mod router;
 pub mod forward;
 pub mod upstream;

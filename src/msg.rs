@@ -49,6 +49,11 @@ pub enum ToWorker {
     /// The whole runtime consumer table (consumers created through the admin API), built on the
     /// control thread after each committed change; replaces the worker's runtime table.
     Consumers(Box<crate::policy::consumers::ConsumerSet>),
+    /// The limit pools' answers: grants for asks, and keys whose tokens the pool needs back.
+    Limits {
+        grants: Vec<crate::limit::Grant>,
+        recalls: Vec<(crate::limit::Bucket, Box<[u8]>)>,
+    },
     /// Stop accepting, finish in-flight requests within the grace period, exit.
     Drain(Duration),
 }
@@ -75,6 +80,11 @@ pub enum ToControl {
     Introspected {
         verifier: Arc<str>,
         call: IntrospectionCall,
+    },
+    /// A worker's asks and hand-backs for the limit pools.
+    Limits {
+        worker: usize,
+        asks: Vec<crate::limit::Ask>,
     },
     Stop,
 }

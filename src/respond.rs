@@ -57,9 +57,15 @@ pub enum PolicyError {
     /// A known caller that may not reach this route.
     #[error("access denied")]
     Forbidden,
-    /// Over a rate limit or a quota.
+    /// Over a rate limit.
     #[error("too many requests")]
     TooManyRequests,
+    /// Past the consumer's quota for the period.
+    #[error("quota exceeded")]
+    QuotaExceeded,
+    /// The quota pool did not answer in time.
+    #[error("quota could not be checked")]
+    QuotaUnavailable,
     /// The external authorization service could not be asked.
     #[error("authorization service unavailable")]
     AuthUnavailable,
@@ -201,6 +207,8 @@ pub fn classify(e: &ProxyError) -> Class {
             PolicyError::Unauthenticated => policy(401, "authentication required"),
             PolicyError::Forbidden => policy(403, "access denied"),
             PolicyError::TooManyRequests => policy(429, "too many requests"),
+            PolicyError::QuotaExceeded => policy(429, "quota exceeded"),
+            PolicyError::QuotaUnavailable => policy(503, "quota could not be checked"),
             PolicyError::AuthUnavailable => policy(503, "authorization service unavailable"),
             PolicyError::IpDenied => policy(403, "client address not allowed"),
         },
@@ -267,6 +275,8 @@ mod tests {
             (PolicyError::Unauthenticated, 401),
             (PolicyError::Forbidden, 403),
             (PolicyError::TooManyRequests, 429),
+            (PolicyError::QuotaExceeded, 429),
+            (PolicyError::QuotaUnavailable, 503),
             (PolicyError::AuthUnavailable, 503),
             (PolicyError::IpDenied, 403),
         ] {

@@ -97,7 +97,13 @@ impl Snapshot {
         let routes = RouteTable::compile(&config);
         Ok(Snapshot {
             generation,
-            chains: Arc::new(Chains::compile(&config.listeners, &routes.routes)),
+            chains: Arc::new(Chains::compile(
+                &config.listeners,
+                &routes.routes,
+                !config.plans.is_empty()
+                    || config.consumers.iter().any(|c| c.quota.is_some())
+                    || config.state.is_some(),
+            )),
             jwt: jwt.into(),
             http: config.http.clone(),
             limits: Limits {

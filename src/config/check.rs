@@ -93,3 +93,11 @@ pub(super) fn http_url(cx: &Ctx, key: &str, s: &str) -> Result<(), ConfigError> 
         )),
     }
 }
+
+/// A consumer or group name: what may appear in an `allow` list, a header and a metric label.
+pub fn name_ok(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b))
+}

@@ -24,6 +24,10 @@ pub struct ConsumerToml {
     /// Free-form labels.
     #[serde(default)]
     pub metadata: IndexMap<String, String>,
+    /// `[plans.NAME]` the consumer is on.
+    pub plan: Option<String>,
+    /// Overrides the plan's quota, field by field.
+    pub quota: Option<super::limits::QuotaToml>,
 }
 
 /// `basic = { user, password_hash }`.
@@ -113,6 +117,10 @@ pub struct Consumer {
     pub groups: Vec<String>,
     /// Labels.
     pub metadata: Vec<(String, String)>,
+    /// The plan's name (one of `Config::plans`).
+    pub plan: Option<String>,
+    /// The consumer's own quota fields, over its plan's.
+    pub quota: Option<super::limits::QuotaSpec>,
 }
 
 /// Where API keys are read from.
@@ -189,13 +197,7 @@ pub struct RouteAccess {
 /// The most consumers a file may define (each is compiled into every worker's table).
 const MAX_CONSUMERS: usize = 100_000;
 
-/// A consumer or group name: what may appear in an `allow` list, a header and a metric label.
-pub fn name_ok(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 128
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b))
-}
+pub use super::check::name_ok;
 
 /// The digest of a key as written: `sha256:<64 hex>` or the key itself.
 pub fn key_digest(written: &str) -> Result<KeyDigest, String> {
@@ -239,6 +241,7 @@ pub fn hash_kind(hash: &str) -> Result<HashKind, String> {
 pub(super) fn consumers(
     cx: &Ctx,
     raw: IndexMap<String, ConsumerToml>,
+    plans: &[super::limits::Plan],
 ) -> Result<Vec<Consumer>, ConfigError> {
     if raw.len() > MAX_CONSUMERS {
         return Err(cx.err(
@@ -311,12 +314,31 @@ pub(super) fn consumers(
             }
             metadata.push((k, v));
         }
+        if let Some(p) = &c.plan {
+            if !plans.iter().any(|x| x.name == *p) {
+                return Err(cx.err(
+                    format!("{}.plan", base()),
+                    format!("names plan {p:?}, which no [plans.{p}] defines"),
+                ));
+            }
+        }
+        let plan = c.plan;
+        let quota = match &c.quota {
+            Some(q) => Some(super::limits::quota_spec(
+                cx,
+                &format!("{}.quota", base()),
+                q,
+            )?),
+            None => None,
+        };
         out.push(Consumer {
             name,
             api_keys,
             basic,
             groups: c.groups,
             metadata,
+            plan,
+            quota,
         });
     }
     Ok(out)

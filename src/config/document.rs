@@ -79,6 +79,12 @@ pub struct ConfigToml {
     /// Authentication methods by name.
     #[serde(default)]
     pub auth: IndexMap<String, AuthToml>,
+    /// Rate limits by name.
+    #[serde(default)]
+    pub limits: IndexMap<String, super::limits::LimitToml>,
+    /// Plans by name.
+    #[serde(default)]
+    pub plans: IndexMap<String, super::limits::PlanToml>,
 }
 /// `workers = "auto" | N`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -155,6 +161,10 @@ pub struct Config {
     pub state: Option<std::path::PathBuf>,
     /// Authentication methods (`[auth.NAME]`), in file order.
     pub auth: Vec<Auth>,
+    /// Rate limits: `[limits.NAME]` in file order, then routes' inline limits.
+    pub limits: Vec<super::limits::Limit>,
+    /// Plans, in file order.
+    pub plans: Vec<super::limits::Plan>,
 }
 /// Which io driver workers run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -248,17 +258,14 @@ pub(super) fn validate_in(
     let auth = super::auth::auths(&cx, raw.auth, &by_name)?;
     // Request header rules may not name the consumer headers.
     let consumer_headers = super::consumer::consumer_headers(&cx, raw.consumer_headers)?;
+    let mut limits = super::limits::limits(&cx, raw.limits)?;
     let mut routes = Vec::with_capacity(raw.routes.len());
-    for (name, r) in raw.routes {
-        routes.push(route(
-            &cx,
-            name,
-            r,
-            &upstreams,
-            &by_name,
-            &auth,
-            &consumer_headers,
-        )?);
+    for (name, mut r) in raw.routes {
+        let rate_limit = r.rate_limit.take();
+        let lims = super::limits::route_limits(&cx, &name, rate_limit.as_ref(), &mut limits)?;
+        let mut route = route(&cx, name, r, &upstreams, &by_name, &auth, &consumer_headers)?;
+        route.rate_limit = lims;
+        routes.push(route);
     }
 
     let access_log = match raw.access_log {
@@ -282,7 +289,8 @@ pub(super) fn validate_in(
         None => super::monitoring::Signals::default(),
     };
 
-    let consumers = super::consumer::consumers(&cx, raw.consumers)?;
+    let plans = super::limits::plans(&cx, raw.plans, &limits, &route_names)?;
+    let consumers = super::consumer::consumers(&cx, raw.consumers, &plans)?;
     let api_key = super::consumer::api_key(&cx, raw.api_key)?;
     let state = super::consumer::state(&cx, raw.state);
 
@@ -308,6 +316,8 @@ pub(super) fn validate_in(
         consumer_headers,
         state,
         auth,
+        limits,
+        plans,
     })
 }
 

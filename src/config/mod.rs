@@ -20,6 +20,7 @@ mod cors;
 mod dns;
 mod headers;
 mod http;
+pub mod limits;
 mod listener;
 pub mod monitoring;
 mod route;

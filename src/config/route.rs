@@ -81,6 +81,8 @@ pub struct RouteToml {
     /// Replace an upstream 5xx response's body with sluice's JSON error.
     #[serde(default)]
     pub intercept_errors: bool,
+    /// Limit names, or one inline limit.
+    pub rate_limit: Option<super::limits::RateLimitToml>,
 }
 /// One entry of `split`.
 #[derive(Debug, Deserialize)]
@@ -210,6 +212,8 @@ pub struct Route {
     pub hide_backend: bool,
     /// An upstream 5xx gets sluice's JSON error body instead of its own.
     pub intercept_errors: bool,
+    /// Indices into `Config::limits`.
+    pub rate_limit: Vec<usize>,
 }
 /// `key` is called only to name an error: building it for every route was a measurable part of a reload.
 fn matchers(
@@ -626,6 +630,7 @@ pub(super) fn route(
         response_headers,
         hide_backend: r.hide_backend,
         intercept_errors: r.intercept_errors,
+        rate_limit: Vec::new(),
     })
 }
 

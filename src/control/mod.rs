@@ -8,6 +8,7 @@ pub mod consumers;
 mod dns;
 mod health;
 pub mod jwks;
+pub mod limits;
 pub mod prometheus;
 pub mod signals;
 pub mod stats;
@@ -33,6 +34,23 @@ pub struct ControlHandle {
 pub struct Broadcast(Vec<WorkerLink>);
 
 impl Broadcast {
+    /// Sends worker `w` a message.
+    pub fn to(&self, w: usize, msg: ToWorker) {
+        if let Some(l) = self.0.get(w) {
+            l.send(msg);
+        }
+    }
+
+    /// How many workers there are.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True without workers.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Sends one message per worker, built by `make`.
     pub fn send(&self, make: impl Fn() -> ToWorker) {
         for l in &self.0 {
@@ -141,6 +159,14 @@ async fn control_main(
     store.borrow_mut().set_routes(&first.config);
     monoio::spawn(alerts::run(store.clone(), snapshot.clone()));
     monoio::spawn(signals::run(store.clone(), snapshot.clone()));
+    let pools = Rc::new(RefCell::new(limits::Pools::new(workers.len())));
+    pools.borrow_mut().configure(&first.config.limits);
+    let pools_wake = Rc::new(crate::limit::local::Notify::default());
+    monoio::spawn(limits::run(
+        pools.clone(),
+        workers.clone(),
+        pools_wake.clone(),
+    ));
     let mut state = health::HealthState::default();
     health::start(&first, &workers, &current, &mut state);
     let Ok(mut inbox) = inbox.into_async() else {
@@ -150,6 +176,17 @@ async fn control_main(
     while let Some(msg) = inbox.recv().await {
         match msg {
             ToControl::Stats(d) => store.borrow_mut().apply(&d),
+            ToControl::Limits { worker, asks } => {
+                let mut p = pools.borrow_mut();
+                let mut out = crate::limit::pool::Replies::default();
+                p.ask(worker, asks, std::time::Instant::now(), &mut out);
+                let mut counts = p.counts;
+                limits::send(&workers, &mut out, &mut counts);
+                p.counts = counts;
+                if p.has_waiting() {
+                    pools_wake.notify();
+                }
+            }
             ToControl::JwtUnknownKid { verifier } => jwks.unknown_kid(verifier),
             ToControl::AuthStatus(list) => *auth.borrow_mut() = list,
             ToControl::Introspected { verifier, call } => {
@@ -163,6 +200,7 @@ async fn control_main(
             ToControl::Snapshot(s) => {
                 current.set(s.generation);
                 store.borrow_mut().set_routes(&s.config);
+                pools.borrow_mut().configure(&s.config.limits);
                 *snapshot.borrow_mut() = s.clone();
                 ADMIN.with(|a| {
                     if let Some(a) = a.borrow().as_ref() {

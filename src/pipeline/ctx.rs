@@ -109,6 +109,18 @@ pub struct Ctx {
     pub upstream_edits: HeaderEdits,
     /// Headers to add to the response (and to a rejection).
     pub downstream_edits: HeaderEdits,
+    /// The rate limits charged this request (a stage run again after a deferral must not charge
+    /// them twice), and its quota.
+    pub charged: Charged,
+}
+
+/// What of a request's limits was charged already.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Charged {
+    pub rate: bool,
+    pub quota: bool,
+    /// `RateLimit-*` fields were written into the response edits.
+    pub headers: bool,
 }
 
 impl Ctx {
@@ -128,6 +140,7 @@ impl Ctx {
             client: Client::default(),
             upstream_edits: HeaderEdits::default(),
             downstream_edits: HeaderEdits::default(),
+            charged: Charged::default(),
         }
     }
 
@@ -156,6 +169,9 @@ pub struct Buffers {
     /// The canonical path, when the received one was not (`http1::path`); empty until the first
     /// such request, then reused.
     pub path: Vec<u8>,
+    /// Lent to each request as its response header edits (`RateLimit-*` on every response of a
+    /// limited route), so writing them allocates nothing once it has grown.
+    pub edits: Vec<u8>,
 }
 
 /// Room for a typical upstream request head, so the first request of a session does not grow it.
@@ -168,6 +184,7 @@ impl Buffers {
             upstream_req: Vec::with_capacity(REQUEST_HEAD_ROOM),
             resp: ResponseHead::default(),
             path: Vec::new(),
+            edits: Vec::new(),
         }
     }
 
@@ -179,6 +196,9 @@ impl Buffers {
         }
         if self.path.capacity() > above {
             self.path = Vec::new();
+        }
+        if self.edits.capacity() > above {
+            self.edits = Vec::new();
         }
     }
 }

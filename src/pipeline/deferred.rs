@@ -52,6 +52,31 @@ pub async fn run(
             key,
             answer: introspect(w, ctx, auth, key, token).await,
         },
+        Deferred::Quota { consumer, period } => {
+            quota_lease(w, &consumer, period).await;
+            Verdict::Quota
+        }
+    }
+}
+
+/// How long a quota check waits for the pool (the control thread answers in well under a
+/// millisecond; this bounds a stalled one).
+const QUOTA_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Waits until the worker's quota shard has an answer for `consumer` (a grant or a refusal), or
+/// `QUOTA_WAIT` passed.
+async fn quota_lease(w: &Worker, consumer: &str, period: crate::config::limits::Period) {
+    let deadline = Instant::now() + QUOTA_WAIT;
+    while !w.limits.quota_settled(consumer, period) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        let granted = w.limits.granted.notified();
+        monoio::select! {
+            _ = granted => {}
+            _ = monoio::time::sleep(left) => {}
+        }
     }
 }
 

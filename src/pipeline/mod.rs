@@ -58,6 +58,7 @@ pub async fn handle<D: Downstream>(
     let no_proxies = crate::cidr::IpList::default();
     let trusted = trusted.map_or(&no_proxies, |l| &l.trusted_proxies);
     ctx.client = Client::resolve(peer, d.peer_ip(), trusted, head);
+    ctx.downstream_edits.add = std::mem::take(&mut bufs.edits);
     let served = {
         let _req = w.begin_request();
         let request = pin!(serve(w, d, head, ctx, bufs));
@@ -67,6 +68,8 @@ pub async fn handle<D: Downstream>(
         Ok(after) => after,
         Err(p) => contained(w, d, ctx, &p).await,
     };
+    bufs.edits = std::mem::take(&mut ctx.downstream_edits.add);
+    bufs.edits.clear();
     let ids = &ctx.ids;
     record::finish(
         w,
@@ -276,7 +279,8 @@ async fn apply<D: Downstream>(
     route: Option<(usize, &crate::router::CompiledRoute)>,
     first: Outcome,
 ) -> Option<After> {
-    let runs = 1 + route.map_or(0, |(_, r)| r.access.auth.len());
+    // One more for a quota check that waited for its pool.
+    let runs = 2 + route.map_or(0, |(_, r)| r.access.auth.len());
     let mut outcome = first;
     for _ in 0..runs {
         match outcome {

@@ -23,8 +23,12 @@ pub enum Step {
     BodySize,
     /// The route's `auth` methods.
     Auth,
-    /// The route's `allow`, `require_scopes`, `require_claims`.
+    /// The route's `allow`, `require_scopes`, `require_claims`, and the consumer's plan's `allow`.
     Acl,
+    /// The route's `rate_limit` and the consumer's plan's `limits`.
+    RateLimit,
+    /// The consumer's quota.
+    Quota,
 }
 
 /// Steps before routing, in order.
@@ -39,6 +43,8 @@ pub const ROUTE: &[Step] = &[
     Step::BodySize,
     Step::Auth,
     Step::Acl,
+    Step::RateLimit,
+    Step::Quota,
 ];
 
 const _: () = assert!(PRE_ROUTE.len() <= 32 && ROUTE.len() <= 32);
@@ -50,8 +56,12 @@ fn listener_applies(step: Step, l: &Listener) -> bool {
     }
 }
 
-fn route_applies(step: Step, r: &CompiledRoute) -> bool {
+/// `plans`: the config has plans or consumer quotas (or runtime consumers, which may name plans), so
+/// an authenticated route may be held to a consumer's limits and quota.
+fn route_applies(step: Step, r: &CompiledRoute, plans: bool) -> bool {
     match step {
+        Step::RateLimit => !r.rate_limit.is_empty() || (plans && !r.access.auth.is_empty()),
+        Step::Quota => plans && !r.access.auth.is_empty(),
         Step::RouteIp => !r.ip.is_empty(),
         Step::Cors => r.cors.is_some(),
         Step::BodySize => true,
@@ -100,8 +110,9 @@ pub struct Chains {
 }
 
 impl Chains {
-    /// The chains of `listeners` and `routes` (in `Config::listeners` and `RouteTable::routes` order).
-    pub fn compile(listeners: &[Listener], routes: &[CompiledRoute]) -> Chains {
+    /// The chains of `listeners` and `routes` (in `Config::listeners` and `RouteTable::routes` order);
+    /// `plans` as for `route_applies`.
+    pub fn compile(listeners: &[Listener], routes: &[CompiledRoute], plans: bool) -> Chains {
         Chains {
             listeners: listeners
                 .iter()
@@ -109,7 +120,7 @@ impl Chains {
                 .collect(),
             routes: routes
                 .iter()
-                .map(|r| Chain::of(ROUTE, |s| route_applies(s, r)))
+                .map(|r| Chain::of(ROUTE, |s| route_applies(s, r, plans)))
                 .collect(),
         }
     }
@@ -150,7 +161,7 @@ mod tests {
         )
         .expect("config");
         let table = crate::router::RouteTable::compile(&cfg);
-        let chains = Chains::compile(&cfg.listeners, &table.routes);
+        let chains = Chains::compile(&cfg.listeners, &table.routes, false);
         assert_eq!(chains.listener(0), Chain(0));
         let at = |name: &str| {
             let i = table

@@ -24,6 +24,11 @@ pub struct Entry {
     /// SHA-256 of the password hash string: a cached Basic verification holds it, so a changed
     /// password invalidates the cache entry without any message.
     pub basic_id: [u8; 32],
+    /// `[plans.NAME]`, looked up by name in the generation a request runs on, so a reload that
+    /// changes a plan applies to runtime consumers without rebuilding their table.
+    pub plan: Option<Box<str>>,
+    /// The consumer's own quota fields, over its plan's.
+    pub quota: Option<crate::config::limits::QuotaSpec>,
 }
 
 impl Entry {
@@ -50,6 +55,8 @@ pub struct NewConsumer<'a> {
     /// Key digests with their expiry.
     pub keys: &'a [([u8; 32], Option<u64>)],
     pub basic: Option<(&'a str, &'a str, HashKind)>,
+    pub plan: Option<&'a str>,
+    pub quota: Option<crate::config::limits::QuotaSpec>,
 }
 
 /// A table of consumers.
@@ -77,6 +84,8 @@ impl ConsumerSet {
                     .basic
                     .as_ref()
                     .map(|b| (b.user.as_str(), b.password_hash.as_str(), b.kind)),
+                plan: c.plan.as_deref(),
+                quota: c.quota,
             });
         }
         set
@@ -108,6 +117,8 @@ impl ConsumerSet {
             disabled: c.disabled,
             basic: c.basic.map(|(u, h, k)| (u.into(), h.into(), k)),
             basic_id,
+            plan: c.plan.map(Into::into),
+            quota: c.quota,
         });
     }
 
@@ -169,6 +180,8 @@ mod tests {
             disabled: false,
             keys: &[([1; 32], None), ([2; 32], Some(100))],
             basic: None,
+            plan: None,
+            quota: None,
         });
         s.push(NewConsumer {
             name: "a",
@@ -176,6 +189,8 @@ mod tests {
             disabled: false,
             keys: &[([3; 32], None)],
             basic: None,
+            plan: None,
+            quota: None,
         });
         assert_eq!(s.len(), 1);
         assert_eq!(s.by_key(&[1; 32], 1_000), Some(0));

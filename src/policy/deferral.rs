@@ -26,6 +26,11 @@ pub enum Deferred {
         key: [u8; 32],
         token: String,
     },
+    /// A lease of `consumer`'s quota, asked of the control thread already: wait for its answer.
+    Quota {
+        consumer: Box<str>,
+        period: crate::config::limits::Period,
+    },
 }
 
 /// What a deferred check found.
@@ -43,6 +48,8 @@ pub enum Verdict {
         key: [u8; 32],
         answer: introspection::Answer,
     },
+    /// The quota check waited for its pool's answer (which is in the worker's shard, not here).
+    Quota,
 }
 
 /// The verdicts of one request's deferred checks (`ctx.verdicts`). Empty costs nothing: the list
@@ -80,6 +87,11 @@ impl Verdicts {
             Verdict::ExtAuth { auth: a, decision } if *a == auth => Some(decision),
             _ => None,
         })
+    }
+
+    /// Whether a quota check waited already.
+    pub fn quota_waited(&self) -> bool {
+        self.0.iter().any(|v| matches!(v, Verdict::Quota))
     }
 
     /// What the introspection of the token with cache key `key` came to.

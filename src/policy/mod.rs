@@ -29,6 +29,8 @@ pub mod jwt;
 pub mod offload;
 pub mod cors;
 mod ip;
+pub mod quota;
+pub mod rate_limit;
 
 use crate::http1::head::RequestHead;
 use crate::pipeline::ctx::Ctx;
@@ -108,6 +110,8 @@ fn policy(step: Step) -> Policy {
         Step::BodySize => body_size::declared_length,
         Step::Auth => auth::authenticate,
         Step::Acl => acl::check,
+        Step::RateLimit => rate_limit::check,
+        Step::Quota => quota::check,
     }
 }
 

@@ -75,6 +75,8 @@ pub struct CompiledRoute {
     pub hide_backend: bool,
     /// An upstream 5xx is answered with sluice's JSON error instead of its body.
     pub intercept_errors: bool,
+    /// The route's own rate limits (indices into `Config::limits`).
+    pub rate_limit: Box<[usize]>,
 }
 
 impl CompiledRoute {
@@ -269,6 +271,7 @@ impl RouteTable {
                 response_headers: r.response_headers.clone(),
                 hide_backend: r.hide_backend,
                 intercept_errors: r.intercept_errors,
+                rate_limit: r.rate_limit.clone().into(),
             });
             let tail = r.path.ends_with("/*");
             let idx = order as u32;

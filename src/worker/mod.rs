@@ -105,6 +105,8 @@ async fn worker_main(
     monoio::spawn(sweeper(w.clone()));
     monoio::spawn(sweep_parked(w.clone()));
     monoio::spawn(reporter(w.clone()));
+    monoio::spawn(limit_sender(w.clone()));
+    monoio::spawn(limit_sweeper(w.clone()));
     if w.log.borrow().is_some() {
         monoio::spawn(log_flusher(w.clone()));
     }
@@ -163,6 +165,29 @@ async fn reporter(w: Rc<Worker>) {
     loop {
         monoio::time::sleep(REPORT_INTERVAL).await;
         w.to_control.send(ToControl::Stats(Box::new(w.report())));
+    }
+}
+
+/// Sends the limit shards' asks to the control thread, all that gathered since the last send in
+/// one message: a burst of asks costs one wake-up of the control thread, not one each.
+async fn limit_sender(w: Rc<Worker>) {
+    loop {
+        // Made before the outbox is taken, so an ask added meanwhile is not missed.
+        let next = w.limits.outbox.notified();
+        let asks = w.limits.take_outbox();
+        if !asks.is_empty() {
+            w.to_control.send(ToControl::Limits { worker: w.id, asks });
+        }
+        next.await;
+    }
+}
+
+/// Hands back what idle keys hold beyond their share, so traffic that moved to another worker finds
+/// the tokens in the pool.
+async fn limit_sweeper(w: Rc<Worker>) {
+    loop {
+        monoio::time::sleep(Duration::from_millis(200)).await;
+        w.limits.sweep();
     }
 }
 

@@ -46,6 +46,8 @@ pub struct Worker {
     pub auth: crate::policy::auth_state::AuthState,
     /// Fetched JWT keys and the cache of verified tokens.
     pub(super) jwt: RefCell<JwtState>,
+    /// Rate limit and quota shards.
+    pub limits: crate::limit::local::Local,
 }
 
 impl Worker {
@@ -55,7 +57,10 @@ impl Worker {
         snap: Snapshot,
         to_control: Link<ToControl>,
     ) -> Worker {
+        let limits = crate::limit::local::Local::default();
+        limits.configure(&snap.config.limits, workers);
         Worker {
+            limits,
             id,
             workers,
             generation: Cell::new(snap.generation),
@@ -239,6 +244,7 @@ impl Worker {
         match msg {
             ToWorker::Snapshot(s) => {
                 self.generation.set(s.generation);
+                self.limits.configure(&s.config.limits, self.workers);
                 let old = std::mem::replace(
                     &mut *self.current.borrow_mut(),
                     Rc::new(Gen::new(*s, self.id, self.workers)),
@@ -295,6 +301,7 @@ impl Worker {
                 );
                 self.auth.set_runtime(*set);
             }
+            ToWorker::Limits { grants, recalls } => self.limits.apply(grants, recalls),
             ToWorker::Drain(grace) => return Some(grace),
         }
         None

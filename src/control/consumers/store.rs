@@ -280,6 +280,8 @@ impl ConsumerStore {
                 disabled: c.disabled,
                 keys: &keys,
                 basic: None,
+                plan: None,
+                quota: None,
             });
         }
         set

@@ -1,0 +1,279 @@
+//! A worker's limit state: one shard per configured rate limit, two for quotas (per day and per
+//! month), the asks waiting to go to the control thread, and the buffer keys are built in. Nothing
+//! in it is shared with another thread; no borrow of it outlives a call.
+
+use super::key::{self, KeyInput};
+use super::shard::{Check, Shard, ShardCounts};
+use super::{Ask, Bucket, Grant, LimitId};
+use crate::config::limits::{KeyPart, Limit, Period, Quota};
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+/// Wakes every task waiting for it, each time it is notified.
+#[derive(Default)]
+pub struct Notify {
+    waiters: RefCell<Vec<Waker>>,
+    seq: Cell<u64>,
+}
+
+impl Notify {
+    /// Wakes all current waiters.
+    pub fn notify(&self) {
+        self.seq.set(self.seq.get().wrapping_add(1));
+        for w in self.waiters.borrow_mut().drain(..) {
+            w.wake();
+        }
+    }
+
+    /// Resolves at the next `notify`.
+    pub fn notified(&self) -> Notified<'_> {
+        Notified {
+            n: self,
+            seq: self.seq.get(),
+        }
+    }
+}
+
+/// Future of `Notify::notified`.
+pub struct Notified<'a> {
+    n: &'a Notify,
+    seq: u64,
+}
+
+impl Future for Notified<'_> {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.n.seq.get() != self.seq {
+            Poll::Ready(())
+        } else {
+            self.n.waiters.borrow_mut().push(cx.waker().clone());
+            Poll::Pending
+        }
+    }
+}
+
+/// How many keys of quotas a worker holds (consumers with a quota that called recently).
+const QUOTA_KEYS: usize = 1_000_000;
+/// The largest quota lease.
+const QUOTA_LEASE: u64 = 1000;
+/// Keys unused for this many ticks (100 ms each) hand back their surplus.
+pub const IDLE_TICKS: u32 = 5;
+
+struct Inner {
+    ids: Vec<LimitId>,
+    rates: Vec<Shard>,
+    quotas: [Shard; 2],
+    outbox: Vec<Ask>,
+    key: Vec<u8>,
+}
+
+/// One limit's counts for the report.
+#[derive(Debug, Clone)]
+pub struct LimitCounts {
+    pub name: String,
+    pub counts: ShardCounts,
+    pub keys: usize,
+}
+
+/// A worker's limit state.
+pub struct Local {
+    inner: RefCell<Inner>,
+    /// Notified when asks are waiting to be sent.
+    pub outbox: Notify,
+    /// Notified when grants arrived (a quota check may be waiting for one).
+    pub granted: Notify,
+    started: Instant,
+    names: RefCell<Vec<String>>,
+}
+
+impl Default for Local {
+    fn default() -> Local {
+        Local {
+            inner: RefCell::new(Inner {
+                ids: Vec::new(),
+                rates: Vec::new(),
+                quotas: [Period::Day, Period::Month]
+                    .map(|p| Shard::new(Bucket::Quota(p), QUOTA_KEYS, 0, QUOTA_LEASE)),
+                outbox: Vec::new(),
+                key: Vec::with_capacity(64),
+            }),
+            outbox: Notify::default(),
+            granted: Notify::default(),
+            started: Instant::now(),
+            names: RefCell::new(Vec::new()),
+        }
+    }
+}
+
+fn quota_shard(p: Period) -> usize {
+    match p {
+        Period::Day => 0,
+        Period::Month => 1,
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Local {
+    /// The coarse clock shards use: tenths of a second since the worker started.
+    fn tick(&self) -> u32 {
+        (self.started.elapsed().as_millis() / 100) as u32
+    }
+
+    /// Takes a config's limits: a limit whose definition is unchanged keeps its shard (and what it
+    /// holds); a changed or removed one hands its tokens back.
+    pub fn configure(&self, limits: &[Limit], workers: usize) {
+        let ids = super::ids(limits);
+        let mut inner = self.inner.borrow_mut();
+        let inner = &mut *inner;
+        let mut old: Vec<Shard> = std::mem::take(&mut inner.rates);
+        let mut rates = Vec::with_capacity(limits.len());
+        for (l, id) in limits.iter().zip(&ids) {
+            let reuse = old
+                .iter()
+                .position(|s| matches!(s.bucket, Bucket::Rate(o) if o.digest == id.digest));
+            let shard = match reuse {
+                Some(i) => {
+                    let mut s = old.swap_remove(i);
+                    s.bucket = Bucket::Rate(*id);
+                    s
+                }
+                None => {
+                    let p = super::pool::Params::rate(l.per_sec(), l.burst, workers);
+                    Shard::new(Bucket::Rate(*id), l.max_keys, p.implicit, p.max_lease)
+                }
+            };
+            rates.push(shard);
+        }
+        for mut s in old {
+            s.drain(&mut inner.outbox);
+        }
+        inner.rates = rates;
+        inner.ids = ids;
+        *self.names.borrow_mut() = limits.iter().map(|l| l.name.clone()).collect();
+        if !inner.outbox.is_empty() {
+            self.outbox.notify();
+        }
+    }
+
+    /// Spends a token of limit `i` (an index into `Config::limits`) for the request's key.
+    pub fn check_rate(&self, i: usize, parts: &[KeyPart], input: &KeyInput<'_>) -> Option<Check> {
+        let tick = self.tick();
+        let mut inner = self.inner.borrow_mut();
+        let inner = &mut *inner;
+        key::build(parts, input, &mut inner.key);
+        let before = inner.outbox.len();
+        let c = inner
+            .rates
+            .get_mut(i)?
+            .check(&inner.key, 0, tick, 0, &mut inner.outbox);
+        if inner.outbox.len() != before {
+            self.outbox.notify();
+        }
+        Some(c)
+    }
+
+    /// Spends one request of `consumer`'s quota.
+    pub fn check_quota(&self, consumer: &str, q: &Quota, requests: u64) -> Check {
+        let tick = self.tick();
+        let unix = unix_now();
+        let mut inner = self.inner.borrow_mut();
+        let inner = &mut *inner;
+        let before = inner.outbox.len();
+        let c = inner.quotas[quota_shard(q.period)].check(
+            consumer.as_bytes(),
+            requests,
+            tick,
+            unix,
+            &mut inner.outbox,
+        );
+        if inner.outbox.len() != before {
+            self.outbox.notify();
+        }
+        c
+    }
+
+    /// Whether a waiting quota check for `consumer` can run again (a grant or a refusal came).
+    pub fn quota_settled(&self, consumer: &str, period: Period) -> bool {
+        self.inner.borrow().quotas[quota_shard(period)].settled(consumer.as_bytes(), unix_now())
+    }
+
+    /// Takes the control thread's grants and recalls.
+    pub fn apply(&self, grants: Vec<Grant>, recalls: Vec<(Bucket, Box<[u8]>)>) {
+        let tick = self.tick();
+        let mut inner = self.inner.borrow_mut();
+        let inner = &mut *inner;
+        for g in &grants {
+            if let Some(s) = shard(&mut inner.rates, &mut inner.quotas, g.limit) {
+                s.grant(g, &mut inner.outbox);
+            }
+        }
+        for (b, k) in &recalls {
+            if let Some(s) = shard(&mut inner.rates, &mut inner.quotas, *b) {
+                s.recall(k, tick, &mut inner.outbox);
+            }
+        }
+        if !inner.outbox.is_empty() {
+            self.outbox.notify();
+        }
+        if !grants.is_empty() {
+            self.granted.notify();
+        }
+    }
+
+    /// Hands back the surplus of keys gone idle.
+    pub fn sweep(&self) {
+        let before = self.tick().saturating_sub(IDLE_TICKS);
+        let mut inner = self.inner.borrow_mut();
+        let inner = &mut *inner;
+        for s in inner.rates.iter_mut() {
+            s.sweep(before, &mut inner.outbox);
+        }
+        if !inner.outbox.is_empty() {
+            self.outbox.notify();
+        }
+    }
+
+    /// The asks to send now.
+    pub fn take_outbox(&self) -> Vec<Ask> {
+        std::mem::take(&mut self.inner.borrow_mut().outbox)
+    }
+
+    /// Per limit: counts since the last call, and keys held.
+    pub fn take_counts(&self) -> Vec<LimitCounts> {
+        let names = self.names.borrow();
+        let mut inner = self.inner.borrow_mut();
+        inner
+            .rates
+            .iter_mut()
+            .zip(names.iter())
+            .map(|(s, n)| LimitCounts {
+                name: n.clone(),
+                counts: std::mem::take(&mut s.counts),
+                keys: s.len(),
+            })
+            .collect()
+    }
+}
+
+/// The shard a message is for; a grant for a limit this worker no longer runs finds none (the
+/// control thread dropped that pool with the reload).
+fn shard<'a>(
+    rates: &'a mut [Shard],
+    quotas: &'a mut [Shard; 2],
+    b: Bucket,
+) -> Option<&'a mut Shard> {
+    match b {
+        Bucket::Rate(id) => rates
+            .iter_mut()
+            .find(|s| matches!(s.bucket, Bucket::Rate(o) if o == id)),
+        Bucket::Quota(p) => Some(&mut quotas[quota_shard(p)]),
+    }
+}

@@ -1,0 +1,477 @@
+//! One worker's side of one bucket kind (a rate limit, or the quotas): per key, the tokens this
+//! worker may spend without asking. Bounded: at `max_keys` a new key evicts the least recently used
+//! of a few entries looked at from a rotating position (idle keys go first), and what the evicted
+//! entry held goes back to the pool.
+
+use super::{Ask, Bucket, Grant};
+use indexmap::IndexMap;
+
+/// How many entries an insertion into a full table looks at to pick the one to evict.
+const EVICT_SCAN: usize = 8;
+
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    holding: u64,
+    /// Tokens the next ask wants.
+    want: u32,
+    /// Spent since the last ask.
+    used: u32,
+    epoch: u32,
+    /// `now` of the last check, for eviction and idle hand-back.
+    last_used: u32,
+    /// An ask is out: no second one until its grant arrives.
+    pending: bool,
+    /// The pool has heard of this entry (else it counts the implicit share as held here).
+    talked: bool,
+    /// Refused without asking until this Unix second (a quota with nothing left).
+    exhausted_until: u64,
+    /// What the pool said it had left at the last grant.
+    left: u64,
+    /// A quota's count, sent with asks.
+    capacity: u64,
+}
+
+/// What a check decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Check {
+    pub admitted: bool,
+    /// Tokens left for the key as this worker knows it: its holding plus what the pool had left
+    /// at the last grant.
+    pub remaining: u64,
+    /// Set when the key is refused until then (Unix seconds).
+    pub exhausted_until: u64,
+    /// Nothing held, nothing known to be exhausted, and an ask is out: a quota waits for its grant.
+    pub waiting: bool,
+}
+
+/// Counts since the last report.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShardCounts {
+    pub admitted: u64,
+    pub rejected: u64,
+    pub evicted: u64,
+    pub asks: u64,
+    pub grants: u64,
+    pub granted_tokens: u64,
+}
+
+/// One worker's entries for one bucket kind.
+#[derive(Debug)]
+pub struct Shard {
+    map: IndexMap<Box<[u8]>, Slot, ahash::RandomState>,
+    max_keys: usize,
+    /// A key's share held without asking (the capacity over the workers, rounded down).
+    implicit: u64,
+    /// The largest ask.
+    max_lease: u64,
+    hand: usize,
+    epoch: u32,
+    /// What this shard's messages are about.
+    pub bucket: Bucket,
+    pub counts: ShardCounts,
+}
+
+impl Shard {
+    /// A shard holding `implicit` tokens of every key it has not asked about, asking for at most
+    /// `max_lease` at a time.
+    pub fn new(bucket: Bucket, max_keys: usize, implicit: u64, max_lease: u64) -> Shard {
+        Shard {
+            map: IndexMap::with_hasher(ahash::RandomState::new()),
+            max_keys: max_keys.max(1),
+            implicit,
+            max_lease: max_lease.max(1),
+            hand: 0,
+            epoch: 0,
+            bucket,
+            counts: ShardCounts::default(),
+        }
+    }
+
+    /// Keys held.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// True when no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Spends one token of `key` if this worker holds one; asks for more (into `out`) when it runs
+    /// low. `now` is a coarse clock (seconds) for eviction; `unix` the wall clock (exhaustion).
+    /// `capacity` is a quota's count (0 for a rate limit).
+    pub fn check(
+        &mut self,
+        key: &[u8],
+        capacity: u64,
+        now: u32,
+        unix: u64,
+        out: &mut Vec<Ask>,
+    ) -> Check {
+        let i = match self.map.get_index_of(key) {
+            Some(i) => i,
+            None => self.insert(key, now, out),
+        };
+        let bucket = self.bucket;
+        let (k, s) = match self.map.get_index_mut(i) {
+            Some(e) => e,
+            None => {
+                return Check {
+                    admitted: false,
+                    remaining: 0,
+                    exhausted_until: 0,
+                    waiting: false,
+                }
+            }
+        };
+        s.last_used = now;
+        s.capacity = capacity;
+        if s.exhausted_until > unix {
+            self.counts.rejected += 1;
+            return Check {
+                admitted: false,
+                remaining: 0,
+                exhausted_until: s.exhausted_until,
+                waiting: false,
+            };
+        }
+        let admitted = s.holding > 0;
+        if admitted {
+            s.holding -= 1;
+            s.used = s.used.saturating_add(1);
+            self.counts.admitted += 1;
+        }
+        if !s.pending && s.holding <= u64::from(s.want / 2) {
+            let want = (u64::from(s.used) * 2).clamp(1, self.max_lease);
+            s.want = want as u32;
+            s.pending = true;
+            s.talked = true;
+            out.push(Ask {
+                limit: bucket,
+                key: k.clone(),
+                epoch: s.epoch,
+                holding: s.holding,
+                given: 0,
+                want,
+                used: u64::from(std::mem::take(&mut s.used)),
+                capacity,
+            });
+            self.counts.asks += 1;
+        }
+        Check {
+            admitted,
+            remaining: s.holding + s.left,
+            exhausted_until: 0,
+            waiting: !admitted && s.pending,
+        }
+    }
+
+    /// Whether `key` now holds a token or is known to be exhausted (a waiting quota check looks).
+    pub fn settled(&self, key: &[u8], unix: u64) -> bool {
+        self.map
+            .get(key)
+            .is_none_or(|s| s.holding > 0 || s.exhausted_until > unix || !s.pending)
+    }
+
+    fn insert(&mut self, key: &[u8], now: u32, out: &mut Vec<Ask>) -> usize {
+        if self.map.len() >= self.max_keys {
+            self.evict(out);
+        }
+        self.epoch = self.epoch.wrapping_add(1);
+        let want = (self.implicit / 2).clamp(1, self.max_lease) as u32;
+        let (i, _) = self.map.insert_full(
+            key.into(),
+            Slot {
+                holding: self.implicit,
+                want,
+                used: 0,
+                epoch: self.epoch,
+                last_used: now,
+                pending: false,
+                talked: false,
+                exhausted_until: 0,
+                left: 0,
+                capacity: 0,
+            },
+        );
+        i
+    }
+
+    /// Drops the least recently used of a few entries, handing its tokens back.
+    fn evict(&mut self, out: &mut Vec<Ask>) {
+        let n = self.map.len();
+        if n == 0 {
+            return;
+        }
+        let mut victim = self.hand % n;
+        let mut oldest = u32::MAX;
+        for step in 0..EVICT_SCAN.min(n) {
+            let i = (self.hand + step) % n;
+            if let Some((_, s)) = self.map.get_index(i) {
+                if s.last_used < oldest {
+                    oldest = s.last_used;
+                    victim = i;
+                }
+            }
+        }
+        self.hand = victim + 1;
+        if let Some((k, s)) = self.map.swap_remove_index(victim) {
+            self.counts.evicted += 1;
+            self.forget(k, s, out);
+        }
+    }
+
+    /// Reports a dropped entry: the worker goes back to holding the implicit share, so the pool gets
+    /// what it held beyond it (or is owed what it spent of it).
+    fn forget(&mut self, key: Box<[u8]>, s: Slot, out: &mut Vec<Ask>) {
+        if !s.talked && s.holding == self.implicit {
+            return;
+        }
+        out.push(Ask {
+            limit: self.bucket,
+            key,
+            epoch: s.epoch,
+            holding: self.implicit,
+            given: s.holding as i64 - self.implicit as i64,
+            want: 0,
+            used: u64::from(s.used),
+            capacity: s.capacity,
+        });
+    }
+
+    /// Adds a grant to its entry; one for an entry that is gone (evicted, or evicted and made anew,
+    /// so another epoch) goes straight back.
+    pub fn grant(&mut self, g: &Grant, out: &mut Vec<Ask>) {
+        self.counts.grants += 1;
+        self.counts.granted_tokens += g.tokens;
+        match self.map.get_mut(&g.key[..]) {
+            Some(s) if s.epoch == g.epoch => {
+                s.holding += g.tokens;
+                s.pending = false;
+                s.exhausted_until = g.exhausted_until.unwrap_or(0);
+                s.left = g.left;
+            }
+            Some(_) | None if g.tokens > 0 => {
+                let holding = match self.map.get(&g.key[..]) {
+                    Some(s) if s.talked => s.holding,
+                    _ => self.implicit,
+                };
+                out.push(Ask {
+                    limit: self.bucket,
+                    key: g.key.clone(),
+                    epoch: g.epoch,
+                    holding,
+                    given: g.tokens as i64,
+                    want: 0,
+                    used: 0,
+                    capacity: 0,
+                });
+            }
+            _ => {}
+        }
+    }
+
+    /// The pool needs tokens back: everything held for `key` goes back, the implicit share included.
+    pub fn recall(&mut self, key: &[u8], now: u32, out: &mut Vec<Ask>) {
+        let i = match self.map.get_index_of(key) {
+            Some(i) => i,
+            None if self.implicit == 0 => return,
+            None => self.insert(key, now, out),
+        };
+        let bucket = self.bucket;
+        if let Some((k, s)) = self.map.get_index_mut(i) {
+            if s.holding == 0 && s.talked {
+                return;
+            }
+            s.talked = true;
+            out.push(Ask {
+                limit: bucket,
+                key: k.clone(),
+                epoch: s.epoch,
+                holding: 0,
+                given: s.holding as i64,
+                want: 0,
+                used: u64::from(std::mem::take(&mut s.used)),
+                capacity: s.capacity,
+            });
+            s.holding = 0;
+        }
+    }
+
+    /// Hands back what keys unused since `before` hold beyond their implicit share, so traffic that
+    /// moved to another worker finds the tokens in the pool.
+    pub fn sweep(&mut self, before: u32, out: &mut Vec<Ask>) {
+        let implicit = self.implicit;
+        let bucket = self.bucket;
+        for (k, s) in self.map.iter_mut() {
+            if s.last_used < before && !s.pending && s.holding > implicit {
+                out.push(Ask {
+                    limit: bucket,
+                    key: k.clone(),
+                    epoch: s.epoch,
+                    holding: implicit,
+                    given: (s.holding - implicit) as i64,
+                    want: 0,
+                    used: u64::from(std::mem::take(&mut s.used)),
+                    capacity: s.capacity,
+                });
+                s.holding = implicit;
+            }
+        }
+    }
+
+    /// Forgets every key (a reload replaced the limit): what they hold goes back.
+    pub fn drain(&mut self, out: &mut Vec<Ask>) {
+        for (k, s) in std::mem::take(&mut self.map) {
+            self.forget(k, s, out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limit::LimitId;
+
+    fn shard(max_keys: usize, implicit: u64) -> Shard {
+        Shard::new(
+            Bucket::Rate(LimitId {
+                index: 0,
+                digest: 1,
+            }),
+            max_keys,
+            implicit,
+            50,
+        )
+    }
+
+    #[test]
+    fn spends_the_implicit_share_then_asks_once() {
+        let mut s = shard(10, 100);
+        let mut out = Vec::new();
+        for i in 0..100 {
+            let c = s.check(b"k", 0, 1, 0, &mut out);
+            assert!(c.admitted, "request {i}");
+        }
+        // One ask only, when the holding fell to half the first want.
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].holding, 25);
+        let c = s.check(b"k", 0, 1, 0, &mut out);
+        assert!(!c.admitted && c.waiting);
+        assert_eq!(out.len(), 1);
+        let epoch = out[0].epoch;
+        s.grant(
+            &Grant {
+                limit: s.bucket,
+                key: b"k"[..].into(),
+                epoch,
+                tokens: 7,
+                exhausted_until: None,
+                left: 0,
+            },
+            &mut out,
+        );
+        assert!(s.check(b"k", 0, 1, 0, &mut out).admitted);
+        assert_eq!(s.check(b"k", 0, 1, 0, &mut out).remaining, 5);
+    }
+
+    #[test]
+    fn a_grant_for_a_forgotten_entry_goes_back() {
+        let mut s = shard(1, 2);
+        let mut out = Vec::new();
+        s.check(b"a", 0, 1, 0, &mut out);
+        s.check(b"a", 0, 1, 0, &mut out);
+        let ask = out.pop().expect("ask");
+        // "b" evicts "a", which spent both tokens of its share: it owes them.
+        s.check(b"b", 0, 2, 0, &mut out);
+        let owed = out.iter().find(|a| &*a.key == b"a").expect("report");
+        assert_eq!((owed.given, owed.holding), (-2, 2));
+        out.clear();
+        s.grant(
+            &Grant {
+                limit: s.bucket,
+                key: ask.key.clone(),
+                epoch: ask.epoch,
+                tokens: 3,
+                exhausted_until: None,
+                left: 0,
+            },
+            &mut out,
+        );
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].given, 3);
+        assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn the_table_stays_bounded_and_evicts_idle_keys_first() {
+        let mut s = shard(100, 1);
+        let mut out = Vec::new();
+        s.check(b"hot", 0, 0, 0, &mut out);
+        for i in 0..10_000u32 {
+            s.check(&i.to_be_bytes(), 0, i + 1, 0, &mut out);
+            // The hot key is used all along, so it is never the oldest looked at.
+            s.check(b"hot", 0, i + 1, 0, &mut out);
+            assert!(s.len() <= 100);
+        }
+        assert!(s.map.contains_key(&b"hot"[..]));
+        assert!(s.counts.evicted >= 9_900);
+    }
+
+    #[test]
+    fn idle_surplus_and_recalls_go_back() {
+        let mut s = shard(10, 4);
+        let mut out = Vec::new();
+        for _ in 0..3 {
+            s.check(b"k", 0, 1, 0, &mut out);
+        }
+        let ask = out.pop().expect("ask");
+        s.grant(
+            &Grant {
+                limit: s.bucket,
+                key: ask.key,
+                epoch: ask.epoch,
+                tokens: 10,
+                exhausted_until: None,
+                left: 0,
+            },
+            &mut out,
+        );
+        s.sweep(5, &mut out);
+        let back = out.pop().expect("hand-back");
+        assert_eq!((back.given, back.holding), (7, 4));
+        s.recall(b"k", 6, &mut out);
+        let back = out.pop().expect("recall");
+        assert_eq!((back.given, back.holding), (4, 0));
+        // A key never seen gives up its implicit share on a recall.
+        s.recall(b"new", 6, &mut out);
+        assert_eq!(out.pop().map(|a| a.given), Some(4));
+    }
+
+    #[test]
+    fn an_exhausted_key_is_refused_until_its_reset() {
+        let mut s = shard(10, 0);
+        let mut out = Vec::new();
+        let c = s.check(b"q", 0, 1, 100, &mut out);
+        assert!(!c.admitted && c.waiting);
+        let ask = out.pop().expect("ask");
+        s.grant(
+            &Grant {
+                limit: s.bucket,
+                key: ask.key,
+                epoch: ask.epoch,
+                tokens: 0,
+                exhausted_until: Some(200),
+                left: 0,
+            },
+            &mut out,
+        );
+        let c = s.check(b"q", 0, 1, 150, &mut out);
+        assert_eq!((c.admitted, c.exhausted_until), (false, 200));
+        assert!(out.is_empty());
+        // After the reset it asks again.
+        let c = s.check(b"q", 0, 1, 201, &mut out);
+        assert!(c.waiting);
+        assert_eq!(out.len(), 1);
+    }
+}
