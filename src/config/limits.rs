@@ -81,8 +81,6 @@ pub enum KeyPart {
 pub struct Limit {
     /// `[limits.NAME]`, or `route:NAME` for a route's inline limit.
     pub name: String,
-    /// The rate as written.
-    pub rate_text: String,
     /// Requests per `window_secs`.
     pub count: u64,
     /// The rate's window.
@@ -205,13 +203,24 @@ pub(super) fn limit(cx: &Ctx, at: &str, name: String, t: &LimitToml) -> Result<L
     }
     Ok(Limit {
         name,
-        rate_text: t.rate.clone(),
         count,
         window_secs,
         burst,
         key,
         max_keys,
     })
+}
+
+/// A `[limits.NAME]` or `[plans.NAME]` name: what a route, a plan or a consumer names it by.
+fn table_name(cx: &Ctx, at: &str, name: &str) -> Result<(), ConfigError> {
+    if name_ok(name) {
+        Ok(())
+    } else {
+        Err(cx.err(
+            at.to_string(),
+            "expected a name of letters, digits and - _ . @",
+        ))
+    }
 }
 
 /// `[limits.NAME]` tables, in file order.
@@ -222,9 +231,7 @@ pub(super) fn limits(
     let mut out = Vec::with_capacity(raw.len());
     for (name, t) in raw {
         let at = format!("limits.{name}");
-        if !name_ok(&name) {
-            return Err(cx.err(at, "expected a name of letters, digits and - _ . @"));
-        }
+        table_name(cx, &at, &name)?;
         out.push(limit(cx, &at, name, &t)?);
     }
     Ok(out)
@@ -336,9 +343,7 @@ pub(super) fn plans(
     let mut out = Vec::with_capacity(raw.len());
     for (name, p) in raw {
         let at = format!("plans.{name}");
-        if !name_ok(&name) {
-            return Err(cx.err(at, "expected a name of letters, digits and - _ . @"));
-        }
+        table_name(cx, &at, &name)?;
         let lims = names_to_limits(cx, &format!("{at}.limits"), &p.limits, limits)?;
         let quota = match &p.quota {
             Some(q) => Some(quota_spec(cx, &format!("{at}.quota"), q)?),

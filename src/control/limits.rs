@@ -61,8 +61,9 @@ pub struct Pools {
     used: Option<QuotaUsed>,
 }
 
-/// Pools of rate limits beyond this many are dropped oldest-idle first... they are dropped only
-/// when idle; past this bound the sweep drops the ones that are closest to full as well.
+/// Rate pools are dropped when idle (back to a fresh key's state). Past this many, the sweep also
+/// drops rate pools in no particular order: a dropped pool's debt is forgotten, so its key may pass
+/// up to one burst more. Quota pools are never dropped.
 const MAX_POOLS: usize = 4_000_000;
 
 fn unix_now() -> u64 {
@@ -86,16 +87,6 @@ impl Pools {
     /// Where a new quota pool reads how much of its period was used.
     pub fn set_quota_used(&mut self, f: QuotaUsed) {
         self.used = Some(f);
-    }
-
-    /// Pools held.
-    pub fn len(&self) -> usize {
-        self.pools.len()
-    }
-
-    /// True when no pool is held.
-    pub fn is_empty(&self) -> bool {
-        self.pools.is_empty()
     }
 
     /// Takes a config's limits; pools of limits it no longer has (or changed) are dropped.
@@ -247,23 +238,6 @@ impl Pools {
                 }
             });
         }
-    }
-
-    /// What of a consumer's quota was used this period, as the pool knows it (granted to workers,
-    /// whether spent yet or not): (used, count).
-    pub fn quota_use(
-        &mut self,
-        consumer: &str,
-        period: Period,
-        now: Instant,
-    ) -> Option<(u64, u64)> {
-        let pk = PoolKey {
-            kind: Kind::Quota(period),
-            key: consumer.as_bytes().into(),
-        };
-        let e = self.pools.get_mut(&pk)?;
-        let level = e.pool.level(&e.params, now).max(0.0) as u64;
-        Some((e.params.capacity.saturating_sub(level), e.params.capacity))
     }
 }
 

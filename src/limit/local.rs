@@ -3,7 +3,7 @@
 //! in it is shared with another thread; no borrow of it outlives a call.
 
 use super::key::{self, KeyInput};
-use super::shard::{Check, Shard, ShardCounts};
+use super::shard::{Check, Shard};
 use super::{Ask, Bucket, Grant, LimitId};
 use crate::config::limits::{KeyPart, Limit, Period, Quota};
 use std::cell::{Cell, RefCell};
@@ -70,14 +70,6 @@ struct Inner {
     key: Vec<u8>,
 }
 
-/// One limit's counts for the report.
-#[derive(Debug, Clone)]
-pub struct LimitCounts {
-    pub name: String,
-    pub counts: ShardCounts,
-    pub keys: usize,
-}
-
 /// A worker's limit state.
 pub struct Local {
     inner: RefCell<Inner>,
@@ -86,7 +78,6 @@ pub struct Local {
     /// Notified when grants arrived (a quota check may be waiting for one).
     pub granted: Notify,
     started: Instant,
-    names: RefCell<Vec<String>>,
 }
 
 impl Default for Local {
@@ -103,7 +94,6 @@ impl Default for Local {
             outbox: Notify::default(),
             granted: Notify::default(),
             started: Instant::now(),
-            names: RefCell::new(Vec::new()),
         }
     }
 }
@@ -157,7 +147,6 @@ impl Local {
         }
         inner.rates = rates;
         inner.ids = ids;
-        *self.names.borrow_mut() = limits.iter().map(|l| l.name.clone()).collect();
         if !inner.outbox.is_empty() {
             self.outbox.notify();
         }
@@ -244,22 +233,6 @@ impl Local {
     /// The asks to send now.
     pub fn take_outbox(&self) -> Vec<Ask> {
         std::mem::take(&mut self.inner.borrow_mut().outbox)
-    }
-
-    /// Per limit: counts since the last call, and keys held.
-    pub fn take_counts(&self) -> Vec<LimitCounts> {
-        let names = self.names.borrow();
-        let mut inner = self.inner.borrow_mut();
-        inner
-            .rates
-            .iter_mut()
-            .zip(names.iter())
-            .map(|(s, n)| LimitCounts {
-                name: n.clone(),
-                counts: std::mem::take(&mut s.counts),
-                keys: s.len(),
-            })
-            .collect()
     }
 }
 

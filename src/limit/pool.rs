@@ -190,17 +190,9 @@ impl Pool {
                 let held = self.held[w].unwrap_or(p.implicit) + n;
                 self.held[w] = Some(held);
                 self.waiting[w] = None;
-                out.grants.push((
-                    w,
-                    Grant {
-                        limit: bucket,
-                        key: key.into(),
-                        epoch: x.epoch,
-                        tokens: n,
-                        exhausted_until: None,
-                        left: self.level.max(0.0) as u64,
-                    },
-                ));
+                let left = self.level.max(0.0) as u64;
+                out.grants
+                    .push((w, grant(bucket, key, x.epoch, n, None, left)));
                 continue;
             }
             let others_hold = self
@@ -211,17 +203,8 @@ impl Pool {
             if p.rate == 0.0 && !others_hold {
                 // A quota with nothing left anywhere: refused until the period ends.
                 self.waiting[w] = None;
-                out.grants.push((
-                    w,
-                    Grant {
-                        limit: bucket,
-                        key: key.into(),
-                        epoch: x.epoch,
-                        tokens: 0,
-                        exhausted_until,
-                        left: 0,
-                    },
-                ));
+                out.grants
+                    .push((w, grant(bucket, key, x.epoch, 0, exhausted_until, 0)));
             } else if others_hold {
                 starved = true;
             }
@@ -244,6 +227,24 @@ impl Pool {
     /// Some worker's ask waits for the level.
     pub fn has_waiting(&self) -> bool {
         self.waiting.iter().any(Option::is_some)
+    }
+}
+
+fn grant(
+    limit: Bucket,
+    key: &[u8],
+    epoch: u32,
+    tokens: u64,
+    exhausted_until: Option<u64>,
+    left: u64,
+) -> Grant {
+    Grant {
+        limit,
+        key: key.into(),
+        epoch,
+        tokens,
+        exhausted_until,
+        left,
     }
 }
 

@@ -59,8 +59,8 @@ pub async fn run(
     }
 }
 
-/// How long a quota check waits for the pool (the control thread answers in well under a
-/// millisecond; this bounds a stalled one).
+/// How long a quota check waits for the pool (the control thread answers an ask as soon as it reads
+/// it; this bounds a stalled one).
 const QUOTA_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Waits until the worker's quota shard has an answer for `consumer` (a grant or a refusal), or

@@ -32,13 +32,11 @@ pub fn check(input: &Input<'_>, ctx: &mut Ctx) -> Outcome {
         }
     }
     // A plan names the routes its consumers may call.
-    let gen = ctx.gen.clone();
-    if let Some(allow) =
-        super::rate_limit::plan(&gen, ctx.identity.as_ref()).and_then(|p| p.allow.as_ref())
-    {
-        if !allow.contains(&route.name) {
-            return refuse(ctx, AuthOutcome::Denied);
-        }
+    let outside_plan = super::rate_limit::plan(&ctx.gen, ctx.identity.as_ref())
+        .and_then(|p| p.allow.as_ref())
+        .is_some_and(|allow| !allow.contains(&route.name));
+    if outside_plan {
+        return refuse(ctx, AuthOutcome::Denied);
     }
     // Scopes and claims come only from tokens; a key or password carries none.
     if !access.require_scopes.is_empty() || !access.require_claims.is_empty() {

@@ -16,11 +16,11 @@ pub fn check(input: &Input<'_>, ctx: &mut Ctx) -> Outcome {
     if ctx.charged.quota {
         return Outcome::Continue;
     }
-    let gen = ctx.gen.clone();
-    let Some(entry) = ctx.identity.as_ref().and_then(|i| i.entry(&gen)) else {
+    let gen = &ctx.gen;
+    let Some(entry) = ctx.identity.as_ref().and_then(|i| i.entry(gen)) else {
         return Outcome::Continue;
     };
-    let plan = plan(&gen, ctx.identity.as_ref());
+    let plan = plan(gen, ctx.identity.as_ref());
     let Some(q) = QuotaSpec::effective(entry.quota.as_ref(), plan.and_then(|p| p.quota.as_ref()))
     else {
         return Outcome::Continue;

@@ -24,15 +24,15 @@ pub fn check(input: &Input<'_>, ctx: &mut Ctx) -> Outcome {
     if ctx.charged.rate {
         return Outcome::Continue;
     }
-    let gen = ctx.gen.clone();
-    let plan_limits: &[usize] = plan(&gen, ctx.identity.as_ref()).map_or(&[], |p| &p.limits);
+    let gen = &ctx.gen;
+    let plan_limits: &[usize] = plan(gen, ctx.identity.as_ref()).map_or(&[], |p| &p.limits);
     if route.rate_limit.is_empty() && plan_limits.is_empty() {
         return Outcome::Continue;
     }
     let consumer = ctx
         .identity
         .as_ref()
-        .and_then(|i| i.names(&gen))
+        .and_then(|i| i.names(gen))
         .map(|n| n.0);
     let key = KeyInput {
         head: input.head,
@@ -124,7 +124,6 @@ mod tests {
     fn fields_are_integers_and_a_refusal_says_when_to_retry() {
         let l = Limit {
             name: "l".into(),
-            rate_text: "10/s".into(),
             count: 10,
             window_secs: 1,
             burst: 20,
