@@ -79,6 +79,8 @@ pub struct ConfigToml {
     /// Authentication methods by name.
     #[serde(default)]
     pub auth: IndexMap<String, AuthToml>,
+    /// The usage ledger and billing export.
+    pub usage: Option<super::usage::UsageToml>,
 }
 /// `workers = "auto" | N`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -155,6 +157,8 @@ pub struct Config {
     pub state: Option<std::path::PathBuf>,
     /// Authentication methods (`[auth.NAME]`), in file order.
     pub auth: Vec<Auth>,
+    /// The usage ledger (`[usage]`), kept in the state database.
+    pub usage: Option<super::usage::Usage>,
 }
 /// Which io driver workers run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -285,6 +289,7 @@ pub(super) fn validate_in(
     let consumers = super::consumer::consumers(&cx, raw.consumers)?;
     let api_key = super::consumer::api_key(&cx, raw.api_key)?;
     let state = super::consumer::state(&cx, raw.state);
+    let usage = super::usage::usage(&cx, raw.usage, state.is_some())?;
 
     Ok(Config {
         source,
@@ -308,6 +313,7 @@ pub(super) fn validate_in(
         consumer_headers,
         state,
         auth,
+        usage,
     })
 }
 

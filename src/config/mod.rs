@@ -24,6 +24,7 @@ mod listener;
 pub mod monitoring;
 mod route;
 mod upstream;
+pub mod usage;
 
 pub mod secret;
 pub mod units;
