@@ -17,6 +17,16 @@ pub fn hex_into(out: &mut [u8], v: u64) {
     }
 }
 
+/// Lowercase hex of `bytes` (digests, signatures; off the request path).
+pub fn encode(bytes: &[u8]) -> String {
+    let mut out = vec![0u8; bytes.len() * 2];
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        hex_into(pair, *b as u64);
+    }
+    // Only ASCII digits were written.
+    String::from_utf8(out).unwrap_or_default()
+}
+
 /// The value of one hex digit, either case.
 pub fn digit(b: u8) -> Option<u8> {
     match b {

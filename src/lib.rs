@@ -35,6 +35,7 @@ pub mod respond;
 pub mod hex;
 
 pub mod metrics;
+pub mod usage;
 pub mod access_log;
 
 pub mod msg;

@@ -347,6 +347,8 @@ pub struct GenStats {
     endpoints: Vec<Vec<EndpointStats>>,
     /// Authentication outcomes by (route, method, outcome); an entry is created on its first use.
     auth: std::collections::HashMap<(u32, u8, u8), u64, ahash::RandomState>,
+    /// Usage by (consumer, route, status class), for the ledger and the consumer figures.
+    usage: crate::usage::UsageTable,
 }
 
 impl GenStats {
@@ -362,9 +364,21 @@ impl GenStats {
         }
     }
 
-    /// Counts one finished request.
-    pub fn record(&mut self, r: &RequestRecord, endpoint_failed: bool) {
+    /// Counts one finished request of `consumer` (None: no one authenticated).
+    pub fn record(&mut self, r: &RequestRecord, endpoint_failed: bool, consumer: Option<&str>) {
         let latency_us = r.start.elapsed().as_micros() as u64;
+        self.usage.record(
+            consumer,
+            r.route,
+            r.status,
+            &crate::usage::UsageCounts {
+                requests: 1,
+                limited: (r.status == 429) as u64,
+                bytes_in: r.bytes_in,
+                bytes_out: r.bytes_out,
+                latency_us,
+            },
+        );
         self.global.add_record(r, latency_us);
         if let (Some(a), Some(route)) = (r.auth, r.route) {
             *self
@@ -430,6 +444,7 @@ impl GenStats {
                 count: std::mem::take(n),
             });
         }
+        self.usage.drain_into(route_names, &mut out.usage);
         out.global.merge(&std::mem::take(&mut self.global));
         merge_opt(&mut out.latency, self.latency.take());
         merge_opt(&mut out.ttfb, self.ttfb.take());
@@ -573,6 +588,8 @@ pub struct StatsDelta {
     pub endpoints: Vec<EndpointDelta>,
     /// Authentication outcomes counted.
     pub auth: Vec<AuthDelta>,
+    /// Usage by (consumer, route, status class).
+    pub usage: Vec<crate::usage::UsageRow>,
     pub gauges: WorkerGauges,
 }
 
@@ -624,11 +641,11 @@ mod tests {
         r.status = 200;
         r.bytes_out = 50;
         r.ttfb_us = 300;
-        s.record(&r, false);
+        s.record(&r, false, Some("alice"));
         let mut miss = RequestRecord::new(10);
         miss.status = 404;
         miss.reason = EndReason::NoRoute;
-        s.record(&miss, false);
+        s.record(&miss, false, None);
         let mut d = StatsDelta::default();
         let names: Vec<Arc<str>> = vec![Arc::from("a"), Arc::from("b")];
         let ups: Vec<Arc<str>> = vec![Arc::from("u")];
@@ -641,6 +658,11 @@ mod tests {
         assert_eq!(d.routes.len(), 2);
         assert_eq!(d.endpoints[0].requests, 1);
         assert!(d.ttfb.is_some());
+        assert_eq!(d.usage.len(), 2);
+        assert!(d
+            .usage
+            .iter()
+            .any(|u| &*u.consumer == "alice" && &*u.route == "b" && u.class == 2));
         let mut again = StatsDelta::default();
         s.drain_into(&mut again, &names, &ups, &addrs, &[]);
         assert_eq!(again.global.requests, 0);

@@ -23,6 +23,9 @@ pub enum ServerError {
     /// The state database cannot be opened or read.
     #[error("{0}")]
     State(#[from] control::consumers::StoreError),
+    /// The usage ledger cannot be opened or read.
+    #[error("{0}")]
+    Ledger(#[from] control::usage::LedgerError),
     /// The CPU plan does not fit the machine.
     #[error("{0}")]
     Cpus(String),
@@ -75,6 +78,20 @@ pub fn run(cfg: Config) -> Result<(), ServerError> {
             Some(s)
         }
         None => None,
+    };
+    // The ledger's tables live in the same file; opened here too, so a damaged ledger stops the start.
+    let ledger = match (&cfg.usage, &cfg.state) {
+        (Some(u), Some(p)) => {
+            let l = control::usage::Ledger::open(
+                p,
+                u.retention,
+                u.minute_retention,
+                control::webhook::unix_now(),
+            )?;
+            tracing::info!(path = %p.display(), "usage ledger open");
+            Some(l)
+        }
+        _ => None,
     };
     let (addrs, sockets) = crate::listener::bind_all(&cfg.listeners, cpus.len())?;
     // Register signals before any worker runs, so an early SIGTERM drains instead of killing.
@@ -137,6 +154,7 @@ pub fn run(cfg: Config) -> Result<(), ServerError> {
         Arc::new(snapshot),
         admin,
         store,
+        ledger,
     )?;
     tracing::info!(workers = workers.len(), config = %cfg.source.label(), "sluice ready");
 
@@ -209,8 +227,9 @@ fn reload(
         || cfg.workers != current.workers
         || cfg.cpus != current.cpus
         || cfg.driver != current.driver
+        || cfg.usage.is_some() != current.usage.is_some()
     {
-        tracing::warn!("listeners, workers, cpus and driver changes take effect on restart; the rest is applied now");
+        tracing::warn!("listeners, workers, cpus, driver and adding or removing [usage] take effect on restart; the rest is applied now");
     }
     for w in workers {
         w.link.send(ToWorker::Snapshot(Box::new(snap.clone())));

@@ -85,6 +85,8 @@ pub struct ConfigToml {
     /// Plans by name.
     #[serde(default)]
     pub plans: IndexMap<String, super::limits::PlanToml>,
+    /// The usage ledger and billing export.
+    pub usage: Option<super::usage::UsageToml>,
 }
 /// `workers = "auto" | N`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -165,6 +167,8 @@ pub struct Config {
     pub limits: Vec<super::limits::Limit>,
     /// Plans, in file order.
     pub plans: Vec<super::limits::Plan>,
+    /// The usage ledger (`[usage]`), kept in the state database.
+    pub usage: Option<super::usage::Usage>,
 }
 /// Which io driver workers run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -293,6 +297,7 @@ pub(super) fn validate_in(
     let consumers = super::consumer::consumers(&cx, raw.consumers, &plans)?;
     let api_key = super::consumer::api_key(&cx, raw.api_key)?;
     let state = super::consumer::state(&cx, raw.state);
+    let usage = super::usage::usage(&cx, raw.usage, state.is_some())?;
 
     Ok(Config {
         source,
@@ -318,6 +323,7 @@ pub(super) fn validate_in(
         auth,
         limits,
         plans,
+        usage,
     })
 }
 

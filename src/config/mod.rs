@@ -25,6 +25,7 @@ mod listener;
 pub mod monitoring;
 mod route;
 mod upstream;
+pub mod usage;
 
 pub mod secret;
 pub mod units;

@@ -178,3 +178,35 @@ fn path_normalisation_keys() {
         assert_eq!(e.key, "routes.r.path", "{pattern}");
     }
 }
+
+#[test]
+fn usage_needs_state_and_names_its_keys() {
+    let e = parse(&format!("{MIN}[usage]\nflush_interval = \"1s\"\n")).unwrap_err();
+    assert_eq!(e.key, "usage");
+    assert!(e.message.contains("[state] path"), "{e}");
+    let with_state = format!("{MIN}[state]\npath = \"/tmp/x.db\"\n");
+    let c = parse(&format!("{with_state}[usage]\n")).unwrap();
+    let u = c.usage.unwrap();
+    assert_eq!(u.flush_interval, Duration::from_secs(1));
+    assert_eq!(u.retention, Duration::from_secs(400 * 86400));
+    assert!(u.billing.is_none());
+    let e = parse(&format!("{with_state}[usage]\nflush_interval = \"0\"\n")).unwrap_err();
+    assert_eq!(e.key, "usage.flush_interval");
+    let e = parse(&format!(
+        "{with_state}[usage]\nbilling_webhook = {{ url = \"http://b:1/u\", period = \"week\", secret = \"s\" }}\n"
+    ))
+    .unwrap_err();
+    assert_eq!(e.key, "usage.billing_webhook.period");
+    let e = parse(&format!(
+        "{with_state}[usage]\nbilling_webhook = {{ url = \"ftp://b/u\", secret = \"s\" }}\n"
+    ))
+    .unwrap_err();
+    assert_eq!(e.key, "usage.billing_webhook.url");
+    let c = parse(&format!(
+        "{with_state}[usage]\nretention = \"30d\"\nminute_retention = \"7d\"\nbilling_webhook = {{ url = \"http://127.0.0.1:9/usage\", period = \"month\", secret = \"s\" }}\n"
+    ))
+    .unwrap();
+    let b = c.usage.unwrap().billing.unwrap();
+    assert_eq!(b.period, crate::config::usage::BillingPeriod::Month);
+    assert_eq!(b.hook.path, "/usage");
+}

@@ -44,6 +44,10 @@ pub struct AdminState {
     pub auth: Rc<RefCell<Vec<crate::msg::VerifierStatus>>>,
     /// The runtime consumer database, when `[state] path` is set.
     pub consumers: Option<Rc<RefCell<super::consumers::ConsumerStore>>>,
+    /// The usage ledger, when `[usage]` is set.
+    pub ledger: Option<super::usage::SharedLedger>,
+    /// The billing push, when `[usage]` is set.
+    pub billing: Option<Rc<super::usage::billing::Billing>>,
 }
 
 /// An operator's runtime change to one endpoint.
@@ -225,6 +229,11 @@ fn consumers(st: &AdminState, method: &[u8], path: &[u8], body: &[u8]) -> Reply 
 }
 
 fn route(st: &AdminState, method: &[u8], path: &[u8], body: &[u8]) -> Reply {
+    if let Some(r) =
+        super::usage::api::handle(st.ledger.as_ref(), st.billing.as_deref(), method, path)
+    {
+        return r;
+    }
     match (method, path) {
         (_, p)
             if p == b"/consumers"

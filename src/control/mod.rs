@@ -13,6 +13,7 @@ pub mod prometheus;
 pub mod signals;
 pub mod stats;
 pub mod status;
+pub mod usage;
 pub mod webhook;
 
 use crate::link::{Inbox, Link};
@@ -76,6 +77,7 @@ pub fn spawn(
     first: Arc<Snapshot>,
     admin: Option<AdminSetup>,
     store: Option<consumers::ConsumerStore>,
+    ledger: Option<usage::Ledger>,
 ) -> io::Result<ControlHandle> {
     let dns_thread = dns::spawn(
         Broadcast(
@@ -108,6 +110,7 @@ pub fn spawn(
                     jwks_thread,
                     admin,
                     store,
+                    ledger,
                 )
             });
             if let Err(e) = res {
@@ -125,8 +128,16 @@ async fn control_main(
     jwks: jwks::JwksHandle,
     admin: Option<AdminSetup>,
     store: Option<consumers::ConsumerStore>,
+    ledger: Option<usage::Ledger>,
 ) {
     let store_db = store.map(|s| Rc::new(RefCell::new(s)));
+    let ledger = ledger.map(|l| Rc::new(RefCell::new(l)));
+    // Alerts, scaling signals and the ledger read the snapshot in force; they take new settings on
+    // their next tick.
+    let snapshot = Rc::new(RefCell::new(first.clone()));
+    let billing = ledger
+        .as_ref()
+        .map(|l| usage::billing::Billing::new(l.clone(), snapshot.clone()));
     let auth = Rc::new(RefCell::new(Vec::new()));
     let current = Rc::new(Cell::new(first.generation));
     let store = Rc::new(RefCell::new(stats::Store::new(workers.0.len())));
@@ -145,6 +156,8 @@ async fn control_main(
             overrides: RefCell::new(Vec::new()),
             auth: auth.clone(),
             consumers: store_db.clone(),
+            ledger: ledger.clone(),
+            billing: billing.clone(),
         };
         let state = Rc::new(state);
         ADMIN.with(|s| *s.borrow_mut() = Some(state.clone()));
@@ -154,9 +167,13 @@ async fn control_main(
     if let Some(db) = &store_db {
         monoio::spawn(purge_keys(db.clone(), workers.clone()));
     }
-    // Alerts and scaling signals read the snapshot in force; they take new rules on their next tick.
-    let snapshot = Rc::new(RefCell::new(first.clone()));
     store.borrow_mut().set_routes(&first.config);
+    if let Some(l) = &ledger {
+        monoio::spawn(usage::flusher(l.clone(), snapshot.clone()));
+    }
+    if let Some(b) = &billing {
+        monoio::spawn(usage::billing::run(b.clone()));
+    }
     monoio::spawn(alerts::run(store.clone(), snapshot.clone()));
     monoio::spawn(signals::run(store.clone(), snapshot.clone()));
     let pools = Rc::new(RefCell::new(limits::Pools::new(workers.len())));
@@ -175,7 +192,12 @@ async fn control_main(
     };
     while let Some(msg) = inbox.recv().await {
         match msg {
-            ToControl::Stats(d) => store.borrow_mut().apply(&d),
+            ToControl::Stats(d) => {
+                store.borrow_mut().apply(&d);
+                if let Some(l) = &ledger {
+                    l.borrow_mut().record(&d.usage, webhook::unix_now());
+                }
+            }
             ToControl::Limits { worker, asks } => {
                 let mut p = pools.borrow_mut();
                 let mut out = crate::limit::pool::Replies::default();
@@ -214,6 +236,11 @@ async fn control_main(
             }
             ToControl::Stop => break,
         }
+    }
+    // Every worker's last report arrived before Stop (the main thread joins workers first): write it.
+    if let Some(l) = &ledger {
+        let n = usage::flush(l, "usage flush at drain failed; the last interval is lost");
+        tracing::info!(rows = n, "usage ledger flushed");
     }
     dns.stop();
     jwks.stop();

@@ -168,6 +168,11 @@ pub struct Store {
     pub auth: BTreeMap<(Arc<str>, Arc<str>, &'static str), u64>,
     /// Calls to introspection endpoints, by verifier name.
     pub introspection: BTreeMap<Arc<str>, super::status::IntrospectionStatus>,
+    /// Per-consumer figures since start.
+    pub consumers: super::usage::live::LiveUsage,
+    /// Share of its quota each consumer used, filled by the quota code (empty until quotas exist);
+    /// the consumers view shows it.
+    pub quota_used: std::collections::HashMap<Arc<str>, f64>,
 }
 
 fn add_hist(into: &mut Option<Histogram<u64>>, h: &Histogram<u32>) {
@@ -234,6 +239,8 @@ impl Store {
             signals: None,
             auth: BTreeMap::new(),
             introspection: BTreeMap::new(),
+            consumers: Default::default(),
+            quota_used: Default::default(),
         }
     }
 
@@ -279,6 +286,8 @@ impl Store {
             add_hist(&mut self.ttfb, h);
         }
         self.global.merge(&d.global);
+        self.consumers
+            .apply(&d.usage, crate::control::webhook::unix_now());
         for a in &d.auth {
             *self
                 .auth

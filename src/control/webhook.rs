@@ -152,10 +152,7 @@ async fn drain(q: Rc<Queue>) {
         let mut backoff = FIRST_BACKOFF;
         for attempt in 1..=MAX_TRIES {
             let hook = q.hook.borrow().clone();
-            let res = match monoio::time::timeout(TRY_TIMEOUT, post(&hook, &body)).await {
-                Ok(r) => r,
-                Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "timed out")),
-            };
+            let res = try_post(&hook, &[], body.as_bytes()).await;
             let retry = {
                 let mut s = q.status.borrow_mut();
                 s.attempts = attempt;
@@ -220,16 +217,33 @@ async fn resolve(authority: &str) -> io::Result<SocketAddr> {
     }
 }
 
-/// The request bytes of one POST.
-pub fn request(hook: &Webhook, body: &str) -> Vec<u8> {
-    format!(
-        "POST {} HTTP/1.1\r\nhost: {}\r\nuser-agent: sluice/{}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+/// The request bytes of one POST of a JSON body, with `headers` (name, value) after the fixed ones.
+/// Header values come from sluice itself (signatures, ids), never from a client.
+pub fn request(hook: &Webhook, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+    let mut out = format!(
+        "POST {} HTTP/1.1\r\nhost: {}\r\nuser-agent: sluice/{}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
         hook.path,
         hook.authority,
         env!("CARGO_PKG_VERSION"),
         body.len()
     )
-    .into_bytes()
+    .into_bytes();
+    for (name, value) in headers {
+        debug_assert!(!value.contains(['\r', '\n']));
+        out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+    }
+    out.extend_from_slice(b"connection: close\r\n\r\n");
+    out.extend_from_slice(body);
+    out
+}
+
+/// One try, bounded by `TRY_TIMEOUT`: Ok once the receiver answered 2xx. Shared by alert, signal and
+/// billing deliveries, which each keep their own retry policy.
+pub async fn try_post(hook: &Webhook, headers: &[(&str, &str)], body: &[u8]) -> io::Result<()> {
+    match monoio::time::timeout(TRY_TIMEOUT, post(hook, headers, body)).await {
+        Ok(r) => r,
+        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "timed out")),
+    }
 }
 
 /// The status code of a response whose status line is complete in `buf`; None while incomplete.
@@ -246,10 +260,10 @@ pub fn status_code(buf: &[u8]) -> Option<io::Result<u16>> {
 }
 
 /// One try: connect, send, read the status line. Only a 2xx counts as delivered.
-async fn post(hook: &Webhook, body: &str) -> io::Result<()> {
+async fn post(hook: &Webhook, headers: &[(&str, &str)], body: &[u8]) -> io::Result<()> {
     let addr = resolve(&hook.authority).await?;
     let mut s = monoio::net::TcpStream::connect(addr).await?;
-    let (res, _) = s.write_all(request(hook, body)).await;
+    let (res, _) = s.write_all(request(hook, headers, body)).await;
     res?;
     let mut buf = BytesMut::with_capacity(1024);
     loop {
@@ -298,8 +312,12 @@ mod tests {
     fn request_bytes() {
         let hook =
             crate::config::monitoring::parse_webhook("f", "k", "http://127.0.0.1:9/h?x=1").unwrap();
-        let r = String::from_utf8(request(&hook, "{}")).unwrap();
+        let r = String::from_utf8(request(&hook, &[], b"{}")).unwrap();
         assert!(r.starts_with("POST /h?x=1 HTTP/1.1\r\nhost: 127.0.0.1:9\r\n"));
         assert!(r.ends_with("content-length: 2\r\nconnection: close\r\n\r\n{}"));
+        let r = String::from_utf8(request(&hook, &[("idempotency-key", "b1")], b"{}")).unwrap();
+        assert!(
+            r.ends_with("content-length: 2\r\nidempotency-key: b1\r\nconnection: close\r\n\r\n{}")
+        );
     }
 }

@@ -23,7 +23,7 @@ pub fn finish(
         rec.reason.error_kind(),
         Some(ErrorKind::UpstreamConnect | ErrorKind::UpstreamTimeout | ErrorKind::UpstreamReset)
     );
-    gen.record(rec, upstream_fault);
+    gen.record(rec, upstream_fault, consumer);
     if gen.config.access_log.is_none() {
         return;
     }

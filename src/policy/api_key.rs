@@ -71,7 +71,7 @@ pub fn presented(head: &RequestHead, src: &ApiKeySource) -> Presented {
 
 /// Decodes `%XX` escapes and `+` (a space, as forms send it) into `out`; None if it does not fit or
 /// an escape is malformed.
-fn percent_decode(v: &[u8], out: &mut [u8]) -> Option<usize> {
+pub fn percent_decode(v: &[u8], out: &mut [u8]) -> Option<usize> {
     let mut n = 0;
     let mut i = 0;
     while i < v.len() {

@@ -103,10 +103,13 @@ impl Gen {
         self.auth_methods.get(i as usize).map_or("-", |s| &**s)
     }
 
-    /// Counts a finished request.
-    pub fn record(&self, rec: &RequestRecord, endpoint_failed: bool) {
-        if self.snap.config.metrics {
-            self.stats.borrow_mut().record(rec, endpoint_failed);
+    /// Counts a finished request of `consumer`. With `metrics = false` counting still runs when a
+    /// usage ledger is configured: billing cannot be switched off for a benchmark.
+    pub fn record(&self, rec: &RequestRecord, endpoint_failed: bool, consumer: Option<&str>) {
+        if self.snap.config.metrics || self.snap.config.usage.is_some() {
+            self.stats
+                .borrow_mut()
+                .record(rec, endpoint_failed, consumer);
         }
     }
 

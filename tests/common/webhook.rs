@@ -1,5 +1,5 @@
-//! A webhook receiver for alert and signal tests: records each POST body (JSON), and can close the
-//! first N connections without answering to exercise sluice's retries.
+//! A webhook receiver for alert, signal and billing tests: records each POST (head and JSON body), and
+//! can fail the first N tries (close without answering, or answer a status) to exercise sluice's retries.
 
 use super::IO_TIMEOUT;
 use serde_json::Value;
@@ -17,15 +17,26 @@ pub struct WebhookReceiver {
     pub addr: SocketAddr,
     /// Connections that delivered a request (dropped ones included).
     pub tries: Arc<AtomicUsize>,
-    bodies: crossbeam_channel::Receiver<String>,
+    bodies: crossbeam_channel::Receiver<(String, String)>,
     seen: Vec<Value>,
+    /// Every try, failed ones included: (head, body), in arrival order.
+    all: Arc<std::sync::Mutex<Vec<(String, String)>>>,
+    /// Heads of the acknowledged posts, in the order of `seen`.
+    heads: Vec<String>,
     stop: Arc<AtomicBool>,
     thread: Option<thread::JoinHandle<()>>,
 }
 
 impl WebhookReceiver {
-    /// Starts on 127.0.0.1:0.
+    /// Starts on 127.0.0.1:0; the first `fail_first` tries are closed without an answer.
     pub fn start(fail_first: usize) -> WebhookReceiver {
+        Self::start_failing(fail_first, None)
+    }
+
+    /// Starts on 127.0.0.1:0; the first `fail_first` tries get `status` (or, with None, a close).
+    pub fn start_failing(fail_first: usize, status: Option<u16>) -> WebhookReceiver {
+        let all = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let all2 = all.clone();
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind receiver");
         let addr = listener.local_addr().expect("receiver addr");
         let tries = Arc::new(AtomicUsize::new(0));
@@ -38,13 +49,22 @@ impl WebhookReceiver {
                     break;
                 }
                 let Ok(mut s) = stream else { continue };
-                let Some(body) = read_post(&mut s) else {
+                let Some((head, body)) = read_post(&mut s) else {
                     continue;
                 };
-                if t2.fetch_add(1, Ordering::SeqCst) < fail_first {
-                    continue; // dropped: closed without a response
+                if let Ok(mut a) = all2.lock() {
+                    a.push((head.clone(), body.clone()));
                 }
-                let _ = tx.send(body);
+                if t2.fetch_add(1, Ordering::SeqCst) < fail_first {
+                    if let Some(code) = status {
+                        let _ = s.write_all(
+                            format!("HTTP/1.1 {code} Failing\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                                .as_bytes(),
+                        );
+                    }
+                    continue; // dropped: closed without a response, or a failure status
+                }
+                let _ = tx.send((head, body));
                 let _ = s.write_all(
                     b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
                 );
@@ -55,6 +75,8 @@ impl WebhookReceiver {
             tries,
             bodies,
             seen: Vec::new(),
+            all,
+            heads: Vec::new(),
             stop,
             thread: Some(thread),
         }
@@ -67,11 +89,27 @@ impl WebhookReceiver {
 
     /// Every event received so far, in arrival order.
     pub fn events(&mut self) -> &[Value] {
-        while let Ok(b) = self.bodies.try_recv() {
+        while let Ok((h, b)) = self.bodies.try_recv() {
             self.seen
                 .push(serde_json::from_str(&b).unwrap_or_else(|e| panic!("not JSON ({e}): {b}")));
+            self.heads.push(h);
         }
         &self.seen
+    }
+
+    /// The acknowledged posts so far: (lowercased head, body as sent).
+    pub fn acknowledged(&mut self) -> Vec<(String, Value)> {
+        self.events();
+        self.heads
+            .iter()
+            .cloned()
+            .zip(self.seen.iter().cloned())
+            .collect()
+    }
+
+    /// Every try so far, failed ones included: (lowercased head, body bytes as sent).
+    pub fn tries_seen(&self) -> Vec<(String, String)> {
+        self.all.lock().map(|a| a.clone()).unwrap_or_default()
     }
 
     /// An event with this `alert` and `state` arrived.
@@ -92,8 +130,8 @@ impl Drop for WebhookReceiver {
     }
 }
 
-/// Reads one request with a Content-Length body; returns the body.
-fn read_post(s: &mut TcpStream) -> Option<String> {
+/// Reads one request with a Content-Length body; returns the lowercased head and the body.
+fn read_post(s: &mut TcpStream) -> Option<(String, String)> {
     s.set_read_timeout(Some(IO_TIMEOUT)).ok()?;
     let mut buf = Vec::new();
     let mut tmp = [0u8; 4096];
@@ -113,7 +151,8 @@ fn read_post(s: &mut TcpStream) -> Option<String> {
                 }
                 buf.extend_from_slice(&tmp[..n]);
             }
-            return Some(String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned());
+            let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned();
+            return Some((head, body));
         }
         let n = s.read(&mut tmp).ok()?;
         if n == 0 {

@@ -30,6 +30,17 @@ CREATE TABLE keys (
 CREATE INDEX keys_by_consumer ON keys(consumer);
 ";
 
+/// A connection to the state database as every user of it opens one (the consumer store, the usage
+/// ledger): WAL, so readers never block the writer; `synchronous = FULL`, so each commit is fsynced
+/// before it is acknowledged; a short busy timeout, as two connections of the control thread share it.
+pub fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.busy_timeout(std::time::Duration::from_secs(2))?;
+    Ok(conn)
+}
+
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -100,15 +111,8 @@ impl ConsumerStore {
             path: path.to_path_buf(),
             source,
         };
-        let conn = Connection::open(path).map_err(sq)?;
-        // WAL: readers never block the writer; FULL: each commit is fsynced before it is acknowledged.
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(sq)?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(sq)?;
+        let conn = open_connection(path).map_err(sq)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(sq)?;
-        conn.busy_timeout(std::time::Duration::from_secs(2))
-            .map_err(sq)?;
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(sq)?;
