@@ -228,6 +228,9 @@ pub struct RequestRecord {
     pub attempts: u8,
     /// How authentication ended (None: the route has none).
     pub auth: Option<AuthMark>,
+    /// The route's policies (authentication, access rules, limits, quotas) all let it through: what a
+    /// quota counts, as opposed to a request sluice refused itself.
+    pub admitted: bool,
 }
 
 impl RequestRecord {
@@ -245,6 +248,7 @@ impl RequestRecord {
             reason: EndReason::Completed,
             attempts: 0,
             auth: None,
+            admitted: false,
         }
     }
 }
@@ -373,7 +377,8 @@ impl GenStats {
             r.status,
             &crate::usage::UsageCounts {
                 requests: 1,
-                limited: (r.status == 429) as u64,
+                admitted: r.admitted as u64,
+                limited: (r.status == 429 && !r.admitted) as u64,
                 bytes_in: r.bytes_in,
                 bytes_out: r.bytes_out,
                 latency_us,

@@ -29,7 +29,9 @@ pub const IDLE_REPORTS: u8 = 60;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct UsageCounts {
     pub requests: u64,
-    /// Of those, answered 429 (rate limits and quotas).
+    /// Of those, let through by the route's policies (what quotas count).
+    pub admitted: u64,
+    /// Of those, refused 429 by sluice itself (rate limits and quotas; an upstream's 429 is not).
     pub limited: u64,
     /// Bytes received from the client (head and body).
     pub bytes_in: u64,
@@ -43,6 +45,7 @@ impl UsageCounts {
     /// Adds `o`.
     pub fn add(&mut self, o: &UsageCounts) {
         self.requests += o.requests;
+        self.admitted += o.admitted;
         self.limited += o.limited;
         self.bytes_in += o.bytes_in;
         self.bytes_out += o.bytes_out;
@@ -197,6 +200,7 @@ mod tests {
     fn one(bytes_in: u64, bytes_out: u64) -> UsageCounts {
         UsageCounts {
             requests: 1,
+            admitted: 1,
             limited: 0,
             bytes_in,
             bytes_out,

@@ -178,6 +178,20 @@ async fn control_main(
     monoio::spawn(signals::run(store.clone(), snapshot.clone()));
     let pools = Rc::new(RefCell::new(limits::Pools::new(workers.len())));
     pools.borrow_mut().configure(&first.config.limits);
+    if let Some(l) = &ledger {
+        // A quota's pool starts from what the ledger counted of its period, so it holds across
+        // restarts (less what a kill -9 lost: at most one flush interval).
+        let l = l.clone();
+        pools
+            .borrow_mut()
+            .set_quota_used(Box::new(move |name, period, start| {
+                let t = l.borrow().running_totals(name, start);
+                match period {
+                    crate::config::limits::Period::Day => t.day.requests,
+                    crate::config::limits::Period::Month => t.month.requests,
+                }
+            }));
+    }
     let pools_wake = Rc::new(crate::limit::local::Notify::default());
     monoio::spawn(limits::run(
         pools.clone(),

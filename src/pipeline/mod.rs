@@ -230,6 +230,7 @@ async fn dispatch<D: Downstream>(
             return after;
         }
     }
+    ctx.rec.admitted = true;
     match &route.action {
         Action::Respond(r) => {
             let close = ctx.close_after_unread_body(head);

@@ -24,17 +24,17 @@ const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS usage_meta (key TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS usage_minute (
     bucket INTEGER NOT NULL, consumer TEXT NOT NULL, route TEXT NOT NULL, class INTEGER NOT NULL,
-    requests INTEGER NOT NULL, limited INTEGER NOT NULL, bytes_in INTEGER NOT NULL,
+    requests INTEGER NOT NULL, admitted INTEGER NOT NULL, limited INTEGER NOT NULL, bytes_in INTEGER NOT NULL,
     bytes_out INTEGER NOT NULL, latency_us INTEGER NOT NULL,
     PRIMARY KEY (bucket, consumer, route, class)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS usage_day (
     bucket INTEGER NOT NULL, consumer TEXT NOT NULL, route TEXT NOT NULL, class INTEGER NOT NULL,
-    requests INTEGER NOT NULL, limited INTEGER NOT NULL, bytes_in INTEGER NOT NULL,
+    requests INTEGER NOT NULL, admitted INTEGER NOT NULL, limited INTEGER NOT NULL, bytes_in INTEGER NOT NULL,
     bytes_out INTEGER NOT NULL, latency_us INTEGER NOT NULL,
     PRIMARY KEY (bucket, consumer, route, class)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS usage_month (
     bucket INTEGER NOT NULL, consumer TEXT NOT NULL, route TEXT NOT NULL, class INTEGER NOT NULL,
-    requests INTEGER NOT NULL, limited INTEGER NOT NULL, bytes_in INTEGER NOT NULL,
+    requests INTEGER NOT NULL, admitted INTEGER NOT NULL, limited INTEGER NOT NULL, bytes_in INTEGER NOT NULL,
     bytes_out INTEGER NOT NULL, latency_us INTEGER NOT NULL,
     PRIMARY KEY (bucket, consumer, route, class)) WITHOUT ROWID;
 -- One row per acknowledged batch of a closed billing period.
@@ -83,9 +83,11 @@ impl Grain {
     }
 }
 
-/// Requests and bytes (in + out) of one consumer in one period.
+/// What a quota counts of one consumer in one period: requests its policies let through (not those
+/// sluice refused itself), and the bytes of all its requests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PeriodUse {
+    /// Admitted requests.
     pub requests: u64,
     /// Bytes in plus bytes out.
     pub bytes: u64,
@@ -245,9 +247,9 @@ impl Ledger {
             };
             t.roll(now_unix);
             let bytes = r.counts.bytes_in + r.counts.bytes_out;
-            t.day.requests += r.counts.requests;
+            t.day.requests += r.counts.admitted;
             t.day.bytes += bytes;
-            t.month.requests += r.counts.requests;
+            t.month.requests += r.counts.admitted;
             t.month.bytes += bytes;
         }
     }
@@ -284,10 +286,11 @@ impl Ledger {
         {
             let upsert = |table: &str| {
                 format!(
-                    "INSERT INTO {table} (bucket, consumer, route, class, requests, limited, bytes_in, bytes_out, latency_us)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                    "INSERT INTO {table} (bucket, consumer, route, class, requests, admitted, limited, bytes_in, bytes_out, latency_us)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
                      ON CONFLICT (bucket, consumer, route, class) DO UPDATE SET
-                       requests = requests + excluded.requests, limited = limited + excluded.limited,
+                       requests = requests + excluded.requests, admitted = admitted + excluded.admitted,
+                       limited = limited + excluded.limited,
                        bytes_in = bytes_in + excluded.bytes_in, bytes_out = bytes_out + excluded.bytes_out,
                        latency_us = latency_us + excluded.latency_us"
                 )
@@ -309,6 +312,7 @@ impl Ledger {
                         &**route,
                         *class as i64,
                         sat(c.requests),
+                        sat(c.admitted),
                         sat(c.limited),
                         sat(c.bytes_in),
                         sat(c.bytes_out),
@@ -369,7 +373,7 @@ impl Ledger {
             let mut q = self
                 .conn
                 .prepare(&format!(
-                    "SELECT consumer, SUM(requests), SUM(bytes_in) + SUM(bytes_out) FROM {table}
+                    "SELECT consumer, SUM(admitted), SUM(bytes_in) + SUM(bytes_out) FROM {table}
                      WHERE bucket = ?1 GROUP BY consumer"
                 ))
                 .map_err(|e| self.sq(e))?;
@@ -457,7 +461,7 @@ impl Ledger {
             format!("GROUP BY {0} ORDER BY {0}", keys.join(", "))
         };
         let sql = format!(
-            "SELECT {select}, SUM(requests), SUM(limited), SUM(bytes_in), SUM(bytes_out), SUM(latency_us)
+            "SELECT {select}, SUM(requests), SUM(admitted), SUM(limited), SUM(bytes_in), SUM(bytes_out), SUM(latency_us)
              FROM {} WHERE bucket >= ?1 AND bucket < ?2 AND (?3 IS NULL OR consumer = ?3) {group}",
             grain.table()
         );
@@ -475,10 +479,11 @@ impl Ledger {
                     class: r.get::<_, Option<i64>>(3)?.map(|c| c.clamp(0, 5) as u8),
                     counts: UsageCounts {
                         requests: n(4)?,
-                        limited: n(5)?,
-                        bytes_in: n(6)?,
-                        bytes_out: n(7)?,
-                        latency_us: n(8)?,
+                        admitted: n(5)?,
+                        limited: n(6)?,
+                        bytes_in: n(7)?,
+                        bytes_out: n(8)?,
+                        latency_us: n(9)?,
                     },
                 })
             })
@@ -600,6 +605,7 @@ mod tests {
             class,
             counts: UsageCounts {
                 requests,
+                admitted: requests,
                 limited: 0,
                 bytes_in: requests * 10,
                 bytes_out: requests * 100,

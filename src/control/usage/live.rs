@@ -131,6 +131,7 @@ mod tests {
             class,
             counts: UsageCounts {
                 requests: n,
+                admitted: 0,
                 limited: 0,
                 bytes_in: n,
                 bytes_out: n,
