@@ -455,3 +455,97 @@ fn a_damaged_state_database_stops_the_start_and_check() {
         );
     }
 }
+
+fn plan_config(backend: SocketAddr, state: &Path, plans: &str) -> String {
+    config_with(
+        "workers = 2",
+        &format!(
+            "[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n\n\
+             [state]\npath = \"{}\"\n\n{plans}\n\
+             {}\
+             [routes.api]\npath = \"/api/*\"\nupstream = \"app\"\nauth = [\"api_key\"]\n\n\
+             [routes.other]\npath = \"/other/*\"\nupstream = \"app\"\nauth = [\"api_key\"]\n",
+            state.display(),
+            upstream("app", &[backend], ""),
+        ),
+    )
+}
+
+#[test]
+fn runtime_consumers_take_plans_and_quota_overrides() {
+    let backend = Backend::fixed("ok");
+    let dir = temp_dir();
+    let state = dir.path().join("state.db");
+    let gold = "[plans.gold]\nquota = { requests = 4, period = \"day\" }\nallow = [\"api\"]\n";
+    let s = Sluice::start(&plan_config(backend.addr(), &state, gold));
+
+    let (st, v) = admin(
+        &s,
+        "POST",
+        "/consumers",
+        Some(json!({"name": "rt", "plan": "platinum"})),
+    );
+    assert_eq!((st, v["field"].as_str()), (400, Some("plan")), "{v}");
+    let (st, v) = admin(
+        &s,
+        "POST",
+        "/consumers",
+        Some(json!({"name": "rt", "plan": "gold", "quota": {"period": "week"}})),
+    );
+    assert_eq!(
+        (st, v["field"].as_str()),
+        (400, Some("quota.period")),
+        "{v}"
+    );
+    let (st, v) = admin(
+        &s,
+        "POST",
+        "/consumers",
+        Some(json!({"name": "rt", "plan": "gold"})),
+    );
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(v["plan"], "gold");
+    let (_, key) = issue(&s, "rt");
+    // The plan's allow list applies once the table reached the workers (costs no quota).
+    assert!(eventually_status(&s, "/other/x", &key, 403));
+    let got: Vec<u16> = (0..5).map(|_| with_key(&s, "/api/x", &key)).collect();
+    assert_eq!(got, [200, 200, 200, 200, 429], "the plan's quota of 4");
+
+    // An override of the count: two more, then refused again.
+    let (st, v) = admin(
+        &s,
+        "PATCH",
+        "/consumers/rt",
+        Some(json!({"quota": {"requests": 6}})),
+    );
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["quota"]["requests"], 6);
+    assert!(
+        eventually_status(&s, "/api/x", &key, 200),
+        "the raised quota reaches the workers"
+    );
+    let more: Vec<u16> = (0..3).map(|_| with_key(&s, "/api/x", &key)).collect();
+    assert_eq!(more, [200, 429, 429], "6 in all: {more:?}");
+
+    // Off the plan: its allow list no longer applies, nor its quota (the override alone counts).
+    let (st, v) = admin(
+        &s,
+        "PATCH",
+        "/consumers/rt",
+        Some(json!({"plan": null, "quota": null})),
+    );
+    assert_eq!(st, 200, "{v}");
+    assert!(v["plan"].is_null(), "{v}");
+    assert!(eventually_status(&s, "/other/x", &key, 200));
+    assert_eq!(with_key(&s, "/api/x", &key), 200);
+
+    // Back on the plan, then a reload that takes the plan away: refused, not let through unlimited.
+    let (st, _) = admin(&s, "PATCH", "/consumers/rt", Some(json!({"plan": "gold"})));
+    assert_eq!(st, 200);
+    assert!(eventually_status(&s, "/other/x", &key, 403));
+    s.rewrite_config(&plan_config(backend.addr(), &state, ""));
+    assert_eq!(s.reload(), Reload::Applied);
+    assert!(eventually_status(&s, "/api/x", &key, 403));
+    let (st, v) = admin(&s, "GET", "/consumers/rt", None);
+    assert_eq!((st, v["plan"].as_str()), (200, Some("gold")), "{v}");
+}

@@ -289,20 +289,15 @@ fn period(cx: &Ctx, at: &str, p: Option<&str>) -> Result<Period, ConfigError> {
 
 /// A quota table, validated; fields left out are taken from the plan (for a consumer's own).
 pub(super) fn quota_spec(cx: &Ctx, at: &str, q: &QuotaToml) -> Result<QuotaSpec, ConfigError> {
-    let period = match q.period.as_deref() {
-        None => None,
-        Some(p) => Some(period(cx, at, Some(p))?),
-    };
-    if q.requests == Some(0) || q.bytes == Some(0) {
-        return Err(cx.err(
-            at.to_string(),
-            "a quota of 0 admits nothing; disable the consumer instead",
-        ));
+    if let Some(p) = q.period.as_deref() {
+        period(cx, at, Some(p))?;
     }
-    Ok(QuotaSpec {
-        requests: q.requests,
-        bytes: q.bytes,
-        period,
+    QuotaSpec::from_toml(q).map_err(|(field, msg)| {
+        let at = match field {
+            Some(f) => format!("{at}.{f}"),
+            None => at.to_string(),
+        };
+        cx.err(at, msg)
     })
 }
 
@@ -315,6 +310,42 @@ pub struct QuotaSpec {
 }
 
 impl QuotaSpec {
+    /// Validates a quota as written (in the config, or in an admin API body); the error names the
+    /// field, when it is one.
+    pub fn from_toml(q: &QuotaToml) -> Result<QuotaSpec, (Option<&'static str>, String)> {
+        let period = match q.period.as_deref() {
+            None => None,
+            Some("day") => Some(Period::Day),
+            Some("month") => Some(Period::Month),
+            Some(other) => {
+                return Err((
+                    Some("period"),
+                    format!("expected \"day\" or \"month\", got {other:?}"),
+                ))
+            }
+        };
+        if q.requests == Some(0) || q.bytes == Some(0) {
+            return Err((
+                None,
+                "a quota of 0 admits nothing; disable the consumer instead".into(),
+            ));
+        }
+        Ok(QuotaSpec {
+            requests: q.requests,
+            bytes: q.bytes,
+            period,
+        })
+    }
+
+    /// As an admin API answer shows it.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "requests": self.requests,
+            "bytes": self.bytes,
+            "period": self.period.map(Period::as_str),
+        })
+    }
+
     /// The quota in force: a consumer's own fields over its plan's; None when neither counts
     /// anything. The period defaults to a month.
     pub fn effective(own: Option<&QuotaSpec>, plan: Option<&QuotaSpec>) -> Option<Quota> {

@@ -213,7 +213,14 @@ fn consumers(st: &AdminState, method: &[u8], path: &[u8], body: &[u8]) -> Reply 
     let a = match &st.consumers {
         Some(db) => {
             let mut db = db.borrow_mut();
-            let a = super::consumers::api::handle(&mut db, file, method, path, body);
+            let a = super::consumers::api::handle(
+                &mut db,
+                file,
+                &snap.config.plans,
+                method,
+                path,
+                body,
+            );
             if let Some(a) = a.as_ref().filter(|a| a.changed) {
                 debug_assert!(a.status < 300);
                 super::publish_consumers(&st.links, &db);

@@ -125,7 +125,12 @@ impl Shard {
             }
         };
         s.last_used = now;
-        s.capacity = capacity;
+        if s.capacity != capacity {
+            // The consumer's quota changed (a plan or override): what the pool said about the old
+            // count no longer holds, so the next ask carries the new one.
+            s.capacity = capacity;
+            s.exhausted_until = 0;
+        }
         if s.exhausted_until > unix {
             self.counts.rejected += 1;
             return Check {

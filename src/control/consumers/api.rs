@@ -4,8 +4,9 @@
 //! SHA-256 digest is kept, and no answer ever carries a key digest. File consumers are listed but
 //! read-only (409).
 
-use super::store::{ConsumerRow, ConsumerStore, StoreError};
+use super::store::{ConsumerChange, ConsumerRow, ConsumerStore, StoreError};
 use crate::config::consumer::{name_ok, Consumer};
+use crate::config::limits::{Plan, QuotaSpec, QuotaToml};
 use base64::Engine;
 use indexmap::IndexMap;
 use serde::de::DeserializeOwned;
@@ -59,6 +60,17 @@ struct CreateBody {
     metadata: IndexMap<String, String>,
     #[serde(default)]
     disabled: bool,
+    /// A `[plans.NAME]` of the config.
+    plan: Option<String>,
+    /// Its own quota fields, over the plan's.
+    quota: Option<QuotaToml>,
+}
+
+/// Reads a field that may be absent (leave it), `null` (remove it) or a value.
+fn nullable<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
 }
 
 /// `PATCH /consumers/NAME`: absent fields stay as they are.
@@ -68,6 +80,32 @@ struct PatchBody {
     groups: Option<Vec<String>>,
     metadata: Option<IndexMap<String, String>>,
     disabled: Option<bool>,
+    #[serde(default, deserialize_with = "nullable")]
+    plan: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    quota: Option<Option<QuotaToml>>,
+}
+
+/// Checks a plan name against the config's plans and a quota's fields.
+fn check_plan(
+    plans: &[Plan],
+    plan: Option<&str>,
+    quota: Option<&QuotaToml>,
+) -> Result<Option<QuotaSpec>, Answer> {
+    if let Some(p) = plan {
+        if !plans.iter().any(|x| x.name == p) {
+            return Err(field_err("plan", "no such plan in the config"));
+        }
+    }
+    match quota {
+        None => Ok(None),
+        Some(q) => QuotaSpec::from_toml(q)
+            .map(Some)
+            .map_err(|(f, msg)| match f {
+                Some(f) => field_err(&format!("quota.{f}"), &msg),
+                None => field_err("quota", &msg),
+            }),
+    }
 }
 
 /// `POST /consumers/NAME/keys/ID/rotate`.
@@ -179,6 +217,8 @@ fn runtime_json(c: &ConsumerRow) -> Value {
         "metadata": c.metadata,
         "disabled": c.disabled,
         "created": c.created,
+        "plan": c.plan,
+        "quota": c.quota.as_ref().map(QuotaSpec::to_json),
         "keys": c.keys.iter().map(|k| json!({
             "id": k.id,
             "created": k.created,
@@ -196,6 +236,8 @@ fn file_json(c: &Consumer) -> Value {
         "disabled": false,
         "api_keys": c.api_keys.len(),
         "basic": c.basic.is_some(),
+        "plan": c.plan,
+        "quota": c.quota.as_ref().map(QuotaSpec::to_json),
     })
 }
 
@@ -203,6 +245,7 @@ fn file_json(c: &Consumer) -> Value {
 pub fn handle(
     store: &mut ConsumerStore,
     file: &[Consumer],
+    plans: &[Plan],
     method: &[u8],
     path: &str,
     body: &[u8],
@@ -217,7 +260,7 @@ pub fn handle(
             list.extend(store.rows().map(runtime_json));
             answer(200, json!({ "consumers": list }))
         }
-        (b"POST", ["consumers"]) => create(store, file, body),
+        (b"POST", ["consumers"]) => create(store, file, plans, body),
         (_, ["consumers"]) => err(405, "method not allowed"),
         (b"GET", ["consumers", name]) => {
             match (file.iter().find(|c| c.name == *name), store.get(name)) {
@@ -227,7 +270,7 @@ pub fn handle(
             }
         }
         (b"PATCH" | b"DELETE", ["consumers", name]) if is_file(name) => read_only(),
-        (b"PATCH", ["consumers", name]) => patch(store, name, body),
+        (b"PATCH", ["consumers", name]) => patch(store, plans, name, body),
         (b"DELETE", ["consumers", name]) => match store.delete(name) {
             Ok(true) => {
                 tracing::info!(consumer = name, "consumer deleted through the admin API");
@@ -264,7 +307,7 @@ pub fn handle(
     })
 }
 
-fn create(store: &mut ConsumerStore, file: &[Consumer], body: &[u8]) -> Answer {
+fn create(store: &mut ConsumerStore, file: &[Consumer], plans: &[Plan], body: &[u8]) -> Answer {
     let b: CreateBody = match parse(body) {
         Ok(b) => b,
         Err(a) => return a,
@@ -275,10 +318,21 @@ fn create(store: &mut ConsumerStore, file: &[Consumer], body: &[u8]) -> Answer {
     if let Err(a) = check_groups(&b.groups).and_then(|()| check_metadata(&b.metadata)) {
         return a;
     }
+    let quota = match check_plan(plans, b.plan.as_deref(), b.quota.as_ref()) {
+        Ok(q) => q,
+        Err(a) => return a,
+    };
     if file.iter().any(|c| c.name == b.name) || store.get(&b.name).is_some() {
         return err(409, "a consumer with this name exists");
     }
-    match store.create(&b.name, b.groups, b.metadata, b.disabled, now_unix()) {
+    let change = ConsumerChange {
+        groups: Some(b.groups),
+        metadata: Some(b.metadata),
+        disabled: Some(b.disabled),
+        plan: Some(b.plan),
+        quota: Some(quota),
+    };
+    match store.create(&b.name, change, now_unix()) {
         Ok(c) => {
             tracing::info!(consumer = %c.name, "consumer created through the admin API");
             changed(201, runtime_json(c))
@@ -287,7 +341,7 @@ fn create(store: &mut ConsumerStore, file: &[Consumer], body: &[u8]) -> Answer {
     }
 }
 
-fn patch(store: &mut ConsumerStore, name: &str, body: &[u8]) -> Answer {
+fn patch(store: &mut ConsumerStore, plans: &[Plan], name: &str, body: &[u8]) -> Answer {
     if store.get(name).is_none() {
         return err(404, "unknown consumer");
     }
@@ -305,7 +359,19 @@ fn patch(store: &mut ConsumerStore, name: &str, body: &[u8]) -> Answer {
             return a;
         }
     }
-    match store.update(name, b.groups, b.metadata, b.disabled) {
+    let plan = b.plan.as_ref().and_then(|p| p.as_deref());
+    let quota = match check_plan(plans, plan, b.quota.as_ref().and_then(|q| q.as_ref())) {
+        Ok(q) => q,
+        Err(a) => return a,
+    };
+    let change = ConsumerChange {
+        groups: b.groups,
+        metadata: b.metadata,
+        disabled: b.disabled,
+        quota: b.quota.map(|q| q.and(quota)),
+        plan: b.plan,
+    };
+    match store.update(name, change) {
         Ok(Some(c)) => {
             tracing::info!(consumer = name, "consumer changed through the admin API");
             changed(200, runtime_json(c))

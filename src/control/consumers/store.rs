@@ -10,7 +10,13 @@ use rusqlite::{params, Connection, OptionalExtension};
 use std::path::{Path, PathBuf};
 
 /// The schema this build writes. A database from a newer build is refused rather than misread.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
+
+/// What takes a version-1 database (before plans) to this schema.
+const MIGRATE_1_2: &str = "
+ALTER TABLE consumers ADD COLUMN plan TEXT;
+ALTER TABLE consumers ADD COLUMN quota TEXT;
+";
 
 const SCHEMA: &str = "
 CREATE TABLE consumers (
@@ -18,7 +24,9 @@ CREATE TABLE consumers (
     groups   TEXT NOT NULL,            -- JSON array of strings
     metadata TEXT NOT NULL,            -- JSON object of strings
     disabled INTEGER NOT NULL DEFAULT 0,
-    created  INTEGER NOT NULL          -- unix seconds
+    created  INTEGER NOT NULL,         -- unix seconds
+    plan     TEXT,                     -- a [plans.NAME] of the config; NULL = none
+    quota    TEXT                      -- JSON {requests, bytes, period} over the plan's; NULL = none
 );
 CREATE TABLE keys (
     id       TEXT PRIMARY KEY NOT NULL,
@@ -88,6 +96,50 @@ pub struct ConsumerRow {
     pub disabled: bool,
     pub created: u64,
     pub keys: Vec<KeyRow>,
+    /// `[plans.NAME]` it is on.
+    pub plan: Option<String>,
+    /// Its own quota fields, over the plan's.
+    pub quota: Option<crate::config::limits::QuotaSpec>,
+}
+
+/// A quota as the `quota` column keeps it (the fields set only).
+fn quota_text(q: &crate::config::limits::QuotaSpec) -> String {
+    let mut o = serde_json::Map::new();
+    if let Some(r) = q.requests {
+        o.insert("requests".into(), r.into());
+    }
+    if let Some(b) = q.bytes {
+        o.insert("bytes".into(), b.into());
+    }
+    if let Some(p) = q.period {
+        o.insert("period".into(), p.as_str().into());
+    }
+    serde_json::Value::Object(o).to_string()
+}
+
+fn quota_from_text(s: &str) -> Option<crate::config::limits::QuotaSpec> {
+    let t: crate::config::limits::QuotaToml = serde_json::from_str(s).ok()?;
+    crate::config::limits::QuotaSpec::from_toml(&t).ok()
+}
+
+/// The groups and metadata columns of a row.
+fn row_json(r: &ConsumerRow) -> (String, String) {
+    (
+        serde_json::to_string(&r.groups).unwrap_or_else(|_| "[]".into()),
+        serde_json::to_string(&r.metadata).unwrap_or_else(|_| "{}".into()),
+    )
+}
+
+/// A change to a consumer: each field set replaces the stored one.
+#[derive(Debug, Default)]
+pub struct ConsumerChange {
+    pub groups: Option<Vec<String>>,
+    pub metadata: Option<IndexMap<String, String>>,
+    pub disabled: Option<bool>,
+    /// `Some(None)` removes the plan.
+    pub plan: Option<Option<String>>,
+    /// `Some(None)` removes the override.
+    pub quota: Option<Option<crate::config::limits::QuotaSpec>>,
 }
 
 /// The open database plus the rows it holds (read once at open, then kept in step with each
@@ -120,6 +172,12 @@ impl ConsumerStore {
             0 => {
                 conn.execute_batch(&format!(
                     "BEGIN; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+                ))
+                .map_err(sq)?;
+            }
+            1 => {
+                conn.execute_batch(&format!(
+                    "BEGIN; {MIGRATE_1_2} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
                 ))
                 .map_err(sq)?;
             }
@@ -192,7 +250,7 @@ impl ConsumerStore {
         let mut rows = IndexMap::new();
         let mut q = self
             .conn
-            .prepare("SELECT name, groups, metadata, disabled, created FROM consumers ORDER BY created, name")
+            .prepare("SELECT name, groups, metadata, disabled, created, plan, quota FROM consumers ORDER BY created, name")
             .map_err(|e| self.sq(e))?;
         let it = q
             .query_map([], |r| {
@@ -202,11 +260,14 @@ impl ConsumerStore {
                     r.get::<_, String>(2)?,
                     r.get::<_, bool>(3)?,
                     r.get::<_, i64>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                    r.get::<_, Option<String>>(6)?,
                 ))
             })
             .map_err(|e| self.sq(e))?;
         for row in it {
-            let (name, groups, metadata, disabled, created) = row.map_err(|e| self.sq(e))?;
+            let (name, groups, metadata, disabled, created, plan, quota) =
+                row.map_err(|e| self.sq(e))?;
             let bad = |what| StoreError::Row {
                 path: self.path.clone(),
                 name: name.clone(),
@@ -216,6 +277,12 @@ impl ConsumerStore {
                 serde_json::from_str(&groups).map_err(|_| bad("groups is not a JSON array"))?;
             let metadata: IndexMap<String, String> = serde_json::from_str(&metadata)
                 .map_err(|_| bad("metadata is not a JSON object of strings"))?;
+            let quota = match quota {
+                None => None,
+                Some(q) => {
+                    Some(quota_from_text(&q).ok_or_else(|| bad("quota is not a valid quota"))?)
+                }
+            };
             rows.insert(
                 name.clone(),
                 ConsumerRow {
@@ -225,6 +292,8 @@ impl ConsumerStore {
                     disabled,
                     created: created.max(0) as u64,
                     keys: Vec::new(),
+                    plan,
+                    quota,
                 },
             );
         }
@@ -284,70 +353,95 @@ impl ConsumerStore {
                 disabled: c.disabled,
                 keys: &keys,
                 basic: None,
-                plan: None,
-                quota: None,
+                plan: c.plan.as_deref(),
+                quota: c.quota,
             });
         }
         set
     }
 
-    /// Inserts a new consumer; the caller has checked the name is free.
+    /// Inserts a new consumer with the fields `c` sets (the rest empty); the caller has checked the
+    /// name is free.
     pub fn create(
         &mut self,
         name: &str,
-        groups: Vec<String>,
-        metadata: IndexMap<String, String>,
-        disabled: bool,
+        c: ConsumerChange,
         now: u64,
     ) -> Result<&ConsumerRow, StoreError> {
-        let g = serde_json::to_string(&groups).unwrap_or_else(|_| "[]".into());
-        let m = serde_json::to_string(&metadata).unwrap_or_else(|_| "{}".into());
-        self.conn
-            .execute(
-                "INSERT INTO consumers (name, groups, metadata, disabled, created) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![name, g, m, disabled, now as i64],
-            )
-            .map_err(|e| self.sq(e))?;
         let row = ConsumerRow {
             name: name.to_string(),
-            groups,
-            metadata,
-            disabled,
+            groups: c.groups.unwrap_or_default(),
+            metadata: c.metadata.unwrap_or_default(),
+            disabled: c.disabled.unwrap_or(false),
             created: now,
             keys: Vec::new(),
+            plan: c.plan.flatten(),
+            quota: c.quota.flatten(),
         };
+        let (g, m) = row_json(&row);
+        self.conn
+            .execute(
+                "INSERT INTO consumers (name, groups, metadata, disabled, created, plan, quota)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    name,
+                    g,
+                    m,
+                    row.disabled,
+                    now as i64,
+                    row.plan,
+                    row.quota.as_ref().map(quota_text)
+                ],
+            )
+            .map_err(|e| self.sq(e))?;
         Ok(self.rows.entry(name.to_string()).or_insert(row))
     }
 
-    /// Changes groups, metadata or the disabled flag of an existing consumer.
+    /// Changes the fields `c` sets of an existing consumer.
     pub fn update(
         &mut self,
         name: &str,
-        groups: Option<Vec<String>>,
-        metadata: Option<IndexMap<String, String>>,
-        disabled: Option<bool>,
+        c: ConsumerChange,
     ) -> Result<Option<&ConsumerRow>, StoreError> {
         let Some(cur) = self.rows.get(name) else {
             return Ok(None);
         };
-        let groups = groups.unwrap_or_else(|| cur.groups.clone());
-        let metadata = metadata.unwrap_or_else(|| cur.metadata.clone());
-        let disabled = disabled.unwrap_or(cur.disabled);
-        let g = serde_json::to_string(&groups).unwrap_or_else(|_| "[]".into());
-        let m = serde_json::to_string(&metadata).unwrap_or_else(|_| "{}".into());
+        let mut row = cur.clone();
+        if let Some(g) = c.groups {
+            row.groups = g;
+        }
+        if let Some(m) = c.metadata {
+            row.metadata = m;
+        }
+        if let Some(d) = c.disabled {
+            row.disabled = d;
+        }
+        if let Some(p) = c.plan {
+            row.plan = p;
+        }
+        if let Some(q) = c.quota {
+            row.quota = q;
+        }
+        let (g, m) = row_json(&row);
         self.conn
             .execute(
-                "UPDATE consumers SET groups = ?2, metadata = ?3, disabled = ?4 WHERE name = ?1",
-                params![name, g, m, disabled],
+                "UPDATE consumers SET groups = ?2, metadata = ?3, disabled = ?4, plan = ?5, quota = ?6
+                 WHERE name = ?1",
+                params![
+                    name,
+                    g,
+                    m,
+                    row.disabled,
+                    row.plan,
+                    row.quota.as_ref().map(quota_text)
+                ],
             )
             .map_err(|e| self.sq(e))?;
-        let Some(row) = self.rows.get_mut(name) else {
+        let Some(slot) = self.rows.get_mut(name) else {
             return Ok(None);
         };
-        row.groups = groups;
-        row.metadata = metadata;
-        row.disabled = disabled;
-        Ok(Some(row))
+        *slot = row;
+        Ok(Some(slot))
     }
 
     /// Deletes a consumer and its keys; false if there was none.
@@ -500,8 +594,17 @@ mod tests {
         let p = tmp("reopen");
         {
             let mut s = ConsumerStore::open(&p).unwrap();
-            s.create("carol", vec!["gold".into()], IndexMap::new(), false, 10)
-                .unwrap();
+            let c = ConsumerChange {
+                groups: Some(vec!["gold".into()]),
+                plan: Some(Some("gold".into())),
+                quota: Some(Some(crate::config::limits::QuotaSpec {
+                    requests: Some(5),
+                    bytes: Some(1 << 30),
+                    period: Some(crate::config::limits::Period::Day),
+                })),
+                ..Default::default()
+            };
+            s.create("carol", c, 10).unwrap();
             assert!(s.add_key("carol", "k1", [1; 32], 10).unwrap());
             assert!(s
                 .rotate("carol", "k1", "k2", [2; 32], 11, Some(20))
@@ -512,6 +615,8 @@ mod tests {
         let c = s.get("carol").unwrap();
         assert_eq!(c.groups, vec!["gold".to_string()]);
         assert_eq!(c.keys.len(), 2);
+        assert_eq!(c.plan.as_deref(), Some("gold"));
+        assert_eq!(c.quota.and_then(|q| q.bytes), Some(1 << 30));
         let t = s.table();
         assert_eq!(t.by_key(&[1; 32], 19), Some(0));
         assert_eq!(t.by_key(&[1; 32], 20), None);
@@ -519,10 +624,48 @@ mod tests {
         assert_eq!(s.purge_expired(20).unwrap(), 1);
         assert!(s.revoke("carol", "k2").unwrap());
         assert!(s.get("carol").unwrap().keys.is_empty());
-        s.update("carol", None, None, Some(true)).unwrap();
+        let off = ConsumerChange {
+            disabled: Some(true),
+            plan: Some(None),
+            ..Default::default()
+        };
+        s.update("carol", off).unwrap();
         assert!(s.table().get(0).unwrap().disabled);
+        assert!(s.table().get(0).unwrap().plan.is_none());
+        assert_eq!(
+            s.get("carol").unwrap().quota.and_then(|q| q.requests),
+            Some(5)
+        );
         assert!(s.delete("carol").unwrap());
         assert!(ConsumerStore::open(&p).unwrap().get("carol").is_none());
+    }
+
+    #[test]
+    fn a_version_1_database_gains_plans() {
+        let p = tmp("v1");
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        let old = Connection::open(&p).unwrap();
+        old.execute_batch(
+            "CREATE TABLE consumers (name TEXT PRIMARY KEY NOT NULL, groups TEXT NOT NULL,
+                 metadata TEXT NOT NULL, disabled INTEGER NOT NULL DEFAULT 0, created INTEGER NOT NULL);
+             CREATE TABLE keys (id TEXT PRIMARY KEY NOT NULL,
+                 consumer TEXT NOT NULL REFERENCES consumers(name) ON DELETE CASCADE,
+                 digest BLOB NOT NULL UNIQUE, created INTEGER NOT NULL, expires INTEGER);
+             INSERT INTO consumers VALUES ('dan', '[]', '{}', 0, 5);
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+        drop(old);
+        let mut s = ConsumerStore::open(&p).unwrap();
+        assert!(s.get("dan").unwrap().plan.is_none());
+        let c = ConsumerChange {
+            plan: Some(Some("gold".into())),
+            ..Default::default()
+        };
+        s.update("dan", c).unwrap();
+        drop(s);
+        let s = ConsumerStore::open(&p).unwrap();
+        assert_eq!(s.get("dan").unwrap().plan.as_deref(), Some("gold"));
     }
 
     #[test]
