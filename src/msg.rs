@@ -54,6 +54,9 @@ pub enum ToWorker {
         grants: Vec<crate::limit::Grant>,
         recalls: Vec<(crate::limit::Bucket, Box<[u8]>)>,
     },
+    /// Consumers whose bytes quota is used up (sorted by name), each with the Unix second its period
+    /// ends; replaces the worker's list.
+    QuotaBlocks(Vec<(Box<str>, u64)>),
     /// Stop accepting, finish in-flight requests within the grace period, exit.
     Drain(Duration),
 }

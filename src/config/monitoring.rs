@@ -183,6 +183,9 @@ pub enum AlertMetric {
     RateLimitedPerSecond,
     /// Busiest worker's utilization (0..1).
     WorkerUtilization,
+    /// The share of its quota (requests or bytes, whichever is more) a consumer used this period;
+    /// each consumer fires and resolves on its own.
+    QuotaUsed,
 }
 
 /// Where an alert looks.
@@ -194,6 +197,8 @@ pub enum AlertScope {
     Route(String),
     /// One upstream group.
     Upstream(String),
+    /// One consumer (`quota_used` only).
+    Consumer(String),
 }
 
 /// A parsed `http://host:port/path` webhook.
@@ -407,9 +412,10 @@ pub fn alert(
         "upstream_unhealthy" => AlertMetric::UpstreamUnhealthy,
         "rate_limited_per_second" => AlertMetric::RateLimitedPerSecond,
         "worker_utilization" => AlertMetric::WorkerUtilization,
+        "quota_used" => AlertMetric::QuotaUsed,
         other => {
             return Err(err(file, format!("{base}.metric"), format!(
-                "expected error_ratio, p99_latency_ms, upstream_unhealthy, rate_limited_per_second or worker_utilization, got {other:?}"
+                "expected error_ratio, p99_latency_ms, upstream_unhealthy, rate_limited_per_second, worker_utilization or quota_used, got {other:?}"
             )))
         }
     };
@@ -417,9 +423,13 @@ pub fn alert(
         None if t.scope == "global" => AlertScope::Global,
         Some(("route", r)) if routes.contains(&r) => AlertScope::Route(r.to_string()),
         Some(("upstream", u)) if upstreams.contains(&u) => AlertScope::Upstream(u.to_string()),
-        _ => return Err(err(file, format!("{base}.scope"), format!("expected \"global\", \"route:NAME\" or \"upstream:NAME\" naming a defined table, got {:?}", t.scope))),
+        // Consumers may be created at runtime, so the name is not checked against the file's.
+        Some(("consumer", c)) if super::check::name_ok(c) => AlertScope::Consumer(c.to_string()),
+        _ => return Err(err(file, format!("{base}.scope"), format!("expected \"global\", \"route:NAME\", \"upstream:NAME\" naming a defined table, or \"consumer:NAME\", got {:?}", t.scope))),
     };
     let fits = match (metric, &scope) {
+        (AlertMetric::QuotaUsed, s) => matches!(s, AlertScope::Global | AlertScope::Consumer(_)),
+        (_, AlertScope::Consumer(_)) => false,
         (AlertMetric::UpstreamUnhealthy, AlertScope::Route(_)) => false,
         (AlertMetric::WorkerUtilization | AlertMetric::RateLimitedPerSecond, s) => {
             *s == AlertScope::Global

@@ -25,6 +25,7 @@ pub fn metric_name(m: AlertMetric) -> &'static str {
         AlertMetric::UpstreamUnhealthy => "upstream_unhealthy",
         AlertMetric::RateLimitedPerSecond => "rate_limited_per_second",
         AlertMetric::WorkerUtilization => "worker_utilization",
+        AlertMetric::QuotaUsed => "quota_used",
     }
 }
 
@@ -34,6 +35,7 @@ pub fn scope_label(s: &AlertScope) -> String {
         AlertScope::Global => "global".into(),
         AlertScope::Route(r) => format!("route:{r}"),
         AlertScope::Upstream(u) => format!("upstream:{u}"),
+        AlertScope::Consumer(c) => format!("consumer:{c}"),
     }
 }
 
@@ -85,7 +87,23 @@ pub fn measure(a: &Alert, store: &Store) -> f64 {
         (AlertMetric::WorkerUtilization, _) => {
             store.utilization_window(n).into_iter().fold(0.0, f64::max)
         }
+        // Validation allows a consumer scope for `quota_used` only.
+        (AlertMetric::ErrorRatio | AlertMetric::P99LatencyMs, AlertScope::Consumer(_)) => 0.0,
+        // The largest share; each consumer's own state is kept per instance (`Rule::consumers`).
+        (AlertMetric::QuotaUsed, _) => quota_shares(a, store).fold(0.0, |m, (_, v)| m.max(v)),
     }
+}
+
+/// The consumers a `quota_used` rule looks at, with the share of its quota each used.
+fn quota_shares<'a>(a: &'a Alert, store: &'a Store) -> impl Iterator<Item = (&'a Arc<str>, f64)> {
+    store
+        .quota_used
+        .iter()
+        .filter(move |(c, _)| match &a.scope {
+            AlertScope::Consumer(name) => ***c == **name,
+            _ => true,
+        })
+        .map(|(c, v)| (c, *v))
 }
 
 /// The next state under hysteresis.
@@ -99,6 +117,8 @@ pub fn next_firing(firing: bool, value: f64, threshold: f64, clear_below: f64) -
 
 struct Rule {
     cfg: Alert,
+    /// `quota_used`: the consumers firing now (the rule fires while any does).
+    consumers: std::collections::BTreeSet<Arc<str>>,
     firing: bool,
     value: f64,
     since: u64,
@@ -139,6 +159,7 @@ impl Alerts {
                 }
                 None => Rule {
                     cfg: c.clone(),
+                    consumers: Default::default(),
                     firing: false,
                     value: 0.0,
                     since: now,
@@ -150,10 +171,19 @@ impl Alerts {
         }
     }
 
-    /// Evaluates every rule; returns the rules that changed state, with their transition.
-    pub fn evaluate(&mut self, store: &Store, now: u64) -> Vec<(usize, Transition)> {
+    /// Evaluates every rule; returns the rules that changed state, with their transition (and the
+    /// consumer, for `quota_used`).
+    pub fn evaluate(
+        &mut self,
+        store: &Store,
+        now: u64,
+    ) -> Vec<(usize, Transition, Option<Arc<str>>)> {
         let mut out = Vec::new();
         for (i, r) in self.rules.iter_mut().enumerate() {
+            if r.cfg.metric == AlertMetric::QuotaUsed {
+                evaluate_quota(i, r, store, now, &mut out);
+                continue;
+            }
             let v = measure(&r.cfg, store);
             r.value = if v.is_finite() { v } else { 0.0 };
             let next = next_firing(r.firing, r.value, r.cfg.threshold, r.cfg.clear_below);
@@ -166,17 +196,22 @@ impl Alerts {
                     at: now,
                 };
                 r.last = Some(t);
-                out.push((i, t));
+                out.push((i, t, None));
             }
         }
         out
     }
 
-    /// The webhook body of a transition of rule `i`.
-    pub fn event_body(&self, i: usize, t: &Transition, instance: &str) -> Option<String> {
+    /// The webhook body of a transition of rule `i` (of `consumer`, for `quota_used`).
+    pub fn event_body(
+        &self,
+        i: usize,
+        t: &Transition,
+        consumer: Option<&str>,
+        instance: &str,
+    ) -> Option<String> {
         let r = self.rules.get(i)?;
-        Some(
-            json!({
+        let mut v = json!({
                 "alert": r.cfg.name,
                 "state": t.state(),
                 "metric": metric_name(r.cfg.metric),
@@ -186,9 +221,11 @@ impl Alerts {
                 "window_seconds": Store::window_secs(r.cfg.window),
                 "instance": instance,
                 "at": t.at,
-            })
-            .to_string(),
-        )
+        });
+        if let (Some(c), Some(o)) = (consumer, v.as_object_mut()) {
+            o.insert("consumer".into(), json!(c));
+        }
+        Some(v.to_string())
     }
 
     /// Every rule's state.
@@ -207,18 +244,75 @@ impl Alerts {
     }
 
     /// Logs transition `t` of rule `i` and queues its webhook.
-    fn announce(&self, i: usize, t: &Transition, instance: &str) {
+    fn announce(&self, i: usize, t: &Transition, consumer: Option<&str>, instance: &str) {
         let Some(r) = self.rules.get(i) else { return };
         let scope = scope_label(&r.cfg.scope);
         let metric = metric_name(r.cfg.metric);
+        let who = consumer.unwrap_or("-");
         if t.firing {
-            tracing::warn!(alert = %r.cfg.name, metric, scope = %scope, value = t.value, threshold = r.cfg.threshold, "alert firing");
+            tracing::warn!(alert = %r.cfg.name, metric, scope = %scope, consumer = who, value = t.value, threshold = r.cfg.threshold, "alert firing");
         } else {
-            tracing::info!(alert = %r.cfg.name, metric, scope = %scope, value = t.value, clear_below = r.cfg.clear_below, "alert resolved");
+            tracing::info!(alert = %r.cfg.name, metric, scope = %scope, consumer = who, value = t.value, clear_below = r.cfg.clear_below, "alert resolved");
         }
-        if let (Some(q), Some(body)) = (&r.queue, self.event_body(i, t, instance)) {
+        if let (Some(q), Some(body)) = (&r.queue, self.event_body(i, t, consumer, instance)) {
             q.push(body);
         }
+    }
+}
+
+/// A `quota_used` rule: each consumer fires once its share reaches the threshold (a quota mark is
+/// crossed at, not above, it) and resolves when it falls below `clear_below` (a new period), or when
+/// it no longer has a quota.
+fn evaluate_quota(
+    i: usize,
+    r: &mut Rule,
+    store: &Store,
+    now: u64,
+    out: &mut Vec<(usize, Transition, Option<Arc<str>>)>,
+) {
+    let mut max = 0.0f64;
+    let mut seen = std::collections::BTreeSet::new();
+    for (c, v) in quota_shares(&r.cfg, store) {
+        let v = if v.is_finite() { v } else { 0.0 };
+        max = max.max(v);
+        seen.insert(c.clone());
+        let firing = r.consumers.contains(c);
+        let next = if firing {
+            v >= r.cfg.clear_below
+        } else {
+            v >= r.cfg.threshold
+        };
+        if next != firing {
+            if next {
+                r.consumers.insert(c.clone());
+            } else {
+                r.consumers.remove(c);
+            }
+            let t = Transition {
+                firing: next,
+                value: v,
+                at: now,
+            };
+            r.last = Some(t);
+            out.push((i, t, Some(c.clone())));
+        }
+    }
+    let gone: Vec<Arc<str>> = r.consumers.difference(&seen).cloned().collect();
+    for c in gone {
+        r.consumers.remove(&c);
+        let t = Transition {
+            firing: false,
+            value: 0.0,
+            at: now,
+        };
+        r.last = Some(t);
+        out.push((i, t, Some(c)));
+    }
+    r.value = max;
+    let any = !r.consumers.is_empty();
+    if any != r.firing {
+        r.firing = any;
+        r.since = now;
     }
 }
 
@@ -237,8 +331,8 @@ pub async fn run(store: Rc<RefCell<Store>>, snapshot: Rc<RefCell<Arc<Snapshot>>>
             alerts.reload(&snap.config.alerts, now);
         }
         let changed = alerts.evaluate(&store.borrow(), now);
-        for (i, t) in &changed {
-            alerts.announce(*i, t, &instance);
+        for (i, t, consumer) in &changed {
+            alerts.announce(*i, t, consumer.as_deref(), &instance);
         }
         store.borrow_mut().alerts = alerts.statuses();
     }
@@ -334,13 +428,55 @@ mod tests {
         let t = a.evaluate(&store, 4);
         assert_eq!(t.len(), 1);
         assert!(!t[0].1.firing);
-        let body = a.event_body(0, &t[0].1, "host").unwrap();
+        let body = a.event_body(0, &t[0].1, None, "host").unwrap();
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["state"], "resolved");
         assert_eq!(v["scope"], "route:bad");
         assert_eq!(v["metric"], "error_ratio");
         assert_eq!(v["window_seconds"], 2);
         assert_eq!(v["at"], 4);
+    }
+
+    #[test]
+    fn quota_used_fires_per_consumer_at_its_mark() {
+        let mut store = Store::new(1);
+        let cfg = vec![
+            rule("q80", AlertMetric::QuotaUsed, AlertScope::Global, 0.8, 0.8),
+            rule(
+                "bob",
+                AlertMetric::QuotaUsed,
+                AlertScope::Consumer("bob".into()),
+                1.0,
+                1.0,
+            ),
+        ];
+        let mut a = Alerts::new(&cfg, 0);
+        store.quota_used.insert(Arc::from("alice"), 0.8);
+        store.quota_used.insert(Arc::from("bob"), 0.5);
+        let t = a.evaluate(&store, 1);
+        assert_eq!(t.len(), 1, "alice at exactly 80%: {t:?}");
+        assert_eq!((t[0].0, t[0].2.as_deref()), (0, Some("alice")));
+        store.quota_used.insert(Arc::from("bob"), 1.0);
+        let t = a.evaluate(&store, 2);
+        let who: Vec<_> = t.iter().map(|x| (x.0, x.2.as_deref())).collect();
+        assert_eq!(
+            who,
+            [(0, Some("bob")), (1, Some("bob"))],
+            "bob crossed both; alice fired already"
+        );
+        let body = a.event_body(1, &t[1].1, Some("bob"), "host").unwrap();
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            (v["consumer"].as_str(), v["metric"].as_str()),
+            (Some("bob"), Some("quota_used"))
+        );
+        // A new period: both resolve.
+        store.quota_used.insert(Arc::from("alice"), 0.0);
+        store.quota_used.remove("bob");
+        let t = a.evaluate(&store, 3);
+        assert_eq!(t.len(), 3, "{t:?}");
+        assert!(t.iter().all(|x| !x.1.firing));
+        assert!(!a.statuses()[0].firing);
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod health;
 pub mod jwks;
 pub mod limits;
 pub mod prometheus;
+pub mod quota_watch;
 pub mod signals;
 pub mod stats;
 pub mod status;
@@ -198,6 +199,15 @@ async fn control_main(
         workers.clone(),
         pools_wake.clone(),
     ));
+    let watch = Rc::new(RefCell::new(quota_watch::QuotaWatch::default()));
+    monoio::spawn(watch_quotas(
+        watch.clone(),
+        store.clone(),
+        snapshot.clone(),
+        store_db.clone(),
+        ledger.clone(),
+        workers.clone(),
+    ));
     let mut state = health::HealthState::default();
     health::start(&first, &workers, &current, &mut state);
     let Ok(mut inbox) = inbox.into_async() else {
@@ -208,9 +218,11 @@ async fn control_main(
         match msg {
             ToControl::Stats(d) => {
                 store.borrow_mut().apply(&d);
+                let now = webhook::unix_now();
                 if let Some(l) = &ledger {
-                    l.borrow_mut().record(&d.usage, webhook::unix_now());
+                    l.borrow_mut().record(&d.usage, now);
                 }
+                watch.borrow_mut().record(&d.usage, now);
             }
             ToControl::Limits { worker, asks } => {
                 let mut p = pools.borrow_mut();
@@ -266,6 +278,46 @@ thread_local! {
 }
 
 /// Sends every worker its own copy of the runtime consumer table.
+/// Once a second: the quota watch's shares go to the statistics (consumers view, alert rules), and a
+/// changed bytes-quota blocked list to every worker.
+async fn watch_quotas(
+    watch: Rc<RefCell<quota_watch::QuotaWatch>>,
+    stats: Rc<RefCell<stats::Store>>,
+    snapshot: Rc<RefCell<Arc<Snapshot>>>,
+    db: Option<Rc<RefCell<consumers::ConsumerStore>>>,
+    ledger: Option<usage::SharedLedger>,
+    links: Rc<Broadcast>,
+) {
+    let seed = |name: &str, period: crate::config::limits::Period, start: u64| {
+        let Some(l) = &ledger else { return (0, 0) };
+        let t = l.borrow().running_totals(name, start);
+        let u = match period {
+            crate::config::limits::Period::Day => t.day,
+            crate::config::limits::Period::Month => t.month,
+        };
+        (u.requests, u.bytes)
+    };
+    loop {
+        let snap = snapshot.borrow().clone();
+        let db = db.as_ref().map(|d| d.borrow());
+        let runtime = db
+            .iter()
+            .flat_map(|d| d.rows())
+            .map(|r| (r.name.as_str(), r.plan.as_deref(), r.quota.as_ref()));
+        let tick = watch
+            .borrow_mut()
+            .tick(&snap.config, runtime, &seed, webhook::unix_now());
+        drop(db);
+        if let Some(list) = tick.blocks {
+            for w in 0..links.len() {
+                links.to(w, ToWorker::QuotaBlocks(list.clone()));
+            }
+        }
+        stats.borrow_mut().quota_used = tick.shares;
+        monoio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
 pub fn publish_consumers(links: &Broadcast, db: &consumers::ConsumerStore) {
     links.send(|| ToWorker::Consumers(Box::new(db.table())));
 }

@@ -77,6 +77,8 @@ pub struct Local {
     pub outbox: Notify,
     /// Notified when grants arrived (a quota check may be waiting for one).
     pub granted: Notify,
+    /// Consumers whose bytes quota is used up, sorted by name, with the Unix second it resets.
+    blocked: RefCell<Vec<(Box<str>, u64)>>,
     started: Instant,
 }
 
@@ -93,6 +95,7 @@ impl Default for Local {
             }),
             outbox: Notify::default(),
             granted: Notify::default(),
+            blocked: RefCell::new(Vec::new()),
             started: Instant::now(),
         }
     }
@@ -192,6 +195,18 @@ impl Local {
     /// Whether a waiting quota check for `consumer` can run again (a grant or a refusal came).
     pub fn quota_settled(&self, consumer: &str, period: Period) -> bool {
         self.inner.borrow().quotas[quota_shard(period)].settled(consumer.as_bytes(), unix_now())
+    }
+
+    /// Takes the control thread's list of consumers whose bytes quota is used up (sorted by name).
+    pub fn set_blocked(&self, list: Vec<(Box<str>, u64)>) {
+        *self.blocked.borrow_mut() = list;
+    }
+
+    /// Until when `consumer`'s bytes quota refuses it, if it does at `unix`.
+    pub fn blocked_until(&self, consumer: &str, unix: u64) -> Option<u64> {
+        let b = self.blocked.borrow();
+        let i = b.binary_search_by(|(n, _)| (**n).cmp(consumer)).ok()?;
+        b.get(i).map(|e| e.1).filter(|&until| until > unix)
     }
 
     /// Takes the control thread's grants and recalls.

@@ -25,15 +25,34 @@ pub fn check(input: &Input<'_>, ctx: &mut Ctx) -> Outcome {
     else {
         return Outcome::Continue;
     };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (start, end) = period::bounds(q.period, now);
+    if let Some(bytes) = q.bytes {
+        // Bytes are counted once requests are over, on the control thread, which names the
+        // consumers whose bytes quota is used up (see `control::quota_watch`).
+        if let Some(until) = input.worker.limits.blocked_until(&entry.name, now) {
+            let wait = until.saturating_sub(now).max(1);
+            if ctx.charged.headers {
+                ctx.downstream_edits.add.clear();
+            }
+            write(
+                &mut ctx.downstream_edits.add,
+                bytes,
+                0,
+                wait,
+                (bytes, end - start, None),
+                Some(wait),
+            );
+            return Outcome::Reject(ProxyError::Policy(PolicyError::QuotaExceeded));
+        }
+    }
     let Some(requests) = q.requests else {
         return Outcome::Continue;
     };
     let c = input.worker.limits.check_quota(&entry.name, &q, requests);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let end = period::bounds(q.period, now).1;
-    let policy = (requests, end - period::bounds(q.period, now).0, None);
+    let policy = (requests, end - start, None);
     if c.admitted {
         ctx.charged.quota = true;
         if !ctx.charged.headers {

@@ -302,6 +302,7 @@ impl Worker {
                 self.auth.set_runtime(*set);
             }
             ToWorker::Limits { grants, recalls } => self.limits.apply(grants, recalls),
+            ToWorker::QuotaBlocks(list) => self.limits.set_blocked(list),
             ToWorker::Drain(grace) => return Some(grace),
         }
         None

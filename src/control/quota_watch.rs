@@ -1,0 +1,242 @@
+//! Quota use as the control thread sees it, once a second: per consumer with a quota, the requests
+//! admitted and the bytes moved in the current UTC day or month (from every worker's usage rows,
+//! started from the ledger's count so it holds across restarts). From it come the share of each quota
+//! used (the consumers view, the `quota_used` alert metric), a log line as a consumer crosses 80% and
+//! 100%, and the bytes quota's enforcement.
+//!
+//! A request quota is enforced exactly by the limit pools (`control::limits`); this only watches it.
+//! A bytes quota cannot be: a request's bytes are known only once it is over. So its consumers are
+//! blocked as soon as a report shows the quota used up; what passes meanwhile is at most one report
+//! interval (one second) of the consumer's traffic. Workers get the whole blocked list each time it
+//! changes (`ToWorker::QuotaBlocks`).
+
+use crate::config::limits::{Period, Quota, QuotaSpec};
+use crate::config::Config;
+use crate::limit::period;
+use crate::usage::UsageRow;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// A consumer's count in its quota's current period.
+#[derive(Debug, Clone, Copy)]
+struct Used {
+    period: Period,
+    /// Unix second the period started.
+    start: u64,
+    requests: u64,
+    bytes: u64,
+    /// Marks already logged this period: 80% and 100% of requests, then of bytes.
+    marks: u8,
+}
+
+/// Where the watch starts a consumer's count: (admitted requests, bytes) the ledger holds for the
+/// period starting at the given second.
+pub type Seed<'a> = &'a dyn Fn(&str, Period, u64) -> (u64, u64);
+
+/// What one tick found.
+#[derive(Debug, Default, PartialEq)]
+pub struct Tick {
+    /// The share of its quota each consumer used (the larger of requests and bytes).
+    pub shares: HashMap<Arc<str>, f64>,
+    /// The new blocked list, when it changed: consumer and the Unix second its period ends.
+    pub blocks: Option<Vec<(Box<str>, u64)>>,
+}
+
+/// The watch's state.
+#[derive(Debug, Default)]
+pub struct QuotaWatch {
+    quotas: HashMap<Arc<str>, Quota>,
+    used: HashMap<Arc<str>, Used>,
+    blocked: Vec<(Box<str>, u64)>,
+}
+
+const MARKS: [(f64, &str); 2] = [(0.8, "80%"), (1.0, "100%")];
+
+impl QuotaWatch {
+    /// Adds a worker's usage rows, for consumers with a quota.
+    pub fn record(&mut self, rows: &[UsageRow], now_unix: u64) {
+        for r in rows {
+            let Some(u) = self.used.get_mut(&*r.consumer) else {
+                continue;
+            };
+            roll(u, now_unix);
+            u.requests += r.counts.admitted;
+            u.bytes += r.counts.bytes_in + r.counts.bytes_out;
+        }
+    }
+
+    /// Takes the quotas in force (file consumers over runtime ones of the same name, as workers look
+    /// them up), brings each count to the current period, and works out shares and blocks.
+    pub fn tick<'a>(
+        &mut self,
+        config: &'a Config,
+        runtime: impl Iterator<Item = (&'a str, Option<&'a str>, Option<&'a QuotaSpec>)>,
+        seed: Seed<'_>,
+        now_unix: u64,
+    ) -> Tick {
+        let plan_quota = |name: Option<&str>| {
+            let name = name?;
+            config
+                .plans
+                .iter()
+                .find(|p| p.name == name)
+                .and_then(|p| p.quota.as_ref())
+        };
+        self.quotas.clear();
+        let file = config
+            .consumers
+            .iter()
+            .map(|c| (c.name.as_str(), c.plan.as_deref(), c.quota.as_ref()));
+        for (name, plan, own) in file.chain(runtime) {
+            if self.quotas.contains_key(name) {
+                continue;
+            }
+            if let Some(q) = QuotaSpec::effective(own, plan_quota(plan)) {
+                self.quotas.insert(Arc::from(name), q);
+            }
+        }
+        let quotas = &self.quotas;
+        self.used.retain(|name, _| quotas.contains_key(name));
+        let mut out = Tick::default();
+        let mut blocked = Vec::new();
+        for (name, q) in &self.quotas {
+            let start = period::bounds(q.period, now_unix).0;
+            let u = match self.used.get_mut(name) {
+                Some(u) if u.period == q.period => u,
+                _ => {
+                    let (requests, bytes) = seed(name, q.period, start);
+                    self.used.insert(
+                        name.clone(),
+                        Used {
+                            period: q.period,
+                            start,
+                            requests,
+                            bytes,
+                            marks: 0,
+                        },
+                    );
+                    match self.used.get_mut(name) {
+                        Some(u) => u,
+                        None => continue,
+                    }
+                }
+            };
+            roll(u, now_unix);
+            let share = |used: u64, of: Option<u64>| of.map(|n| used as f64 / n.max(1) as f64);
+            let req = share(u.requests, q.requests);
+            let bytes = share(u.bytes, q.bytes);
+            for (kind, s, bit) in [("requests", req, 0), ("bytes", bytes, 2)] {
+                let Some(s) = s else { continue };
+                for (j, (mark, label)) in MARKS.iter().enumerate() {
+                    let flag = 1u8 << (bit + j);
+                    if s >= *mark && u.marks & flag == 0 {
+                        u.marks |= flag;
+                        tracing::warn!(consumer = %name, quota = kind, used = %label, period = q.period.as_str(), "quota mark crossed");
+                    }
+                }
+            }
+            if bytes.is_some_and(|s| s >= 1.0) {
+                blocked.push((Box::from(&**name), period::bounds(q.period, now_unix).1));
+            }
+            let s = req.unwrap_or(0.0).max(bytes.unwrap_or(0.0));
+            out.shares.insert(name.clone(), s);
+        }
+        blocked.sort();
+        if blocked != self.blocked {
+            self.blocked = blocked.clone();
+            out.blocks = Some(blocked);
+        }
+        out
+    }
+}
+
+/// Starts a new period's count at zero once the clock has left the old one.
+fn roll(u: &mut Used, now_unix: u64) {
+    let start = period::bounds(u.period, now_unix).0;
+    if start != u.start {
+        *u = Used {
+            period: u.period,
+            start,
+            requests: 0,
+            bytes: 0,
+            marks: 0,
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::usage::UsageCounts;
+
+    fn config() -> Config {
+        crate::config::parse(
+            "[listeners.l]\nlisten = \"127.0.0.1:0\"\n\n[plans.p]\nquota = { requests = 10, bytes = 1000, period = \"day\" }\n\n\
+             [consumers.a]\napi_keys = [\"a-key-123\"]\nplan = \"p\"\n\n\
+             [consumers.b]\napi_keys = [\"b-key-123\"]\n\n\
+             [routes.r]\npath = \"/\"\nrespond = { status = 200 }\n",
+            crate::config::Source::Embedded,
+        )
+        .unwrap()
+    }
+
+    fn row(consumer: &str, admitted: u64, bytes: u64) -> UsageRow {
+        UsageRow {
+            consumer: Arc::from(consumer),
+            route: Arc::from("r"),
+            class: 2,
+            counts: UsageCounts {
+                requests: admitted,
+                admitted,
+                bytes_in: bytes,
+                ..Default::default()
+            },
+        }
+    }
+
+    const NOW: u64 = 1_796_389_200; // 2026-12-04T13:00:00Z
+
+    #[test]
+    fn shares_marks_and_bytes_blocks() {
+        let cfg = config();
+        let mut w = QuotaWatch::default();
+        let seed = |n: &str, _: Period, _: u64| if n == "a" { (5, 100) } else { (0, 0) };
+        let t = w.tick(&cfg, std::iter::empty(), &seed, NOW);
+        assert_eq!(t.shares.len(), 1, "b has no quota");
+        assert_eq!(t.shares["a"], 0.5, "seeded from the ledger");
+        assert_eq!(t.blocks, None);
+        w.record(&[row("a", 3, 100), row("b", 50, 50)], NOW);
+        let t = w.tick(&cfg, std::iter::empty(), &seed, NOW + 1);
+        assert_eq!(t.shares["a"], 0.8);
+        w.record(&[row("a", 0, 800)], NOW + 1);
+        let t = w.tick(&cfg, std::iter::empty(), &seed, NOW + 2);
+        assert_eq!(t.shares["a"], 1.0);
+        let end = period::bounds(Period::Day, NOW).1;
+        assert_eq!(t.blocks, Some(vec![(Box::from("a"), end)]));
+        assert_eq!(
+            w.tick(&cfg, std::iter::empty(), &seed, NOW + 3).blocks,
+            None,
+            "sent once"
+        );
+        // The next day: a fresh count, unblocked.
+        let t = w.tick(&cfg, std::iter::empty(), &seed, end + 1);
+        assert_eq!(t.shares["a"], 0.0);
+        assert_eq!(t.blocks, Some(vec![]));
+    }
+
+    #[test]
+    fn runtime_consumers_count_and_file_ones_win() {
+        let cfg = config();
+        let mut w = QuotaWatch::default();
+        let own = QuotaSpec {
+            requests: Some(4),
+            bytes: None,
+            period: None,
+        };
+        let runtime = vec![("rt", None, Some(&own)), ("a", None, None)];
+        let seed = |_: &str, _: Period, _: u64| (1, 0);
+        let t = w.tick(&cfg, runtime.into_iter(), &seed, NOW);
+        assert_eq!(t.shares["rt"], 0.25);
+        assert_eq!(t.shares["a"], 0.1, "the file's a, on plan p");
+    }
+}
