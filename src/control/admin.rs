@@ -356,6 +356,7 @@ fn endpoint_admin(st: &AdminState, path: &[u8]) -> Reply {
 
 fn metrics(st: &AdminState) -> Reply {
     let mut text = super::prometheus::render(&st.store.borrow(), st.generation.get());
+    super::prometheus::render_consumers(&mut st.store.borrow_mut().consumers, &mut text);
     super::prometheus::render_auth(&st.auth.borrow(), &mut text);
     if let Some(c) = &st.log_counters {
         use std::sync::atomic::Ordering::Relaxed;
