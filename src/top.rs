@@ -2,7 +2,7 @@
 //!
 //! Off the request path entirely: a separate process that polls the admin listener's JSON
 //! (`/status`, `/workers`, `/routes`, `/upstreams`) over plain blocking HTTP/1.1 and draws per-core,
-//! per-route and per-endpoint figures with ratatui. It needs nothing from sluice but the documented
+//! per-route, per-consumer and per-endpoint figures with ratatui. It needs nothing from sluice but the documented
 //! admin API, and must never leave the terminal in raw mode. `--once` renders one frame as plain text
 //! to stdout (no terminal needed), so scripts and tests see exactly what the live view shows.
 
@@ -18,7 +18,7 @@ use std::io;
 use std::time::{Duration, Instant};
 
 mod admin;
-use admin::{poll, Poll};
+use admin::{poll, ConsumerFigures, Poll};
 
 /// What `sluice top` was asked to do.
 #[derive(Debug, Clone)]
@@ -261,6 +261,11 @@ const ROUTE_COLS: [(&str, u16); 10] = [
     ("NONE", 6), ("P50 ms", 7), ("P99 ms", 7),
 ];
 #[rustfmt::skip]
+const CONSUMER_COLS: [(&str, u16); 8] = [
+    ("CONSUMER", 0), ("REQ/S", 8), ("REQUESTS", 10), ("429s", 8), ("ERRORS", 8), ("IN", 9),
+    ("OUT", 9), ("QUOTA", 6),
+];
+#[rustfmt::skip]
 const ENDPOINT_COLS: [(&str, u16); 9] = [
     ("UPSTREAM", 0), ("ENDPOINT", 0), ("STATE", 9), ("REQ/S", 8), ("REQUESTS", 10),
     ("FAILURES", 8), ("IN FLIGHT", 9), ("IDLE", 5), ("TTFB P99", 8),
@@ -285,10 +290,34 @@ fn widths(cols: &[(&str, u16)], sized: &[u16]) -> Vec<Constraint> {
         .collect()
 }
 
-/// Rows the frame needs at full height: header, three tables (border, title row, rows), footer.
+/// Rows of the consumers table: the top consumers, then `(other)` when it sums any.
+fn consumer_rows(p: &Poll) -> usize {
+    let c = &p.status.consumers;
+    c.top.len() + (c.other.consumers > 0 || c.other.requests > 0) as usize
+}
+
+/// Rows the frame needs at full height: header, four tables (border, title row, rows), footer.
 fn height_needed(p: &Poll) -> u16 {
     let eps: usize = p.upstreams.iter().map(|u| u.endpoints.len()).sum();
-    (4 + (p.workers.len() + 3) + (p.routes.len().max(1) + 3) + (eps.max(1) + 3) + 1) as u16
+    (4 + (p.workers.len() + 3)
+        + (p.routes.len().max(1) + 3)
+        + (consumer_rows(p).max(1) + 3)
+        + (eps.max(1) + 3)
+        + 1) as u16
+}
+
+/// A byte count in binary units, without a space (tables split on whitespace): 512B, 1.4KiB.
+fn bytes(n: u64) -> String {
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < 4 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    match unit {
+        0 => format!("{n}B"),
+        u => format!("{v:.1}{}", ["", "KiB", "MiB", "GiB", "TiB"][u]),
+    }
 }
 
 /// Draws one frame of the view.
@@ -304,10 +333,11 @@ pub fn draw(f: &mut Frame, v: &View) {
     };
     let eps: usize = p.upstreams.iter().map(|u| u.endpoints.len()).sum();
     // Each table as tall as its rows; on a short terminal the tables shrink, spare rows go below.
-    let [head, workers, routes, ups, _, foot] = Layout::vertical([
+    let [head, workers, routes, consumers, ups, _, foot] = Layout::vertical([
         Constraint::Length(4),
         Constraint::Length(p.workers.len() as u16 + 3),
         Constraint::Max(p.routes.len().max(1) as u16 + 3),
+        Constraint::Max(consumer_rows(p).max(1) as u16 + 3),
         Constraint::Max(eps.max(1) as u16 + 3),
         Constraint::Fill(1),
         Constraint::Length(1),
@@ -316,6 +346,7 @@ pub fn draw(f: &mut Frame, v: &View) {
     draw_head(f, head, v, p);
     draw_workers(f, workers, p);
     draw_routes(f, routes, v, p);
+    draw_consumers(f, consumers, p);
     draw_upstreams(f, ups, v, p);
     let footer = match &v.error {
         Some(e) => Line::styled(format!(" {e}"), Style::new().fg(Color::Red)),
@@ -444,6 +475,66 @@ fn draw_routes(f: &mut Frame, area: Rect, v: &View, p: &Poll) {
     let t = Table::new(rows, cols)
         .header(header_cells(&titles))
         .block(Block::bordered().title(" Routes "));
+    f.render_widget(t, area);
+}
+
+fn draw_consumers(f: &mut Frame, area: Rect, p: &Poll) {
+    let c = &p.status.consumers;
+    let red = |n: u64, color: Color| {
+        if n > 0 {
+            Style::new().fg(color)
+        } else {
+            Style::new()
+        }
+    };
+    let row = |name: Cell<'static>, c: &ConsumerFigures| {
+        let quota = c.quota_used.map_or(("-".to_string(), Style::new()), |q| {
+            let color = if q >= 1.0 {
+                Color::Red
+            } else if q >= 0.8 {
+                Color::Yellow
+            } else {
+                Color::Reset
+            };
+            (format!("{:.0}%", q * 100.0), Style::new().fg(color))
+        });
+        Row::new(vec![
+            name,
+            Cell::from(num(c.requests_per_second)),
+            Cell::from(c.requests.to_string()),
+            Cell::from(c.limited.to_string()).style(red(c.limited, Color::Yellow)),
+            Cell::from(c.errors.to_string()).style(red(c.errors, Color::Red)),
+            Cell::from(bytes(c.bytes_in)),
+            Cell::from(bytes(c.bytes_out)),
+            Cell::from(quota.0).style(quota.1),
+        ])
+    };
+    let mut rows: Vec<Row> = c
+        .top
+        .iter()
+        .map(|t| {
+            let name = Cell::from(t.name.clone()).style(Style::new().add_modifier(Modifier::BOLD));
+            row(name, t)
+        })
+        .collect();
+    if consumer_rows(p) > c.top.len() {
+        let name = Cell::from("(other)").style(Style::new().fg(Color::DarkGray));
+        rows.push(row(name, &c.other));
+    }
+    let name_w = c.top.iter().map(|t| t.name.len()).max().unwrap_or(8);
+    let title = if c.other.consumers > 0 {
+        format!(
+            " Consumers (top {} by req/s over {}s; {} more as (other)) ",
+            c.top.len(),
+            c.rate_window_seconds,
+            c.other.consumers
+        )
+    } else {
+        format!(" Consumers (by req/s over {}s) ", c.rate_window_seconds)
+    };
+    let t = Table::new(rows, widths(&CONSUMER_COLS, &[name_w.clamp(8, 32) as u16]))
+        .header(header_cells(&CONSUMER_COLS))
+        .block(Block::bordered().title(title));
     f.render_widget(t, area);
 }
 
@@ -598,93 +689,4 @@ fn event_loop(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::admin::{RoutesBody, Status, UpstreamsBody, WorkersBody};
-    use super::*;
-
-    #[test]
-    fn rates_span_the_window_and_survive_restarts() {
-        let mut r = Rates::default();
-        let t0 = Instant::now();
-        let s = Duration::from_secs(1);
-        assert_eq!(r.update("a", t0, 100), 0.0);
-        assert_eq!(r.update("a", t0 + s, 150), 50.0);
-        // Server merges land unevenly: 0 then 100 in one-second polls still reads 50/s overall.
-        assert_eq!(r.update("a", t0 + 2 * s, 150), 25.0);
-        assert_eq!(r.update("a", t0 + 3 * s, 250), 50.0);
-        for i in 4..=10 {
-            r.update("a", t0 + i * s, 250 + 50 * (i as u64 - 3));
-        }
-        assert_eq!(r.update("a", t0 + 11 * s, 650), 50.0);
-        assert_eq!(r.update("a", t0 + 12 * s, 10), 0.0, "a restart starts over");
-    }
-
-    #[test]
-    fn numbers_get_the_decimals_they_deserve() {
-        assert_eq!(num(4638.4), "4638");
-        assert_eq!(num(45.12), "45.1");
-        assert_eq!(num(0.114), "0.11");
-        assert_eq!(num(0.0), "0");
-        assert_eq!(uptime(3725), "1h 2m");
-        assert_eq!(uptime(65), "1m 5s");
-    }
-
-    #[test]
-    fn a_frame_renders_every_worker_route_and_endpoint() {
-        let workers: WorkersBody = serde_json::from_str(
-            r#"{"workers":[{"worker":0,"cpu":0,"utilization":0.25,"requests_per_second":1200.5,
-            "p99_ms":3.5,"requests_total":9000},{"worker":1,"cpu":-1,"requests_per_second":0}]}"#,
-        )
-        .unwrap();
-        let routes: RoutesBody = serde_json::from_str(
-            r#"{"routes":[{"name":"api","path":"/api/*","requests":42,"action":{"upstreams":[{"upstream":"app"}]},
-            "responses":{"2xx":40,"5xx":2}},{"name":"ping","path":"/ping","action":{"respond":200}}]}"#,
-        )
-        .unwrap();
-        let ups: UpstreamsBody = serde_json::from_str(
-            r#"{"upstreams":[{"name":"app","endpoints":[{"address":"10.0.0.1:80","healthy":true},
-            {"address":"10.0.0.2:80","healthy":false},{"address":"10.0.0.3:80","healthy":true,"admin_state":"draining"}]}]}"#,
-        )
-        .unwrap();
-        let opts = Options {
-            admin: "127.0.0.1:9901".into(),
-            token: None,
-            interval: Duration::from_secs(1),
-            once: true,
-        };
-        let mut v = View::new(&opts);
-        v.apply(Ok(Poll {
-            at: Instant::now(),
-            status: Status {
-                version: "0.1.0".into(),
-                workers: 2,
-                ..Status::default()
-            },
-            workers: workers.workers,
-            routes: routes.routes,
-            upstreams: ups.upstreams,
-        }));
-        let text = render_text(&v, 140);
-        for want in [
-            "sluice 0.1.0",
-            "Workers",
-            "1200",
-            "25.0%",
-            "api",
-            "ping",
-            "-> app",
-            "respond 200",
-            "10.0.0.2:80",
-            "DOWN",
-            "UP",
-            "DRAINING",
-        ] {
-            assert!(text.contains(want), "{want:?} missing from:\n{text}");
-        }
-        let rows: Vec<&str> = text
-            .lines()
-            .filter(|l| l.trim_start_matches('│').trim_start().starts_with("api "))
-            .collect();
-        assert_eq!(rows.len(), 1, "{text}");
-    }
-}
+mod tests;

@@ -363,6 +363,7 @@ fn endpoint_admin(st: &AdminState, path: &[u8]) -> Reply {
 
 fn metrics(st: &AdminState) -> Reply {
     let mut text = super::prometheus::render(&st.store.borrow(), st.generation.get());
+    super::prometheus::render_consumers(&mut st.store.borrow_mut().consumers, &mut text);
     super::prometheus::render_auth(&st.auth.borrow(), &mut text);
     if let Some(c) = &st.log_counters {
         use std::sync::atomic::Ordering::Relaxed;
@@ -396,6 +397,41 @@ fn status(st: &AdminState) -> Value {
         "requests_total": store.global.requests,
         "connections": store.workers.iter().map(|w| w.gauges.connections).sum::<u64>(),
         "in_flight": store.workers.iter().map(|w| w.gauges.in_flight).sum::<u64>(),
+        "consumers": consumers_view(&store),
+    })
+}
+
+/// `/status` `consumers`: the top consumers by rate since start, the rest summed as `other`.
+fn consumers_view(store: &Store) -> Value {
+    use super::usage::live::{RATE_SECS, VIEW_CONSUMERS};
+    let (top, rest) = store
+        .consumers
+        .ranked(VIEW_CONSUMERS, super::webhook::unix_now());
+    let row = |f: &super::usage::live::ConsumerFigures, rate: f64| {
+        json!({
+            "requests_per_second": round(rate),
+            "requests": f.requests,
+            "limited": f.limited,
+            "errors": f.errors,
+            "bytes_in": f.bytes_in,
+            "bytes_out": f.bytes_out,
+        })
+    };
+    let list: Vec<Value> = top
+        .iter()
+        .map(|r| {
+            let mut v = row(r.figures, r.rate);
+            v["name"] = json!(&**r.name);
+            v["quota_used"] = json!(store.quota_used.get(r.name).map(|q| round(*q)));
+            v
+        })
+        .collect();
+    let mut other = row(&rest.figures, rest.rate);
+    other["consumers"] = json!(rest.consumers);
+    json!({
+        "rate_window_seconds": RATE_SECS,
+        "top": list,
+        "other": other,
     })
 }
 

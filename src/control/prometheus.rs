@@ -4,7 +4,9 @@
 
 use super::stats::{Store, WorkerView};
 use super::status::{AlertStatus, SignalsReport};
+use super::usage::live::{ConsumerFigures, LiveUsage};
 use crate::metrics::{ERROR_KINDS, ERROR_KIND_NAMES};
+use crate::usage::OTHER;
 use hdrhistogram::Histogram;
 use std::fmt::Write;
 
@@ -47,6 +49,37 @@ pub fn render_auth(list: &[crate::msg::VerifierStatus], o: &mut String) {
             esc(&v.name),
             v.keys
         );
+    }
+}
+
+/// Per-consumer request, 429 and error counters: the consumers `LiveUsage` names (at most
+/// `METRIC_CONSUMERS`, kept once given a series) and the sum of the rest as `usage::OTHER`, so a
+/// flood of distinct consumers cannot grow the exposition. Naming happens here, at scrape time.
+pub fn render_consumers(live: &mut LiveUsage, o: &mut String) {
+    let (named, rest) = live.metric_series();
+    let families: [(&str, &str, fn(&ConsumerFigures) -> u64); 3] = [
+        (
+            "sluice_consumer_requests_total",
+            "Requests by consumer (the largest get their own series, the rest are consumer=\"(other)\").",
+            |f| f.requests,
+        ),
+        (
+            "sluice_consumer_limited_total",
+            "Requests answered 429 (rate limits and quotas), by consumer.",
+            |f| f.limited,
+        ),
+        (
+            "sluice_consumer_errors_total",
+            "Requests answered 5xx or not at all, by consumer.",
+            |f| f.errors,
+        ),
+    ];
+    for (name, help, value) in families {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (c, f) in &named {
+            let _ = writeln!(o, "{name}{{consumer=\"{}\"}} {}", esc(c), value(f));
+        }
+        let _ = writeln!(o, "{name}{{consumer=\"{OTHER}\"}} {}", value(&rest));
     }
 }
 
@@ -373,4 +406,70 @@ fn histogram(
     let _ = writeln!(o, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
     let _ = writeln!(o, "{name}_sum{{{labels}}} {}", sum_us as f64 / 1e6);
     let _ = writeln!(o, "{name}_count{{{labels}}} {count}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::usage::live::METRIC_CONSUMERS;
+    use crate::usage::{UsageCounts, UsageRow};
+    use std::sync::Arc;
+
+    fn row(consumer: &str, class: u8, requests: u64, limited: u64) -> UsageRow {
+        UsageRow {
+            consumer: Arc::from(consumer),
+            route: Arc::from("api"),
+            class,
+            counts: UsageCounts {
+                requests,
+                limited,
+                ..UsageCounts::default()
+            },
+        }
+    }
+
+    #[test]
+    fn consumer_series_are_bounded_escaped_and_add_up() {
+        let mut live = LiveUsage::default();
+        // An anonymous JWT identity may carry a quote or a backslash.
+        live.apply(&[row("a\"b\\c", 2, 100, 0), row("a\"b\\c", 5, 3, 0)], 10);
+        let mut total = 103;
+        for i in 0..METRIC_CONSUMERS + 10 {
+            live.apply(&[row(&format!("c{i}"), 4, i as u64 + 1, 1)], 10);
+            total += i as u64 + 1;
+        }
+        let mut o = String::new();
+        render_consumers(&mut live, &mut o);
+        assert!(
+            o.contains("sluice_consumer_requests_total{consumer=\"a\\\"b\\\\c\"} 103\n"),
+            "{o}"
+        );
+        assert!(o.contains("sluice_consumer_errors_total{consumer=\"a\\\"b\\\\c\"} 3\n"));
+        let samples = |family: &str| -> Vec<(String, u64)> {
+            o.lines()
+                .filter_map(|l| l.strip_prefix(family)?.strip_prefix("{consumer=\""))
+                .filter_map(|l| {
+                    let (name, n) = l.rsplit_once("\"} ")?;
+                    Some((name.to_string(), n.parse().ok()?))
+                })
+                .collect()
+        };
+        let requests = samples("sluice_consumer_requests_total");
+        assert_eq!(requests.len(), METRIC_CONSUMERS + 1, "{o}");
+        assert_eq!(requests.last().map(|r| r.0.as_str()), Some(OTHER));
+        assert_eq!(requests.iter().map(|r| r.1).sum::<u64>(), total);
+        let limited = samples("sluice_consumer_limited_total");
+        assert_eq!(limited.len(), METRIC_CONSUMERS + 1);
+        assert_eq!(
+            limited.iter().map(|r| r.1).sum::<u64>(),
+            METRIC_CONSUMERS as u64 + 10
+        );
+        assert_eq!(
+            samples("sluice_consumer_errors_total")
+                .iter()
+                .map(|r| r.1)
+                .sum::<u64>(),
+            3
+        );
+    }
 }

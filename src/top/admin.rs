@@ -1,7 +1,7 @@
 //! The admin API as `sluice top` reads it: a blocking HTTP/1.1 GET over `std::net::TcpStream`
 //! (one request per connection, `Connection: close`, bounded in size and time) and the JSON shapes
-//! of `/status`, `/workers`, `/routes` and `/upstreams`. Unknown fields are ignored and missing ones
-//! default, so a newer or older sluice still shows what both know.
+//! of `/status` (with its top consumers), `/workers`, `/routes` and `/upstreams`. Unknown fields are
+//! ignored and missing ones default, so a newer or older sluice still shows what both know.
 
 use super::{Options, TopError};
 use serde::Deserialize;
@@ -109,6 +109,35 @@ pub(super) struct Status {
     pub(super) connections: u64,
     pub(super) in_flight: u64,
     pub(super) requests_total: u64,
+    pub(super) consumers: Consumers,
+}
+
+/// One consumer (or the rest, summed) of `/status` `consumers`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct ConsumerFigures {
+    pub(super) name: String,
+    pub(super) requests_per_second: f64,
+    pub(super) requests: u64,
+    /// Answered 429.
+    pub(super) limited: u64,
+    /// 5xx or no response.
+    pub(super) errors: u64,
+    pub(super) bytes_in: u64,
+    pub(super) bytes_out: u64,
+    /// Share of the quota used (0..1), when known.
+    pub(super) quota_used: Option<f64>,
+    /// In `other`: how many consumers it sums.
+    pub(super) consumers: u64,
+}
+
+/// `/status` `consumers`: the top consumers by rate, the rest summed.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct Consumers {
+    pub(super) rate_window_seconds: u64,
+    pub(super) top: Vec<ConsumerFigures>,
+    pub(super) other: ConsumerFigures,
 }
 
 /// One worker of `GET /workers`.

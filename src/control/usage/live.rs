@@ -16,6 +16,8 @@ pub const MAX_LIVE: usize = 10_000;
 pub const METRIC_CONSUMERS: usize = 20;
 /// Seconds of history a rate is averaged over.
 pub const RATE_SECS: u64 = 10;
+/// Consumers the status JSON (stats page, `sluice top`) lists by name; the rest are summed.
+pub const VIEW_CONSUMERS: usize = 50;
 
 /// One consumer's figures.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -32,6 +34,15 @@ pub struct ConsumerFigures {
 }
 
 impl ConsumerFigures {
+    /// Adds `o`'s counts (not its history).
+    fn add(&mut self, o: &ConsumerFigures) {
+        self.requests += o.requests;
+        self.limited += o.limited;
+        self.errors += o.errors;
+        self.bytes_in += o.bytes_in;
+        self.bytes_out += o.bytes_out;
+    }
+
     /// Requests per second over the last `RATE_SECS` seconds before `now_unix`.
     pub fn rate(&self, now_unix: u64) -> f64 {
         let since = now_unix.saturating_sub(RATE_SECS);
@@ -43,6 +54,24 @@ impl ConsumerFigures {
             .sum();
         n as f64 / RATE_SECS as f64
     }
+}
+
+/// One consumer as the consumers view lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ranked<'a> {
+    pub name: &'a Arc<str>,
+    /// Requests per second over the last `RATE_SECS`.
+    pub rate: f64,
+    pub figures: &'a ConsumerFigures,
+}
+
+/// The consumers past the ones listed, summed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RankedRest {
+    /// How many named consumers are in it (consumers past `MAX_LIVE`, held as `OTHER`, not counted).
+    pub consumers: usize,
+    pub rate: f64,
+    pub figures: ConsumerFigures,
 }
 
 /// Every consumer's figures.
@@ -87,6 +116,39 @@ impl LiveUsage {
         }
     }
 
+    /// The consumers view at `now_unix`: the top `limit` consumers by rate (then by requests, then
+    /// name), and the rest summed with the `OTHER` overflow.
+    pub fn ranked(&self, limit: usize, now_unix: u64) -> (Vec<Ranked<'_>>, RankedRest) {
+        let mut all: Vec<Ranked<'_>> = self
+            .consumers
+            .iter()
+            .filter(|(k, _)| &***k != OTHER)
+            .map(|(name, figures)| Ranked {
+                name,
+                rate: figures.rate(now_unix),
+                figures,
+            })
+            .collect();
+        all.sort_by(|a, b| {
+            b.rate
+                .total_cmp(&a.rate)
+                .then_with(|| b.figures.requests.cmp(&a.figures.requests))
+                .then_with(|| a.name.cmp(b.name))
+        });
+        let mut rest = RankedRest::default();
+        for r in all.iter().skip(limit) {
+            rest.consumers += 1;
+            rest.rate += r.rate;
+            rest.figures.add(r.figures);
+        }
+        if let Some(f) = self.consumers.get(OTHER) {
+            rest.rate += f.rate(now_unix);
+            rest.figures.add(f);
+        }
+        all.truncate(limit);
+        (all, rest)
+    }
+
     /// The Prometheus view: up to `METRIC_CONSUMERS` named consumers and the sum of the rest
     /// (`other`). Free slots go to the largest unnamed consumers; a named consumer keeps its slot.
     pub fn metric_series(&mut self) -> (Vec<(Arc<str>, ConsumerFigures)>, ConsumerFigures) {
@@ -108,11 +170,7 @@ impl LiveUsage {
             if self.named.contains(k) {
                 named.push((k.clone(), f.clone()));
             } else {
-                other.requests += f.requests;
-                other.limited += f.limited;
-                other.errors += f.errors;
-                other.bytes_in += f.bytes_in;
-                other.bytes_out += f.bytes_out;
+                other.add(f);
             }
         }
         (named, other)
@@ -162,5 +220,29 @@ mod tests {
         let (named2, other2) = l.metric_series();
         assert_eq!(named2.len(), METRIC_CONSUMERS);
         assert_eq!(other2.requests, 1006);
+    }
+
+    #[test]
+    fn the_view_ranks_by_rate_and_sums_the_rest() {
+        let mut l = LiveUsage::default();
+        // Old traffic: a big total but no rate at 200.
+        l.apply(&[row("old", 2, 500)], 100);
+        l.apply(&[row("busy", 2, 50), row("busy", 5, 10)], 199);
+        l.apply(&[row("calm", 2, 20)], 199);
+        l.apply(&[row("tie-b", 2, 20)], 199);
+        l.apply(&[row(OTHER, 2, 7)], 199);
+        let (top, rest) = l.ranked(3, 200);
+        let names: Vec<&str> = top.iter().map(|r| &**r.name).collect();
+        assert_eq!(names, ["busy", "calm", "tie-b"], "rate, then name");
+        assert_eq!(top[0].rate, 6.0);
+        assert_eq!(top[0].figures.errors, 10);
+        assert_eq!(rest.consumers, 1, "old; the overflow bucket is no consumer");
+        assert_eq!(rest.figures.requests, 507);
+        assert_eq!(rest.rate, 0.7);
+        let (all, rest) = l.ranked(10, 200);
+        assert_eq!(all.len(), 4);
+        assert_eq!(all[3].figures.requests, 500, "no rate: last");
+        let sum: u64 = all.iter().map(|r| r.figures.requests).sum::<u64>() + rest.figures.requests;
+        assert_eq!(sum, 607);
     }
 }
