@@ -1003,6 +1003,8 @@ fn f_bad_admin_calls_get_clear_errors() {
         ("GET", "/usage?from=yesterday", 400, "from"),
         ("GET", "/usage?to=2026-02-30", 400, "to"),
         ("GET", "/usage?from=2026-12-03T10:00:00", 400, "from"),
+        // A multi-byte character where the seconds end.
+        ("GET", "/usage?from=2026-12-03T10:00:0%C3%A9Z", 400, "from"),
         ("GET", "/usage?from=2026-12-04&to=2026-12-03", 400, "after"),
         ("GET", "/usage?group_by=colour", 400, "group_by"),
         ("GET", "/usage?format=xml", 400, "format"),
@@ -1022,6 +1024,8 @@ fn f_bad_admin_calls_get_clear_errors() {
     for (method, path, status, mentions) in cases {
         assert_error(&s, method, path, *status, mentions);
     }
+    // Still answering after all that.
+    assert_eq!(admin_json(&s, "GET", "/usage").0, 200);
     // Without a webhook the push state is there, empty (a reload may add one).
     let (st, v) = admin_json(&s, "GET", "/billing");
     assert_eq!(st, 200, "{v}");
