@@ -153,7 +153,13 @@ async fn handle(mut s: monoio::net::TcpStream, st: Rc<AdminState>) {
         error(401, "missing or wrong bearer token")
     } else {
         match read_body(&mut s, &head, &mut buf, deadline).await {
-            Ok(body) => route(&st, head.method(), head.path(), &body),
+            Ok(body) => route(
+                &st,
+                head.method(),
+                head.path(),
+                head.query().unwrap_or_default(),
+                &body,
+            ),
             Err(r) => r,
         }
     };
@@ -235,10 +241,15 @@ fn consumers(st: &AdminState, method: &[u8], path: &[u8], body: &[u8]) -> Reply 
     }
 }
 
-fn route(st: &AdminState, method: &[u8], path: &[u8], body: &[u8]) -> Reply {
-    if let Some(r) =
-        super::usage::api::handle(st.ledger.as_ref(), st.billing.as_deref(), method, path)
-    {
+/// `query` is the target's query without `?` (the head keeps it apart from the path).
+fn route(st: &AdminState, method: &[u8], path: &[u8], query: &[u8], body: &[u8]) -> Reply {
+    if let Some(r) = super::usage::api::handle(
+        st.ledger.as_ref(),
+        st.billing.as_deref(),
+        method,
+        path,
+        query,
+    ) {
         return r;
     }
     match (method, path) {

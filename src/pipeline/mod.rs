@@ -59,8 +59,10 @@ pub async fn handle<D: Downstream>(
     let trusted = trusted.map_or(&no_proxies, |l| &l.trusted_proxies);
     ctx.client = Client::resolve(peer, d.peer_ip(), trusted, head);
     ctx.downstream_edits.add = std::mem::take(&mut bufs.edits);
+    // In flight until it is counted: a drain waits for in-flight requests before the worker's last
+    // report, so a request must not look finished while its record (or a panic's 500) is still to come.
+    let _req = w.begin_request();
     let served = {
-        let _req = w.begin_request();
         let request = pin!(serve(w, d, head, ctx, bufs));
         crate::panic::catch(request).await
     };
@@ -123,6 +125,8 @@ pub async fn refuse_unparsed<D: Downstream>(
     e: &ProxyError,
     bytes_in: u64,
 ) {
+    // In flight until counted, as in `run`: a drain waits for it.
+    let _req = w.begin_request();
     let mut rec = RequestRecord::new(bytes_in);
     let mut id = [0u8; 32];
     w.ids.next_request_id(&mut id);

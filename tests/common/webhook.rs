@@ -10,8 +10,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-/// A webhook receiver: records each POST body; closes the first `fail_first` connections without
-/// answering.
+/// A webhook receiver: records each POST (head and body); fails the tries its script names.
 pub struct WebhookReceiver {
     /// Where it listens.
     pub addr: SocketAddr,
@@ -35,6 +34,12 @@ impl WebhookReceiver {
 
     /// Starts on 127.0.0.1:0; the first `fail_first` tries get `status` (or, with None, a close).
     pub fn start_failing(fail_first: usize, status: Option<u16>) -> WebhookReceiver {
+        Self::start_script(vec![status; fail_first])
+    }
+
+    /// Starts on 127.0.0.1:0; try i (0-based) fails as `failures[i]` says (a status, or None: closed
+    /// without an answer); every try past the script is acknowledged with 200.
+    pub fn start_script(failures: Vec<Option<u16>>) -> WebhookReceiver {
         let all = Arc::new(std::sync::Mutex::new(Vec::new()));
         let all2 = all.clone();
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind receiver");
@@ -55,8 +60,8 @@ impl WebhookReceiver {
                 if let Ok(mut a) = all2.lock() {
                     a.push((head.clone(), body.clone()));
                 }
-                if t2.fetch_add(1, Ordering::SeqCst) < fail_first {
-                    if let Some(code) = status {
+                if let Some(fail) = failures.get(t2.fetch_add(1, Ordering::SeqCst)) {
+                    if let Some(code) = fail {
                         let _ = s.write_all(
                             format!("HTTP/1.1 {code} Failing\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
                                 .as_bytes(),

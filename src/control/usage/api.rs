@@ -34,11 +34,9 @@ pub const MAX_ROWS: usize = 100_000;
 const TOP_DEFAULT: usize = 10;
 const TOP_MAX: usize = 1000;
 
-/// The query parameters of a path, percent-decoded (invalid escapes make the value absent).
-fn params(path: &[u8]) -> Vec<(String, String)> {
-    let Some(q) = path.iter().position(|&b| b == b'?').map(|i| &path[i + 1..]) else {
-        return Vec::new();
-    };
+/// The parameters of a query (the target after `?`), percent-decoded (invalid escapes make the
+/// value absent).
+fn params(q: &[u8]) -> Vec<(String, String)> {
     let decode = |v: &[u8]| {
         let mut buf = vec![0u8; v.len()];
         let n = crate::policy::api_key::percent_decode(v, &mut buf)?;
@@ -61,16 +59,18 @@ fn param<'a>(ps: &'a [(String, String)], key: &str) -> Option<&'a str> {
     ps.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
-/// Routes `/usage...` and `/billing...`; None for any other path.
+/// Routes `/usage...` and `/billing...`; None for any other path. `path` is the request path
+/// without its query, `query` the query without `?` (empty when there is none), as `RequestHead`
+/// keeps them.
 pub fn handle(
     ledger: Option<&SharedLedger>,
     billing: Option<&Billing>,
     method: &[u8],
     path: &[u8],
+    query: &[u8],
 ) -> Option<Reply> {
-    let bare = path.split(|&b| b == b'?').next().unwrap_or(path);
     let known = matches!(
-        bare,
+        path,
         b"/usage" | b"/usage/top" | b"/billing" | b"/billing/push"
     );
     if !known {
@@ -82,8 +82,8 @@ pub fn handle(
             "no usage ledger: configure [usage] (and [state] path)",
         ));
     };
-    let ps = params(path);
-    Some(match (method, bare) {
+    let ps = params(query);
+    Some(match (method, path) {
         (b"GET", b"/usage") => usage(ledger, &ps),
         (b"GET", b"/usage/top") => top(ledger, &ps),
         (b"POST", b"/billing/push") => push(billing, &ps),
@@ -421,7 +421,7 @@ mod tests {
 
     #[test]
     fn query_params_decode() {
-        let ps = params(b"/usage?consumer=al%40ice&from=2026-12-01&group_by=route,status&x");
+        let ps = params(b"consumer=al%40ice&from=2026-12-01&group_by=route,status&x");
         assert_eq!(param(&ps, "consumer"), Some("al@ice"));
         assert_eq!(param(&ps, "group_by"), Some("route,status"));
         assert_eq!(param(&ps, "x"), Some(""));

@@ -333,6 +333,15 @@ impl Billing {
         None
     }
 
+    /// Whether rows of `period` (or earlier) wait unwritten in the ledger.
+    fn pending_in(&self, period: Period) -> bool {
+        let end = period.bounds().1;
+        self.ledger
+            .borrow()
+            .oldest_pending_minute()
+            .is_some_and(|m| m * 60 < end)
+    }
+
     /// Builds the batches of `period` still to send.
     fn build(&self, period: Period, final_: bool, now_unix: u64) -> Vec<Batch> {
         let ledger = self.ledger.borrow();
@@ -432,6 +441,19 @@ pub async fn run(b: Rc<Billing>) {
                 .period_acked(&period.id())
                 .unwrap_or(false)
         {
+            continue;
+        }
+        // What arrived so far goes into the push. A closed period is sent once, so it waits while any
+        // of its rows is still unwritten (a failed flush; or asked for just after it closed): sent
+        // short, it would never be completed.
+        super::flush(
+            &b.ledger,
+            "usage flush before a billing push failed; will retry",
+        );
+        if final_ && b.pending_in(period) {
+            if let Some(m) = manual {
+                b.queued.borrow_mut().push_front(m);
+            }
             continue;
         }
         for batch in b.build(period, final_, now) {

@@ -153,7 +153,8 @@ pub fn parse_instant(s: &str) -> Option<Instant> {
         return None;
     }
     let rest = s.get(11..)?;
-    let (hms, zone) = rest.split_at(8);
+    // `get`, not `split_at`: a multi-byte character across byte 8 is a parse error, not a panic.
+    let (hms, zone) = (rest.get(..8)?, rest.get(8..)?);
     let mut it = hms.split(':');
     let (h, mi, se) = (
         num(it.next()?, 0, 23)?,
@@ -238,6 +239,10 @@ mod tests {
         );
         assert_eq!(parse_instant("2026-12-03T10:00:00"), None);
         assert_eq!(parse_instant("2026-12-03T25:00:00Z"), None);
+        // A multi-byte character where the seconds end (an admin query can say anything).
+        assert_eq!(parse_instant("2026-12-03T10:00:0\u{e9}Z"), None);
+        assert_eq!(parse_instant("2026-12-03T10:00:00\u{e9}"), None);
+        assert_eq!(parse_instant("2026-12-03\u{e9}0:00:00Z"), None);
         assert_eq!(Instant::Date(d).as_to(), (d as u64 + 1) * DAY_SECS);
         assert_eq!(time_label(t), "2026-12-03T10:00:00Z");
     }

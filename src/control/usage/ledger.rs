@@ -276,6 +276,10 @@ impl Ledger {
         let minute = now_unix / 60;
         if minute != self.trimmed {
             self.trimmed = minute;
+            // Running totals of a past month read as zero; let them go, or every name ever seen (JWT
+            // subjects can be anything an issuer signs) would stay in memory.
+            let month = calendar::month_of_day(calendar::day_of(now_unix));
+            self.totals.retain(|_, t| t.month_id >= month);
             self.trim(now_unix).map_err(|e| self.sq(e))?;
         }
         Ok(n)
@@ -713,6 +717,10 @@ mod tests {
             .unwrap();
         assert!(minutes.is_empty());
         assert_eq!(l.period_rows(Grain::Day, day).unwrap().len(), 1);
+        assert!(
+            l.totals.is_empty(),
+            "last month's running totals are let go"
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
 
