@@ -416,6 +416,11 @@ impl GenStats {
         }
     }
 
+    /// Moves the usage rows counted since the last call into `out`.
+    pub fn drain_usage(&mut self, route_names: &[Arc<str>], out: &mut Vec<crate::usage::UsageRow>) {
+        self.usage.drain_into(route_names, out);
+    }
+
     /// Resizes the endpoint table of upstream `u` after a DNS change.
     pub fn resize_upstream(&mut self, u: usize, n: usize) {
         if let Some(v) = self.endpoints.get_mut(u) {

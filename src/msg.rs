@@ -54,6 +54,9 @@ pub enum ToWorker {
         grants: Vec<crate::limit::Grant>,
         recalls: Vec<(crate::limit::Bucket, Box<[u8]>)>,
     },
+    /// Send the usage counted since the last report now (`ToControl::Usage`): the ledger is about to
+    /// flush.
+    ReportUsage,
     /// Consumers whose bytes quota is used up (sorted by name), each with the Unix second its period
     /// ends; replaces the worker's list.
     QuotaBlocks(Vec<(Box<str>, u64)>),
@@ -84,6 +87,8 @@ pub enum ToControl {
         verifier: Arc<str>,
         call: IntrospectionCall,
     },
+    /// A worker's usage rows, answering `ToWorker::ReportUsage`.
+    Usage(Vec<crate::usage::UsageRow>),
     /// A worker's asks and hand-backs for the limit pools.
     Limits {
         worker: usize,

@@ -143,6 +143,8 @@ async fn control_main(
     let current = Rc::new(Cell::new(first.generation));
     let store = Rc::new(RefCell::new(stats::Store::new(workers.0.len())));
     let workers = Rc::new(workers);
+    // Workers' answers to `ReportUsage`, counted for the ledger's flush.
+    let usage_answers = Rc::new(Cell::new(0u64));
     if let Some(a) = admin {
         let state = admin::AdminState {
             started: std::time::Instant::now(),
@@ -170,7 +172,12 @@ async fn control_main(
     }
     store.borrow_mut().set_routes(&first.config);
     if let Some(l) = &ledger {
-        monoio::spawn(usage::flusher(l.clone(), snapshot.clone()));
+        monoio::spawn(usage::flusher(
+            l.clone(),
+            snapshot.clone(),
+            workers.clone(),
+            usage_answers.clone(),
+        ));
     }
     if let Some(b) = &billing {
         monoio::spawn(usage::billing::run(b.clone()));
@@ -223,6 +230,15 @@ async fn control_main(
                     l.borrow_mut().record(&d.usage, now);
                 }
                 watch.borrow_mut().record(&d.usage, now);
+            }
+            ToControl::Usage(rows) => {
+                let now = webhook::unix_now();
+                store.borrow_mut().consumers.apply(&rows, now);
+                if let Some(l) = &ledger {
+                    l.borrow_mut().record(&rows, now);
+                }
+                watch.borrow_mut().record(&rows, now);
+                usage_answers.set(usage_answers.get() + 1);
             }
             ToControl::Limits { worker, asks } => {
                 let mut p = pools.borrow_mut();

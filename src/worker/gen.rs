@@ -130,6 +130,11 @@ impl Gen {
         );
     }
 
+    /// Moves this generation's usage rows (only) into `out`: what the ledger's flush asks for.
+    pub(super) fn drain_usage(&self, out: &mut Vec<crate::usage::UsageRow>) {
+        self.stats.borrow_mut().drain_usage(&self.route_names, out);
+    }
+
     pub(super) fn endpoint_gauges(&self, pools: &Pools, out: &mut Vec<EndpointGauge>) {
         let now = Instant::now();
         for (name, g) in self.upstream_names.iter().zip(self.groups.borrow().iter()) {

@@ -240,8 +240,19 @@ impl Worker {
             .send(ToControl::Introspected { verifier, call });
     }
 
+    /// Sends the usage counted since the last report, from every generation still counting.
+    fn report_usage(&self) {
+        let mut rows = Vec::new();
+        for g in self.retired.borrow().iter() {
+            g.drain_usage(&mut rows);
+        }
+        self.snapshot().drain_usage(&mut rows);
+        self.to_control.send(ToControl::Usage(rows));
+    }
+
     pub(super) fn apply(&self, msg: ToWorker) -> Option<Duration> {
         match msg {
+            ToWorker::ReportUsage => self.report_usage(),
             ToWorker::Snapshot(s) => {
                 self.generation.set(s.generation);
                 self.limits.configure(&s.config.limits, self.workers);

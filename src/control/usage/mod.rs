@@ -18,8 +18,20 @@ use std::sync::Arc;
 /// The ledger as the control thread shares it between its tasks (never borrowed across an await).
 pub type SharedLedger = Rc<RefCell<Ledger>>;
 
+/// How long a flush waits for the workers' usage (a busy worker answers between two requests).
+const ANSWER_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Writes what arrived once per `flush_interval` of the snapshot in force.
-pub async fn flusher(ledger: SharedLedger, snapshot: Rc<RefCell<Arc<crate::snapshot::Snapshot>>>) {
+///
+/// Before each flush the workers are asked for what they counted since their last once-a-second
+/// report, and the flush waits for their answers (at most `ANSWER_WAIT`): so what a `kill -9` loses is
+/// what the last `flush_interval` served, not that plus a report interval.
+pub async fn flusher(
+    ledger: SharedLedger,
+    snapshot: Rc<RefCell<Arc<crate::snapshot::Snapshot>>>,
+    links: Rc<super::Broadcast>,
+    answers: Rc<std::cell::Cell<u64>>,
+) {
     loop {
         let every = snapshot
             .borrow()
@@ -28,6 +40,14 @@ pub async fn flusher(ledger: SharedLedger, snapshot: Rc<RefCell<Arc<crate::snaps
             .as_ref()
             .map_or(std::time::Duration::from_secs(1), |u| u.flush_interval);
         monoio::time::sleep(every).await;
+        let want = answers.get() + links.len() as u64;
+        for w in 0..links.len() {
+            links.to(w, crate::msg::ToWorker::ReportUsage);
+        }
+        let deadline = std::time::Instant::now() + ANSWER_WAIT;
+        while answers.get() < want && std::time::Instant::now() < deadline {
+            monoio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
         flush(&ledger, "usage flush failed; will retry");
     }
 }
