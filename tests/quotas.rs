@@ -199,3 +199,107 @@ fn a_quota_holds_across_restarts_and_resets_with_its_period() {
     );
     stop(s);
 }
+
+#[test]
+fn a_bytes_quota_blocks_soon_after_it_is_used_and_marks_raise_alert_events() {
+    use std::time::{Duration, Instant};
+    let mut rx = common::webhook::WebhookReceiver::start(0);
+    let body = "x".repeat(4000);
+    let sl = Sluice::start(&config_with(
+        "workers = 2\nlog_level = \"info\"\nshutdown_timeout = \"2s\"",
+        &format!(
+            "[alerts.quota80]\nmetric = \"quota_used\"\nthreshold = 0.8\nwebhook = \"{hook}\"\n\n\
+             [alerts.quota_done]\nmetric = \"quota_used\"\nscope = \"consumer:erin\"\nthreshold = 1.0\nwebhook = \"{hook}\"\n\n\
+             [consumers.frank]\napi_keys = [\"frank-key-1\"]\nquota = {{ bytes = \"600KB\", period = \"day\" }}\n\n\
+             [consumers.erin]\napi_keys = [\"erin-key-1\"]\nquota = {{ requests = 10, period = \"day\" }}\n\n\
+             [routes.big]\npath = \"/big\"\nauth = [\"api_key\"]\nrespond = {{ status = 200, body = \"{body}\" }}\n",
+            hook = rx.url("/alerts"),
+        ),
+    ));
+    // A bytes quota: counted once requests are over, so it is enforced within a report interval.
+    let frank = [("x-api-key", "frank-key-1")];
+    let started = Instant::now();
+    let mut ok_bytes = 0usize;
+    let mut refused = None;
+    let mut c = Conn::connect(sl.addr());
+    while started.elapsed() < Duration::from_secs(10) {
+        let r = c.get("/big", &frank);
+        match r.status {
+            // What the quota counts: the request as sent, the response as received.
+            200 => {
+                ok_bytes += build_request("GET", "/big", &frank, b"").len()
+                    + r.raw_head.len()
+                    + r.body.len()
+            }
+            429 => {
+                refused = Some(r);
+                break;
+            }
+            s => panic!("status {s}"),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let r = refused.expect("the bytes quota refuses within 10 s");
+    assert!(r.body_str().contains("quota exceeded"), "{}", r.body_str());
+    let retry: u64 = r
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    let to_midnight = (unix_now() / 86_400 + 1) * 86_400 - unix_now();
+    assert!(retry.abs_diff(to_midnight) <= 2, "{retry} vs {to_midnight}");
+    // 40 kB at about 4 kB a request every 20 ms: past the quota by at most about two seconds of
+    // traffic (a report interval, and the watch's tick).
+    eprintln!(
+        "bytes quota 600 kB: {ok_bytes} B in and out admitted, refused after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        ok_bytes >= 600_000,
+        "refused before the quota was used: {ok_bytes}"
+    );
+    // About 200 kB/s: past half the quota the workers report every 100 ms, so the quota is passed
+    // by about that much traffic (20 kB here), a few requests; the bound allows 0.4 s.
+    assert!(ok_bytes <= 600_000 + 80_000, "{ok_bytes}");
+    assert_eq!(
+        http_get(sl.addr(), "/big", &frank).status,
+        429,
+        "on every worker"
+    );
+
+    // Request quota marks: 80% fires the global rule for erin, 100% erin's own rule.
+    let erin = [("x-api-key", "erin-key-1")];
+    for _ in 0..8 {
+        assert_eq!(http_get(sl.addr(), "/big", &erin).status, 200);
+    }
+    assert!(
+        eventually(Duration::from_secs(5), || rx.events().iter().any(|e| e
+            ["alert"]
+            == "quota80"
+            && e["consumer"] == "erin"
+            && e["state"] == "firing")),
+        "80% of erin's quota raised an event: {:?}",
+        rx.events()
+    );
+    assert!(!rx.has("quota_done", "firing"), "not yet 100%");
+    for _ in 0..2 {
+        assert_eq!(http_get(sl.addr(), "/big", &erin).status, 200);
+    }
+    assert_eq!(http_get(sl.addr(), "/big", &erin).status, 429);
+    assert!(eventually(Duration::from_secs(5), || rx.has("quota_done", "firing")));
+    let ev = rx
+        .events()
+        .iter()
+        .find(|e| e["alert"] == "quota_done")
+        .cloned()
+        .unwrap();
+    assert_eq!(ev["consumer"], "erin");
+    assert_eq!(ev["metric"], "quota_used");
+    assert!(ev["value"].as_f64().unwrap() >= 1.0, "{ev}");
+    // frank's bytes quota crossed 80% too; each consumer fires on its own.
+    assert!(rx
+        .events()
+        .iter()
+        .any(|e| e["alert"] == "quota80" && e["consumer"] == "frank"));
+    let log = sl.stderr_text();
+    assert!(log.contains("quota mark crossed"), "the marks are logged");
+}

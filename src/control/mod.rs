@@ -229,7 +229,9 @@ async fn control_main(
                 if let Some(l) = &ledger {
                     l.borrow_mut().record(&d.usage, now);
                 }
-                watch.borrow_mut().record(&d.usage, now);
+                if let Some(list) = watch.borrow_mut().record(&d.usage, now) {
+                    send_blocks(&workers, list);
+                }
             }
             ToControl::Usage(rows) => {
                 let now = webhook::unix_now();
@@ -237,7 +239,9 @@ async fn control_main(
                 if let Some(l) = &ledger {
                     l.borrow_mut().record(&rows, now);
                 }
-                watch.borrow_mut().record(&rows, now);
+                if let Some(list) = watch.borrow_mut().record(&rows, now) {
+                    send_blocks(&workers, list);
+                }
                 usage_answers.set(usage_answers.get() + 1);
             }
             ToControl::Limits { worker, asks } => {
@@ -294,6 +298,12 @@ thread_local! {
 }
 
 /// Sends every worker its own copy of the runtime consumer table.
+fn send_blocks(links: &Broadcast, list: Vec<(Box<str>, u64)>) {
+    for w in 0..links.len() {
+        links.to(w, ToWorker::QuotaBlocks(list.clone()));
+    }
+}
+
 /// Once a second: the quota watch's shares go to the statistics (consumers view, alert rules), and a
 /// changed bytes-quota blocked list to every worker.
 async fn watch_quotas(
@@ -305,15 +315,31 @@ async fn watch_quotas(
     links: Rc<Broadcast>,
 ) {
     let seed = |name: &str, period: crate::config::limits::Period, start: u64| {
-        let Some(l) = &ledger else { return (0, 0) };
+        let l = ledger.as_ref()?;
         let t = l.borrow().running_totals(name, start);
         let u = match period {
             crate::config::limits::Period::Day => t.day,
             crate::config::limits::Period::Month => t.month,
         };
-        (u.requests, u.bytes)
+        Some((u.requests, u.bytes))
     };
+    let mut near = false;
+    let mut last_tick = std::time::Instant::now();
+    let mut first = true;
     loop {
+        if std::mem::take(&mut first) {
+        } else if near {
+            monoio::time::sleep(quota_watch::NEAR_REPORT).await;
+            for w in 0..links.len() {
+                links.to(w, ToWorker::ReportUsage);
+            }
+            if last_tick.elapsed() < std::time::Duration::from_secs(1) {
+                continue;
+            }
+        } else {
+            monoio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+        last_tick = std::time::Instant::now();
         let snap = snapshot.borrow().clone();
         let db = db.as_ref().map(|d| d.borrow());
         let runtime = db
@@ -325,12 +351,10 @@ async fn watch_quotas(
             .tick(&snap.config, runtime, &seed, webhook::unix_now());
         drop(db);
         if let Some(list) = tick.blocks {
-            for w in 0..links.len() {
-                links.to(w, ToWorker::QuotaBlocks(list.clone()));
-            }
+            send_blocks(&links, list);
         }
         stats.borrow_mut().quota_used = tick.shares;
-        monoio::time::sleep(std::time::Duration::from_secs(1)).await;
+        near = tick.near;
     }
 }
 

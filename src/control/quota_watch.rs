@@ -30,8 +30,12 @@ struct Used {
 }
 
 /// Where the watch starts a consumer's count: (admitted requests, bytes) the ledger holds for the
-/// period starting at the given second.
-pub type Seed<'a> = &'a dyn Fn(&str, Period, u64) -> (u64, u64);
+/// period starting at the given second (everything received so far, flushed or not); None without a
+/// ledger, when the watch counts from what it saw since its last tick.
+pub type Seed<'a> = &'a dyn Fn(&str, Period, u64) -> Option<(u64, u64)>;
+
+/// Consumers the watch holds counts for between two ticks without knowing their quota yet.
+const MAX_FRESH: usize = 100_000;
 
 /// What one tick found.
 #[derive(Debug, Default, PartialEq)]
@@ -40,29 +44,67 @@ pub struct Tick {
     pub shares: HashMap<Arc<str>, f64>,
     /// The new blocked list, when it changed: consumer and the Unix second its period ends.
     pub blocks: Option<Vec<(Box<str>, u64)>>,
+    /// Some consumer not blocked has used half its bytes quota: the workers are asked for their
+    /// usage more often than once a second, so the block comes within `NEAR_REPORT`.
+    pub near: bool,
 }
+
+/// How often workers report usage while a consumer nears its bytes quota.
+pub const NEAR_REPORT: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The watch's state.
 #[derive(Debug, Default)]
 pub struct QuotaWatch {
     quotas: HashMap<Arc<str>, Quota>,
     used: HashMap<Arc<str>, Used>,
+    /// Since the last tick, of consumers not in `used` (a runtime consumer just created): (admitted
+    /// requests, bytes).
+    fresh: HashMap<Arc<str>, (u64, u64)>,
     blocked: Vec<(Box<str>, u64)>,
 }
 
 const MARKS: [(f64, &str); 2] = [(0.8, "80%"), (1.0, "100%")];
 
 impl QuotaWatch {
-    /// Adds a worker's usage rows, for consumers with a quota.
-    pub fn record(&mut self, rows: &[UsageRow], now_unix: u64) {
+    /// Adds a worker's usage rows, for consumers with a quota. Returns the new blocked list when a
+    /// consumer used up its bytes quota with these rows: it goes to the workers at once, not at the
+    /// next tick.
+    pub fn record(&mut self, rows: &[UsageRow], now_unix: u64) -> Option<Vec<(Box<str>, u64)>> {
+        let mut crossed = false;
         for r in rows {
+            let bytes = r.counts.bytes_in + r.counts.bytes_out;
             let Some(u) = self.used.get_mut(&*r.consumer) else {
+                if self.fresh.len() < MAX_FRESH || self.fresh.contains_key(&*r.consumer) {
+                    let f = self.fresh.entry(r.consumer.clone()).or_default();
+                    f.0 += r.counts.admitted;
+                    f.1 += bytes;
+                }
                 continue;
             };
             roll(u, now_unix);
             u.requests += r.counts.admitted;
-            u.bytes += r.counts.bytes_in + r.counts.bytes_out;
+            u.bytes += bytes;
+            let limit = self.quotas.get(&*r.consumer).and_then(|q| q.bytes);
+            crossed |= limit.is_some_and(|b| u.bytes >= b)
+                && !self.blocked.iter().any(|(n, _)| **n == *r.consumer);
         }
+        if !crossed {
+            return None;
+        }
+        let mut blocked: Vec<(Box<str>, u64)> = self
+            .used
+            .iter()
+            .filter(|(name, u)| {
+                self.quotas
+                    .get(*name)
+                    .and_then(|q| q.bytes)
+                    .is_some_and(|b| u.bytes >= b)
+            })
+            .map(|(name, u)| (Box::from(&**name), period::bounds(u.period, now_unix).1))
+            .collect();
+        blocked.sort();
+        self.blocked = blocked.clone();
+        Some(blocked)
     }
 
     /// Takes the quotas in force (file consumers over runtime ones of the same name, as workers look
@@ -104,7 +146,8 @@ impl QuotaWatch {
             let u = match self.used.get_mut(name) {
                 Some(u) if u.period == q.period => u,
                 _ => {
-                    let (requests, bytes) = seed(name, q.period, start);
+                    let fresh = self.fresh.get(name).copied().unwrap_or_default();
+                    let (requests, bytes) = seed(name, q.period, start).unwrap_or(fresh);
                     self.used.insert(
                         name.clone(),
                         Used {
@@ -137,10 +180,13 @@ impl QuotaWatch {
             }
             if bytes.is_some_and(|s| s >= 1.0) {
                 blocked.push((Box::from(&**name), period::bounds(q.period, now_unix).1));
+            } else if bytes.is_some_and(|s| s >= 0.5) {
+                out.near = true;
             }
             let s = req.unwrap_or(0.0).max(bytes.unwrap_or(0.0));
             out.shares.insert(name.clone(), s);
         }
+        self.fresh.clear();
         blocked.sort();
         if blocked != self.blocked {
             self.blocked = blocked.clone();
@@ -200,7 +246,7 @@ mod tests {
     fn shares_marks_and_bytes_blocks() {
         let cfg = config();
         let mut w = QuotaWatch::default();
-        let seed = |n: &str, _: Period, _: u64| if n == "a" { (5, 100) } else { (0, 0) };
+        let seed = |n: &str, _: Period, _: u64| Some(if n == "a" { (5, 100) } else { (0, 0) });
         let t = w.tick(&cfg, std::iter::empty(), &seed, NOW);
         assert_eq!(t.shares.len(), 1, "b has no quota");
         assert_eq!(t.shares["a"], 0.5, "seeded from the ledger");
@@ -208,16 +254,17 @@ mod tests {
         w.record(&[row("a", 3, 100), row("b", 50, 50)], NOW);
         let t = w.tick(&cfg, std::iter::empty(), &seed, NOW + 1);
         assert_eq!(t.shares["a"], 0.8);
-        w.record(&[row("a", 0, 800)], NOW + 1);
+        assert!(!t.near, "20% of the bytes");
+        let end = period::bounds(Period::Day, NOW).1;
+        assert_eq!(
+            w.record(&[row("a", 0, 800)], NOW + 1),
+            Some(vec![(Box::from("a"), end)]),
+            "blocked as the report arrives"
+        );
         let t = w.tick(&cfg, std::iter::empty(), &seed, NOW + 2);
         assert_eq!(t.shares["a"], 1.0);
-        let end = period::bounds(Period::Day, NOW).1;
-        assert_eq!(t.blocks, Some(vec![(Box::from("a"), end)]));
-        assert_eq!(
-            w.tick(&cfg, std::iter::empty(), &seed, NOW + 3).blocks,
-            None,
-            "sent once"
-        );
+        assert!(!t.near, "blocked, not near");
+        assert_eq!(t.blocks, None, "sent once");
         // The next day: a fresh count, unblocked.
         let t = w.tick(&cfg, std::iter::empty(), &seed, end + 1);
         assert_eq!(t.shares["a"], 0.0);
@@ -234,9 +281,11 @@ mod tests {
             period: None,
         };
         let runtime = vec![("rt", None, Some(&own)), ("a", None, None)];
-        let seed = |_: &str, _: Period, _: u64| (1, 0);
+        let seed = |_: &str, _: Period, _: u64| None;
+        w.record(&[row("rt", 1, 0)], NOW);
         let t = w.tick(&cfg, runtime.into_iter(), &seed, NOW);
         assert_eq!(t.shares["rt"], 0.25);
-        assert_eq!(t.shares["a"], 0.1, "the file's a, on plan p");
+        assert_eq!(t.shares["a"], 0.0, "the file's a, on plan p, no traffic");
+        assert_eq!(t.shares.len(), 2);
     }
 }
