@@ -600,7 +600,21 @@ pub struct StatsDelta {
     pub auth: Vec<AuthDelta>,
     /// Usage by (consumer, route, status class).
     pub usage: Vec<crate::usage::UsageRow>,
+    /// Every limit shard of the worker (rate limits by name, then "quota:day" and "quota:month").
+    pub limits: Vec<LimitDelta>,
     pub gauges: WorkerGauges,
+}
+
+/// One limit shard of one worker: counts since the last report, keys held now.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LimitDelta {
+    /// The limit's name (`Config::limits`; inline route limits are "route:NAME"), or "quota:day" /
+    /// "quota:month" for the quota shards.
+    pub limit: Arc<str>,
+    /// Admitted, rejected, evicted keys, lease asks and grants since the last report.
+    pub counts: crate::limit::shard::ShardCounts,
+    /// Keys held now (a gauge).
+    pub keys: u64,
 }
 
 /// Authentication outcomes of one (route, method, outcome) since the last report.

@@ -48,6 +48,8 @@ pub struct AdminState {
     pub ledger: Option<super::usage::SharedLedger>,
     /// The billing push, when `[usage]` is set.
     pub billing: Option<Rc<super::usage::billing::Billing>>,
+    /// The limit pools, for their lease counts and how many there are.
+    pub pools: Rc<RefCell<super::limits::Pools>>,
 }
 
 /// An operator's runtime change to one endpoint.
@@ -376,6 +378,10 @@ fn metrics(st: &AdminState) -> Reply {
     let mut text = super::prometheus::render(&st.store.borrow(), st.generation.get());
     super::prometheus::render_consumers(&mut st.store.borrow_mut().consumers, &mut text);
     super::prometheus::render_auth(&st.auth.borrow(), &mut text);
+    {
+        let p = st.pools.borrow();
+        super::prometheus::render_limits(&st.store.borrow().limits, &p.counts, p.held(), &mut text);
+    }
     if let Some(c) = &st.log_counters {
         use std::sync::atomic::Ordering::Relaxed;
         text.push_str(&format!(
@@ -409,6 +415,40 @@ fn status(st: &AdminState) -> Value {
         "connections": store.workers.iter().map(|w| w.gauges.connections).sum::<u64>(),
         "in_flight": store.workers.iter().map(|w| w.gauges.in_flight).sum::<u64>(),
         "consumers": consumers_view(&store),
+        "limits": limits_view(&store, &st.pools.borrow()),
+    })
+}
+
+/// `/status` `limits`: per limit (and quota period) what the workers counted since start and the
+/// keys they hold now; the control thread's lease traffic and pools.
+fn limits_view(store: &Store, pools: &super::limits::Pools) -> Value {
+    let list: Vec<Value> = store
+        .limits
+        .iter()
+        .map(|(name, v)| {
+            json!({
+                "name": &**name,
+                "admitted": v.counts.admitted,
+                "rejected": v.counts.rejected,
+                "keys": v.keys_held(),
+                "evicted": v.counts.evicted,
+                "lease_asks": v.counts.asks,
+                "lease_grants": v.counts.grants,
+                "lease_tokens": v.counts.granted_tokens,
+            })
+        })
+        .collect();
+    let c = &pools.counts;
+    json!({
+        "limits": list,
+        "pools": pools.held(),
+        "pool_messages": {
+            "asks": c.asks,
+            "grants": c.grants,
+            "granted_tokens": c.granted_tokens,
+            "recalls": c.recalls,
+            "stale": c.stale,
+        },
     })
 }
 

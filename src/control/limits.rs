@@ -212,6 +212,11 @@ impl Pools {
         });
     }
 
+    /// Pools held now (rate pools of keys with traffic lately, quota pools of consumers).
+    pub fn held(&self) -> usize {
+        self.pools.len()
+    }
+
     /// Some ask waits.
     pub fn has_waiting(&self) -> bool {
         !self.waiting.is_empty()

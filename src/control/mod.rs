@@ -145,6 +145,8 @@ async fn control_main(
     let workers = Rc::new(workers);
     // Workers' answers to `ReportUsage`, counted for the ledger's flush.
     let usage_answers = Rc::new(Cell::new(0u64));
+    let pools = Rc::new(RefCell::new(limits::Pools::new(workers.len())));
+    pools.borrow_mut().configure(&first.config.limits);
     if let Some(a) = admin {
         let state = admin::AdminState {
             started: std::time::Instant::now(),
@@ -161,6 +163,7 @@ async fn control_main(
             consumers: store_db.clone(),
             ledger: ledger.clone(),
             billing: billing.clone(),
+            pools: pools.clone(),
         };
         let state = Rc::new(state);
         ADMIN.with(|s| *s.borrow_mut() = Some(state.clone()));
@@ -184,8 +187,6 @@ async fn control_main(
     }
     monoio::spawn(alerts::run(store.clone(), snapshot.clone()));
     monoio::spawn(signals::run(store.clone(), snapshot.clone()));
-    let pools = Rc::new(RefCell::new(limits::Pools::new(workers.len())));
-    pools.borrow_mut().configure(&first.config.limits);
     if let Some(l) = &ledger {
         // A quota's pool starts from what the ledger counted of its period, so it holds across
         // restarts (less what a kill -9 lost: at most one flush interval).

@@ -2,13 +2,16 @@
 //! upstream counters, histograms, worker families, alert and scaling-signal lines. All exposition text
 //! lives here, so the modules that compute those figures never import one another for it.
 
-use super::stats::{Store, WorkerView};
+use super::limits::LeaseCounts;
+use super::stats::{LimitView, Store, WorkerView};
 use super::status::{AlertStatus, SignalsReport};
 use super::usage::live::{ConsumerFigures, LiveUsage};
 use crate::metrics::{ERROR_KINDS, ERROR_KIND_NAMES};
 use crate::usage::OTHER;
 use hdrhistogram::Histogram;
+use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::sync::Arc;
 
 /// Histogram bucket bounds, seconds.
 const BUCKETS: [f64; 14] = [
@@ -50,6 +53,76 @@ pub fn render_auth(list: &[crate::msg::VerifierStatus], o: &mut String) {
             v.keys
         );
     }
+}
+
+/// The limit series: per limit (and quota period) what the workers' shards counted and the keys
+/// they hold, then the lease traffic the control thread's pools saw and how many pools it holds.
+pub fn render_limits(
+    limits: &BTreeMap<Arc<str>, LimitView>,
+    lease: &LeaseCounts,
+    pools: usize,
+    o: &mut String,
+) {
+    let families: [(&str, &str, &str, fn(&LimitView) -> u64); 7] = [
+        (
+            "sluice_limit_admitted_total",
+            "Checks a limit admitted (a token spent), by limit; quotas as limit=\"quota:day\" and \"quota:month\".",
+            "counter",
+            |v| v.counts.admitted,
+        ),
+        (
+            "sluice_limit_rejected_total",
+            "Checks a limit refused, by limit (a quota: refused as exhausted).",
+            "counter",
+            |v| v.counts.rejected,
+        ),
+        (
+            "sluice_limit_keys",
+            "Keys held, summed over workers (a key two workers hold counts twice).",
+            "gauge",
+            |v| v.keys_held(),
+        ),
+        (
+            "sluice_limit_evicted_total",
+            "Keys a worker dropped to stay within max_keys, by limit.",
+            "counter",
+            |v| v.counts.evicted,
+        ),
+        (
+            "sluice_limit_lease_asks_total",
+            "Lease asks workers sent to the control thread, by limit.",
+            "counter",
+            |v| v.counts.asks,
+        ),
+        (
+            "sluice_limit_lease_grants_total",
+            "Lease grants workers received, by limit.",
+            "counter",
+            |v| v.counts.grants,
+        ),
+        (
+            "sluice_limit_lease_tokens_total",
+            "Tokens those grants carried, by limit.",
+            "counter",
+            |v| v.counts.granted_tokens,
+        ),
+    ];
+    for (name, help, kind, value) in families {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (limit, v) in limits {
+            let _ = writeln!(o, "{name}{{limit=\"{}\"}} {}", esc(limit), value(v));
+        }
+    }
+    let _ = writeln!(o, "# HELP sluice_limit_pool_messages_total Limit messages on the control thread: asks (every worker message about a key), grants and recalls sent, stale (asks about a limit no longer configured).\n# TYPE sluice_limit_pool_messages_total counter");
+    for (kind, n) in [
+        ("asks", lease.asks),
+        ("grants", lease.grants),
+        ("recalls", lease.recalls),
+        ("stale", lease.stale),
+    ] {
+        let _ = writeln!(o, "sluice_limit_pool_messages_total{{kind=\"{kind}\"}} {n}");
+    }
+    let _ = writeln!(o, "# HELP sluice_limit_pools Limit pools the control thread holds (rate limit keys with recent traffic, quota consumers).\n# TYPE sluice_limit_pools gauge\nsluice_limit_pools {pools}");
 }
 
 /// Per-consumer request, 429 and error counters: the consumers `LiveUsage` names (at most
@@ -413,7 +486,6 @@ mod tests {
     use super::*;
     use crate::control::usage::live::METRIC_CONSUMERS;
     use crate::usage::{UsageCounts, UsageRow};
-    use std::sync::Arc;
 
     fn row(consumer: &str, class: u8, requests: u64, limited: u64) -> UsageRow {
         UsageRow {
@@ -471,5 +543,51 @@ mod tests {
                 .sum::<u64>(),
             3
         );
+    }
+
+    #[test]
+    fn limit_series_are_escaped_and_typed() {
+        let mut limits = BTreeMap::new();
+        limits.insert(
+            Arc::from("route:a\"b"),
+            LimitView {
+                counts: crate::limit::shard::ShardCounts {
+                    admitted: 7,
+                    rejected: 3,
+                    evicted: 2,
+                    asks: 4,
+                    grants: 1,
+                    granted_tokens: 9,
+                },
+                keys: vec![2, 3],
+            },
+        );
+        let lease = LeaseCounts {
+            asks: 5,
+            grants: 1,
+            granted_tokens: 9,
+            recalls: 2,
+            stale: 0,
+        };
+        let mut o = String::new();
+        render_limits(&limits, &lease, 6, &mut o);
+        for line in [
+            "sluice_limit_admitted_total{limit=\"route:a\\\"b\"} 7",
+            "sluice_limit_rejected_total{limit=\"route:a\\\"b\"} 3",
+            "sluice_limit_keys{limit=\"route:a\\\"b\"} 5",
+            "sluice_limit_evicted_total{limit=\"route:a\\\"b\"} 2",
+            "sluice_limit_lease_asks_total{limit=\"route:a\\\"b\"} 4",
+            "sluice_limit_lease_grants_total{limit=\"route:a\\\"b\"} 1",
+            "sluice_limit_lease_tokens_total{limit=\"route:a\\\"b\"} 9",
+            "# TYPE sluice_limit_keys gauge",
+            "sluice_limit_pool_messages_total{kind=\"asks\"} 5",
+            "sluice_limit_pool_messages_total{kind=\"recalls\"} 2",
+            "sluice_limit_pools 6",
+        ] {
+            assert!(o.lines().any(|l| l == line), "{line} in\n{o}");
+        }
+        let parsed =
+            prometheus_parse::Scrape::parse(o.lines().map(|l| Ok(l.to_string()))).expect("parses");
+        assert_eq!(parsed.samples.len(), 7 + 4 + 1);
     }
 }

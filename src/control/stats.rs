@@ -2,7 +2,8 @@
 //! short history of per-second figures for the stats page, alerts and scaling signals. Lives on the
 //! control thread only; workers never wait for it.
 
-use crate::metrics::{new_hist_u64, Counters, StatsDelta, WorkerGauges};
+use crate::limit::shard::ShardCounts;
+use crate::metrics::{new_hist_u64, Counters, LimitDelta, StatsDelta, WorkerGauges};
 use hdrhistogram::Histogram;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -58,6 +59,22 @@ pub struct EndpointView {
     pub status: [u64; 6],
     /// Time to first byte histogram (µs).
     pub ttfb: Option<Histogram<u64>>,
+}
+
+/// One limit (or quota period) as every worker counted it: counts since start, kept by name across
+/// reloads, and the keys each worker held at its last report.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LimitView {
+    pub counts: ShardCounts,
+    /// Keys held, by worker.
+    pub keys: Vec<u64>,
+}
+
+impl LimitView {
+    /// Keys held across workers (a key two workers hold counts twice: each holds its own entry).
+    pub fn keys_held(&self) -> u64 {
+        self.keys.iter().sum()
+    }
 }
 
 /// One second of the whole instance.
@@ -173,6 +190,8 @@ pub struct Store {
     /// Share of its quota each consumer used, filled by the quota code (empty until quotas exist);
     /// the consumers view shows it.
     pub quota_used: std::collections::HashMap<Arc<str>, f64>,
+    /// Rate limits and quota periods by name ("quota:day", "quota:month"), from the workers' shards.
+    pub limits: BTreeMap<Arc<str>, LimitView>,
 }
 
 fn add_hist(into: &mut Option<Histogram<u64>>, h: &Histogram<u32>) {
@@ -241,6 +260,7 @@ impl Store {
             introspection: BTreeMap::new(),
             consumers: Default::default(),
             quota_used: Default::default(),
+            limits: BTreeMap::new(),
         }
     }
 
@@ -286,6 +306,7 @@ impl Store {
             add_hist(&mut self.ttfb, h);
         }
         self.global.merge(&d.global);
+        self.apply_limits(d.worker, &d.limits);
         self.consumers
             .apply(&d.usage, crate::control::webhook::unix_now());
         for a in &d.auth {
@@ -390,6 +411,24 @@ impl Store {
             if let Some(h) = &e.ttfb {
                 add_hist(&mut v.ttfb, h);
             }
+        }
+    }
+
+    /// Adds worker `worker`'s limit shards: counts add up, its keys are replaced by what it holds
+    /// now (a limit it no longer reports, removed by a reload, holds none there).
+    pub fn apply_limits(&mut self, worker: usize, limits: &[LimitDelta]) {
+        for v in self.limits.values_mut() {
+            if let Some(k) = v.keys.get_mut(worker) {
+                *k = 0;
+            }
+        }
+        for l in limits {
+            let v = self.limits.entry(l.limit.clone()).or_default();
+            v.counts.add(&l.counts);
+            if v.keys.len() <= worker {
+                v.keys.resize(worker + 1, 0);
+            }
+            v.keys[worker] += l.keys;
         }
     }
 
@@ -576,5 +615,56 @@ impl Store {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delta(limit: &str, admitted: u64, rejected: u64, keys: u64) -> LimitDelta {
+        LimitDelta {
+            limit: Arc::from(limit),
+            counts: ShardCounts {
+                admitted,
+                rejected,
+                evicted: 1,
+                asks: 2,
+                grants: 1,
+                granted_tokens: 5,
+            },
+            keys,
+        }
+    }
+
+    #[test]
+    fn limit_counts_add_up_and_keys_are_the_latest_per_worker() {
+        let mut s = Store::new(2);
+        s.apply_limits(0, &[delta("a", 10, 2, 3), delta("quota:day", 1, 0, 1)]);
+        s.apply_limits(1, &[delta("a", 5, 1, 4)]);
+        s.apply_limits(0, &[delta("a", 1, 0, 2)]);
+        let a = &s.limits["a"];
+        assert_eq!((a.counts.admitted, a.counts.rejected), (16, 3));
+        assert_eq!((a.counts.evicted, a.counts.asks), (3, 6));
+        assert_eq!((a.counts.grants, a.counts.granted_tokens), (3, 15));
+        assert_eq!(a.keys_held(), 2 + 4, "worker 0's latest plus worker 1's");
+        // Worker 0 stopped reporting the quota shard: it holds none of it now, its counts stay.
+        let q = &s.limits["quota:day"];
+        assert_eq!((q.counts.admitted, q.keys_held()), (1, 0));
+    }
+
+    #[test]
+    fn a_reloaded_limit_keeps_its_counters_by_name() {
+        let mut s = Store::new(1);
+        s.apply_limits(0, &[delta("a", 10, 0, 3)]);
+        // The reload changed "a": the old shard's last counts come beside the new shard's.
+        s.apply_limits(0, &[delta("a", 4, 1, 0), delta("a", 2, 0, 1)]);
+        let a = &s.limits["a"];
+        assert_eq!((a.counts.admitted, a.counts.rejected), (16, 1));
+        assert_eq!(a.keys_held(), 1);
+        // Removed: the counters stay, the keys go.
+        s.apply_limits(0, &[]);
+        assert_eq!(s.limits["a"].counts.admitted, 16);
+        assert_eq!(s.limits["a"].keys_held(), 0);
     }
 }

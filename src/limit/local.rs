@@ -3,12 +3,14 @@
 //! in it is shared with another thread; no borrow of it outlives a call.
 
 use super::key::{self, KeyInput};
-use super::shard::{Check, Shard};
+use super::shard::{Check, Shard, ShardCounts};
 use super::{Ask, Bucket, Grant, LimitId};
 use crate::config::limits::{KeyPart, Limit, Period, Quota};
+use crate::metrics::LimitDelta;
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
@@ -62,9 +64,16 @@ const QUOTA_LEASE: u64 = 1000;
 /// Keys unused for this many ticks (100 ms each) hand back their surplus.
 pub const IDLE_TICKS: u32 = 5;
 
+/// What the quota shards are reported as, in `quotas` order.
+pub const QUOTA_NAMES: [&str; 2] = ["quota:day", "quota:month"];
+
 struct Inner {
     ids: Vec<LimitId>,
+    /// The limits' names, like `rates`.
+    names: Vec<Arc<str>>,
     rates: Vec<Shard>,
+    /// Counts of shards a reload dropped, not reported yet.
+    retired: Vec<(Arc<str>, ShardCounts)>,
     quotas: [Shard; 2],
     outbox: Vec<Ask>,
     key: Vec<u8>,
@@ -87,7 +96,9 @@ impl Default for Local {
         Local {
             inner: RefCell::new(Inner {
                 ids: Vec::new(),
+                names: Vec::new(),
                 rates: Vec::new(),
+                retired: Vec::new(),
                 quotas: [Period::Day, Period::Month]
                     .map(|p| Shard::new(Bucket::Quota(p), QUOTA_KEYS, 0, QUOTA_LEASE)),
                 outbox: Vec::new(),
@@ -147,9 +158,21 @@ impl Local {
         }
         for mut s in old {
             s.drain(&mut inner.outbox);
+            // A changed limit keeps its name's counters: what the old shard counted is still
+            // reported, under the name it had.
+            let name = match s.bucket {
+                Bucket::Rate(o) => inner.names.get(o.index as usize).cloned(),
+                Bucket::Quota(_) => None,
+            };
+            if let Some(name) = name {
+                if s.counts != ShardCounts::default() {
+                    inner.retired.push((name, s.counts));
+                }
+            }
         }
         inner.rates = rates;
         inner.ids = ids;
+        inner.names = limits.iter().map(|l| Arc::from(l.name.as_str())).collect();
         if !inner.outbox.is_empty() {
             self.outbox.notify();
         }
@@ -245,6 +268,39 @@ impl Local {
         }
     }
 
+    /// Moves what every shard counted since the last call into `out`, with the keys each holds now:
+    /// every rate limit by name (even without traffic, so its keys gauge stays current), the quota
+    /// shards as `QUOTA_NAMES` once they counted or hold anything. Once a second, off the request
+    /// path; the only allocations are here.
+    pub fn report(&self, out: &mut Vec<LimitDelta>) {
+        let mut inner = self.inner.borrow_mut();
+        let inner = &mut *inner;
+        for (limit, counts) in inner.retired.drain(..) {
+            out.push(LimitDelta {
+                limit,
+                counts,
+                keys: 0,
+            });
+        }
+        for (s, name) in inner.rates.iter_mut().zip(&inner.names) {
+            out.push(LimitDelta {
+                limit: name.clone(),
+                counts: std::mem::take(&mut s.counts),
+                keys: s.len() as u64,
+            });
+        }
+        for (s, name) in inner.quotas.iter_mut().zip(QUOTA_NAMES) {
+            if s.is_empty() && s.counts == ShardCounts::default() {
+                continue;
+            }
+            out.push(LimitDelta {
+                limit: Arc::from(name),
+                counts: std::mem::take(&mut s.counts),
+                keys: s.len() as u64,
+            });
+        }
+    }
+
     /// The asks to send now.
     pub fn take_outbox(&self) -> Vec<Ask> {
         std::mem::take(&mut self.inner.borrow_mut().outbox)
@@ -263,5 +319,87 @@ fn shard<'a>(
             .iter_mut()
             .find(|s| matches!(s.bucket, Bucket::Rate(o) if o == id)),
         Bucket::Quota(p) => Some(&mut quotas[quota_shard(p)]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http1::head::RequestHead;
+
+    fn limits(burst: u64) -> Vec<Limit> {
+        let toml = format!(
+            "[listeners.a]\nlisten = \"127.0.0.1:0\"\n\
+             [limits.a]\nrate = \"1/h\"\nburst = {burst}\nkey = \"consumer\"\n"
+        );
+        crate::config::parse(&toml, crate::config::Source::Embedded)
+            .expect("config")
+            .limits
+    }
+
+    fn check(l: &Local, parts: &[KeyPart], consumer: &str) -> bool {
+        let head = RequestHead::default();
+        let input = KeyInput {
+            head: &head,
+            consumer: Some(consumer),
+            client: std::net::Ipv4Addr::LOCALHOST.into(),
+            route: "r",
+        };
+        l.check_rate(0, parts, &input).expect("limit 0").admitted
+    }
+
+    fn report(l: &Local) -> Vec<(String, ShardCounts, u64)> {
+        let mut out = Vec::new();
+        l.report(&mut out);
+        out.into_iter()
+            .map(|d| (d.limit.to_string(), d.counts, d.keys))
+            .collect()
+    }
+
+    #[test]
+    fn reports_are_deltas_by_name_and_survive_a_reload() {
+        let l = Local::default();
+        let cfg = limits(2);
+        l.configure(&cfg, 1);
+        let parts = cfg[0].key.clone();
+        let seen: Vec<bool> = (0..3).map(|_| check(&l, &parts, "x")).collect();
+        assert_eq!(
+            seen,
+            [true, true, false],
+            "one worker holds the whole burst"
+        );
+        assert!(check(&l, &parts, "y"));
+
+        let r = report(&l);
+        assert_eq!(
+            r.len(),
+            1,
+            "quota shards without traffic are left out: {r:?}"
+        );
+        let (name, c, keys) = &r[0];
+        assert_eq!(
+            (name.as_str(), c.admitted, c.rejected, *keys),
+            ("a", 3, 1, 2)
+        );
+        assert!(c.asks > 0, "running low asks for a lease");
+
+        let r = report(&l);
+        assert_eq!(
+            (r[0].1, r[0].2),
+            (ShardCounts::default(), 2),
+            "deltas, keys a gauge"
+        );
+
+        // A changed definition under the same name: the old shard's last counts are still reported.
+        assert!(!check(&l, &parts, "x"));
+        l.configure(&limits(3), 1);
+        let r = report(&l);
+        assert_eq!(r.len(), 2, "{r:?}");
+        assert_eq!((r[0].0.as_str(), r[0].1.rejected, r[0].2), ("a", 1, 0));
+        assert_eq!(
+            (r[1].0.as_str(), r[1].1, r[1].2),
+            ("a", ShardCounts::default(), 0)
+        );
+        assert!(report(&l).iter().all(|d| d.1 == ShardCounts::default()));
     }
 }

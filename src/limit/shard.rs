@@ -55,6 +55,18 @@ pub struct ShardCounts {
     pub granted_tokens: u64,
 }
 
+impl ShardCounts {
+    /// Adds another shard's counts.
+    pub fn add(&mut self, o: &ShardCounts) {
+        self.admitted += o.admitted;
+        self.rejected += o.rejected;
+        self.evicted += o.evicted;
+        self.asks += o.asks;
+        self.grants += o.grants;
+        self.granted_tokens += o.granted_tokens;
+    }
+}
+
 /// One worker's entries for one bucket kind.
 #[derive(Debug)]
 pub struct Shard {
@@ -145,6 +157,10 @@ impl Shard {
             s.holding -= 1;
             s.used = s.used.saturating_add(1);
             self.counts.admitted += 1;
+        } else if matches!(bucket, Bucket::Rate(_)) {
+            // A rate limit refuses from what it holds; a quota without tokens waits for the pool's
+            // answer instead (and counts as rejected only once the pool says it is exhausted).
+            self.counts.rejected += 1;
         }
         if !s.pending && s.holding <= u64::from(s.want / 2) {
             let want = (u64::from(s.used) * 2).clamp(1, self.max_lease);

@@ -155,6 +155,7 @@ impl Worker {
         }
         retired.retain(|g| Rc::strong_count(g) > 1);
         cur.drain_into(&mut d);
+        self.limits.report(&mut d.limits);
         let pools = self.pools.borrow();
         let mut endpoints = Vec::new();
         cur.endpoint_gauges(&pools, &mut endpoints);
