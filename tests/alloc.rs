@@ -294,7 +294,11 @@ enum Source {
 }
 
 fn classify(bt: &str) -> Source {
-    if bt.contains("sluice::worker::reporter") || bt.contains("sluice::worker::sweeper") {
+    // The once-a-second report, and the usage the ledger's flush asks for (once per flush_interval).
+    if bt.contains("sluice::worker::reporter")
+        || bt.contains("sluice::worker::sweeper")
+        || bt.contains("report_usage")
+    {
         Source::Timer
     } else if (bt.contains("BytesMut::reserve") && bt.contains("sluice::io::read_more"))
         || (bt.contains("BytesMut::promote_to_shared") && bt.contains("sluice::http1::head::"))
@@ -365,16 +369,24 @@ fn steady_state_proxy_path_allocates_nothing_per_request() {
     let trace = std::env::var_os("SLUICE_ALLOC_TRACE").is_some();
     let backend = origin();
     let port = free_port();
+    let state = std::env::temp_dir().join(format!("sluice-alloc-{}.db", std::process::id()));
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", state.display()));
+    }
     let toml = format!(
         "workers = 1\nlog_level = \"info\"\n\
          [listeners.main]\nlisten = \"127.0.0.1:{port}\"\n\
+         [state]\npath = \"{}\"\n[usage]\nflush_interval = \"1s\"\n\
+         [routes.metered]\npath = \"/metered/*\"\nupstream = \"app\"\nauth = [\"api_key\"]\n\
+         rate_limit = {{ rate = \"1000000/s\", burst = 1000000, key = \"consumer\" }}\n\
          [upstreams.app]\nendpoints = [\"{backend}\"]\n\
          [consumers.alice]\napi_keys = [\"alice-key-0123456789\"]\ngroups = [\"gold\"]\n\
          [routes.keyed]\npath = \"/keyed/*\"\nupstream = \"app\"\nauth = [\"api_key\"]\nallow = [\"gold\"]\n\
          [routes.ruled]\npath = \"/ruled/*\"\nupstream = \"app\"\nauth = [\"api_key\"]\n\
          request_headers = {{ set = {{ \"X-Route\" = \"{{route}}\" }}, add = {{ \"X-Tenant\" = \"{{consumer}}\", \"X-Client\" = \"{{client}}\" }}, remove = [\"User-Agent\"] }}\n\
          response_headers = {{ set = {{ \"Cache-Control\" = \"no-store\" }}, add = {{ \"X-Trace\" = \"{{request_id}} {{path}}\" }}, remove = [\"Content-Type\"] }}\n\
-         [routes.all]\npath = \"/*\"\nupstream = \"app\"\n"
+         [routes.all]\npath = \"/*\"\nupstream = \"app\"\n",
+        state.display()
     );
     let cfg = sluice::config::parse(&toml, sluice::config::Source::Embedded).expect("config");
     // Logging as the binary sets it up: per-request events are below `info`.
@@ -467,6 +479,15 @@ fn steady_state_proxy_path_allocates_nothing_per_request() {
     // output buffers, received fields dropped by name), behind the same API key.
     let ruled: &[u8] = b"GET /ruled/items?id=7 HTTP/1.1\r\nHost: shop.example\r\nUser-Agent: alloc-test\r\nX-API-Key: alice-key-0123456789\r\n\r\n";
     quiet_path(addr, ruled, "header-rule", small_traces);
+    // Fifth phase: API key, a rate limit that never refuses, and usage metered into the ledger (the
+    // consumer's cells are made at warm-up; the flush runs on the control thread).
+    let metered: &[u8] = b"GET /metered/items?id=7 HTTP/1.1\r\nHost: shop.example\r\nX-API-Key: alice-key-0123456789\r\n\r\n";
+    quiet_path(
+        addr,
+        metered,
+        "metered (API key + rate limit + usage)",
+        small_traces,
+    );
     let bytes = WORKER_BYTES.load(Relaxed) - bytes_before;
 
     let traces: Vec<(usize, Source, String)> = std::mem::take(&mut *TRACES.lock().unwrap())
@@ -521,5 +542,9 @@ fn steady_state_proxy_path_allocates_nothing_per_request() {
         (timer as u64) <= 50 * seconds,
         "{timer} timer allocations in {elapsed:?}: more than a once-a-second report explains"
     );
-    // The server thread keeps running; it ends with this process (see the file comment).
+    // The server thread keeps running; it ends with this process (see the file comment). Its state
+    // file goes now (Linux keeps an open file until it is closed).
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", state.display()));
+    }
 }
