@@ -1,5 +1,6 @@
 //! The limiter on a worker: a check that spends a held token (hit), one that finds the key new
-//! (miss: an insert into a full table, evicting), and the pool answering an ask (lease).
+//! (miss: an insert into a full table, evicting), and the pool answering an ask (lease). And the
+//! usage record every request ends with (a known consumer among 1,000, and an anonymous request).
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use sluice::limit::pool::{Params, Pool, Replies};
@@ -63,5 +64,35 @@ fn limiter(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, limiter);
+fn usage_record(c: &mut Criterion) {
+    use sluice::usage::{UsageCounts, UsageTable};
+    let mut t = UsageTable::default();
+    let names: Vec<String> = (0..1000).map(|i| format!("consumer-{i}")).collect();
+    let one = UsageCounts {
+        requests: 1,
+        admitted: 1,
+        limited: 0,
+        bytes_in: 120,
+        bytes_out: 300,
+        latency_us: 250,
+    };
+    for (i, n) in names.iter().enumerate() {
+        t.record(Some(n), Some((i % 8) as u32), 200, &one);
+    }
+    c.bench_function("usage_record_known_consumer_1k", |b| {
+        b.iter(|| {
+            t.record(
+                Some(black_box("consumer-517")),
+                Some(5),
+                200,
+                black_box(&one),
+            )
+        })
+    });
+    c.bench_function("usage_record_anonymous", |b| {
+        b.iter(|| t.record(None, Some(3), 404, black_box(&one)))
+    });
+}
+
+criterion_group!(benches, limiter, usage_record);
 criterion_main!(benches);
