@@ -3,7 +3,7 @@
 use crate::config::limits::Period;
 
 /// Days since 1970-01-01 of a civil date (proleptic Gregorian), after Howard Hinnant's algorithm.
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;

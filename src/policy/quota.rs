@@ -33,19 +33,7 @@ pub fn check(input: &Input<'_>, ctx: &mut Ctx) -> Outcome {
         // Bytes are counted once requests are over, on the control thread, which names the
         // consumers whose bytes quota is used up (see `control::quota_watch`).
         if let Some(until) = input.worker.limits.blocked_until(&entry.name, now) {
-            let wait = until.saturating_sub(now).max(1);
-            if ctx.charged.headers {
-                ctx.downstream_edits.add.clear();
-            }
-            write(
-                &mut ctx.downstream_edits.add,
-                bytes,
-                0,
-                wait,
-                (bytes, end - start, None),
-                Some(wait),
-            );
-            return Outcome::Reject(ProxyError::Policy(PolicyError::QuotaExceeded));
+            return refuse(ctx, (bytes, end - start, None), until, now);
         }
     }
     let Some(requests) = q.requests else {
@@ -69,20 +57,7 @@ pub fn check(input: &Input<'_>, ctx: &mut Ctx) -> Outcome {
         return Outcome::Continue;
     }
     if c.exhausted_until > 0 {
-        let wait = c.exhausted_until.saturating_sub(now).max(1);
-        if ctx.charged.headers {
-            // The rate limit's fields were written for an admission; the refusal is the quota's.
-            ctx.downstream_edits.add.clear();
-        }
-        write(
-            &mut ctx.downstream_edits.add,
-            requests,
-            0,
-            wait,
-            policy,
-            Some(wait),
-        );
-        return Outcome::Reject(ProxyError::Policy(PolicyError::QuotaExceeded));
+        return refuse(ctx, policy, c.exhausted_until, now);
     }
     if ctx.verdicts.quota_waited() {
         return Outcome::Reject(ProxyError::Policy(PolicyError::QuotaUnavailable));
@@ -91,4 +66,22 @@ pub fn check(input: &Input<'_>, ctx: &mut Ctx) -> Outcome {
         consumer: entry.name.clone(),
         period: q.period,
     })
+}
+
+/// 429 `quota exceeded` until `until` (Unix seconds), with the fields of `policy` (limit, window).
+fn refuse(ctx: &mut Ctx, policy: (u64, u64, Option<u64>), until: u64, now: u64) -> Outcome {
+    let wait = until.saturating_sub(now).max(1);
+    if ctx.charged.headers {
+        // The rate limit's fields were written for an admission; the refusal is the quota's.
+        ctx.downstream_edits.add.clear();
+    }
+    write(
+        &mut ctx.downstream_edits.add,
+        policy.0,
+        0,
+        wait,
+        policy,
+        Some(wait),
+    );
+    Outcome::Reject(ProxyError::Policy(PolicyError::QuotaExceeded))
 }

@@ -1,35 +1,12 @@
 //! UTC calendar arithmetic for the ledger's buckets: days since the Unix epoch to and from civil dates
-//! (Howard Hinnant's `days_from_civil` / `civil_from_days`, exact over the proleptic Gregorian
-//! calendar), month indexes, and the RFC 3339 dates and times the admin API takes. Pure functions: the
+//! (`limit::period`'s `days_from_civil` / `civil_from_days`), month indexes, and the RFC 3339 dates and times the admin API takes. Pure functions: the
 //! caller passes `now`.
 
 /// Seconds in a UTC day (no leap seconds, as Unix time).
 pub const DAY_SECS: u64 = 86_400;
 
-/// Days since 1970-01-01 of a civil date.
-pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (m as i64 + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The civil date (year, month 1..=12, day 1..=31) of a day number.
-pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
+// One implementation of the civil-date arithmetic, shared with the quota periods workers use.
+pub use crate::limit::period::{civil_from_days, days_from_civil};
 
 /// Day number of a Unix time.
 pub fn day_of(unix: u64) -> i64 {
