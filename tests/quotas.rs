@@ -208,7 +208,8 @@ fn a_bytes_quota_blocks_soon_after_it_is_used_and_marks_raise_alert_events() {
     let sl = Sluice::start(&config_with(
         "workers = 2\nlog_level = \"info\"\nshutdown_timeout = \"2s\"",
         &format!(
-            "[alerts.quota80]\nmetric = \"quota_used\"\nthreshold = 0.8\nwebhook = \"{hook}\"\n\n\
+            "[admin]\nlisten = \"127.0.0.1:0\"\n\n\
+             [alerts.quota80]\nmetric = \"quota_used\"\nthreshold = 0.8\nwebhook = \"{hook}\"\n\n\
              [alerts.quota_done]\nmetric = \"quota_used\"\nscope = \"consumer:erin\"\nthreshold = 1.0\nwebhook = \"{hook}\"\n\n\
              [consumers.frank]\napi_keys = [\"frank-key-1\"]\nquota = {{ bytes = \"600KB\", period = \"day\" }}\n\n\
              [consumers.erin]\napi_keys = [\"erin-key-1\"]\nquota = {{ requests = 10, period = \"day\" }}\n\n\
@@ -302,4 +303,24 @@ fn a_bytes_quota_blocks_soon_after_it_is_used_and_marks_raise_alert_events() {
         .any(|e| e["alert"] == "quota80" && e["consumer"] == "frank"));
     let log = sl.stderr_text();
     assert!(log.contains("quota mark crossed"), "the marks are logged");
+    // The consumers view (`/status`, the stats page, `sluice top`) shows each one's share used.
+    let admin = sl.admin_addr().expect("admin");
+    let mut shares = serde_json::Value::Null;
+    let shown = eventually(Duration::from_secs(5), || {
+        let r = http_get(admin, "/status", &[]);
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+        let top = v["consumers"]["top"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let share = |n: &str| {
+            top.iter()
+                .find(|c| c["name"] == n)
+                .and_then(|c| c["quota_used"].as_f64())
+        };
+        let ok = share("erin") == Some(1.0) && share("frank").is_some_and(|f| f >= 1.0);
+        shares = v["consumers"].clone();
+        ok
+    });
+    assert!(shown, "quota_used in /status: {shares}");
 }
