@@ -545,6 +545,7 @@ fn every_shipped_config_passes_check() {
             &[
                 ("SLUICE_ADMIN_TOKEN", "dummy-token-for-check"),
                 ("INTROSPECT_SECRET", "dummy-secret-for-check"),
+                ("BILLING_SECRET", "dummy-billing-secret"),
             ],
             root,
         );
