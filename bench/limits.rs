@@ -77,12 +77,13 @@ fn usage_record(c: &mut Criterion) {
         latency_us: 250,
     };
     for (i, n) in names.iter().enumerate() {
-        t.record(Some(n), Some((i % 8) as u32), 200, &one);
+        t.record(Some(n), true, Some((i % 8) as u32), 200, &one);
     }
     c.bench_function("usage_record_known_consumer_1k", |b| {
         b.iter(|| {
             t.record(
                 Some(black_box("consumer-517")),
+                true,
                 Some(5),
                 200,
                 black_box(&one),
@@ -90,7 +91,7 @@ fn usage_record(c: &mut Criterion) {
         })
     });
     c.bench_function("usage_record_anonymous", |b| {
-        b.iter(|| t.record(None, Some(3), 404, black_box(&one)))
+        b.iter(|| t.record(None, false, Some(3), 404, black_box(&one)))
     });
 }
 

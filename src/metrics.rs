@@ -231,6 +231,9 @@ pub struct RequestRecord {
     /// The route's policies (authentication, access rules, limits, quotas) all let it through: what a
     /// quota counts, as opposed to a request sluice refused itself.
     pub admitted: bool,
+    /// The consumer is a configured or runtime one (not a token's unknown subject): its usage is
+    /// always counted under its name, past the bound on names (`usage::MAX_CONSUMERS`).
+    pub known_consumer: bool,
 }
 
 impl RequestRecord {
@@ -249,6 +252,7 @@ impl RequestRecord {
             attempts: 0,
             auth: None,
             admitted: false,
+            known_consumer: false,
         }
     }
 }
@@ -373,6 +377,7 @@ impl GenStats {
         let latency_us = r.start.elapsed().as_micros() as u64;
         self.usage.record(
             consumer,
+            r.known_consumer,
             r.route,
             r.status,
             &crate::usage::UsageCounts {

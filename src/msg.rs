@@ -54,9 +54,9 @@ pub enum ToWorker {
         grants: Vec<crate::limit::Grant>,
         recalls: Vec<(crate::limit::Bucket, Box<[u8]>)>,
     },
-    /// Send the usage counted since the last report now (`ToControl::Usage`): the ledger is about to
-    /// flush.
-    ReportUsage,
+    /// Send the usage counted since the last report now (`ToControl::Usage`, echoing the number):
+    /// the ledger is about to flush (its flush's number), or a bytes quota is near (0).
+    ReportUsage(u64),
     /// Consumers whose bytes quota is used up (sorted by name), each with the Unix second its period
     /// ends; replaces the worker's list.
     QuotaBlocks(Vec<(Box<str>, u64)>),
@@ -87,8 +87,8 @@ pub enum ToControl {
         verifier: Arc<str>,
         call: IntrospectionCall,
     },
-    /// A worker's usage rows, answering `ToWorker::ReportUsage`.
-    Usage(Vec<crate::usage::UsageRow>),
+    /// A worker's usage rows, answering `ToWorker::ReportUsage` (its number).
+    Usage(u64, Vec<crate::usage::UsageRow>),
     /// A worker's asks and hand-backs for the limit pools.
     Limits {
         worker: usize,

@@ -140,9 +140,12 @@ impl Default for UsageTable {
 
 impl UsageTable {
     /// Counts one finished request. Allocates only for a consumer or a (route, class) not yet held.
+    /// A `known` consumer (configured or runtime, so bounded by the consumer tables) is always held
+    /// by name: its quota and its bill need its own figures.
     pub fn record(
         &mut self,
         consumer: Option<&str>,
+        known: bool,
         route: Option<u32>,
         status: u16,
         c: &UsageCounts,
@@ -156,7 +159,7 @@ impl UsageTable {
                         Some(cells) => cells,
                         None => &mut self.other,
                     }
-                } else if self.named.len() < MAX_CONSUMERS {
+                } else if known || self.named.len() < MAX_CONSUMERS {
                     self.named.entry(Arc::from(name)).or_default()
                 } else {
                     &mut self.other
@@ -212,10 +215,10 @@ mod tests {
     fn counts_by_consumer_route_and_class() {
         let mut t = UsageTable::default();
         let routes: Vec<Arc<str>> = vec![Arc::from("api"), Arc::from("web")];
-        t.record(Some("alice"), Some(0), 200, &one(10, 100));
-        t.record(Some("alice"), Some(0), 201, &one(5, 50));
-        t.record(Some("alice"), Some(1), 503, &one(1, 2));
-        t.record(None, None, 404, &one(3, 4));
+        t.record(Some("alice"), false, Some(0), 200, &one(10, 100));
+        t.record(Some("alice"), false, Some(0), 201, &one(5, 50));
+        t.record(Some("alice"), false, Some(1), 503, &one(1, 2));
+        t.record(None, false, None, 404, &one(3, 4));
         let mut out = Vec::new();
         t.drain_into(&routes, &mut out);
         out.sort_by(|a, b| (&a.consumer, &a.route, a.class).cmp(&(&b.consumer, &b.route, b.class)));
@@ -244,9 +247,12 @@ mod tests {
         let mut t = UsageTable::default();
         let routes: Vec<Arc<str>> = vec![Arc::from("api")];
         for i in 0..MAX_CONSUMERS + 10 {
-            t.record(Some(&format!("c{i}")), Some(0), 200, &one(1, 1));
+            t.record(Some(&format!("c{i}")), false, Some(0), 200, &one(1, 1));
         }
         assert_eq!(t.consumers(), MAX_CONSUMERS);
+        // A configured consumer gets its own cells past the bound.
+        t.record(Some("configured"), true, Some(0), 200, &one(1, 1));
+        assert_eq!(t.consumers(), MAX_CONSUMERS + 1);
         let mut out = Vec::new();
         t.drain_into(&routes, &mut out);
         let other: Vec<_> = out.iter().filter(|r| &*r.consumer == OTHER).collect();
@@ -256,7 +262,7 @@ mod tests {
             "past the bound, counted as other"
         );
         let total: u64 = out.iter().map(|r| r.counts.requests).sum();
-        assert_eq!(total, MAX_CONSUMERS as u64 + 10, "nothing is lost");
+        assert_eq!(total, MAX_CONSUMERS as u64 + 11, "nothing is lost");
         for _ in 0..IDLE_REPORTS {
             t.drain_into(&routes, &mut Vec::new());
         }

@@ -548,4 +548,11 @@ fn runtime_consumers_take_plans_and_quota_overrides() {
     assert!(eventually_status(&s, "/api/x", &key, 403));
     let (st, v) = admin(&s, "GET", "/consumers/rt", None);
     assert_eq!((st, v["plan"].as_str()), (200, Some("gold")), "{v}");
+
+    // A reload adds a file consumer of the same name: the file's wins, the runtime keys stop working.
+    let file_rt = "[consumers.rt]\napi_keys = [\"rt-file-key-1\"]\n";
+    s.rewrite_config(&plan_config(backend.addr(), &state, file_rt));
+    assert_eq!(s.reload(), Reload::Applied);
+    assert!(eventually_status(&s, "/api/x", &key, 401));
+    assert_eq!(with_key(&s, "/api/x", "rt-file-key-1"), 200);
 }

@@ -330,6 +330,14 @@ impl QuotaSpec {
                 "a quota of 0 admits nothing; disable the consumer instead".into(),
             ));
         }
+        // Counts are kept in SQLite's signed 64-bit integers (the ledger, the state database).
+        let max = i64::MAX as u64;
+        if q.requests.is_some_and(|n| n > max) {
+            return Err((Some("requests"), format!("expected at most {max}")));
+        }
+        if q.bytes.is_some_and(|n| n > max) {
+            return Err((Some("bytes"), format!("expected at most {max} bytes")));
+        }
         Ok(QuotaSpec {
             requests: q.requests,
             bytes: q.bytes,

@@ -202,8 +202,13 @@ fn usage_needs_state_and_names_its_keys() {
     ))
     .unwrap_err();
     assert_eq!(e.key, "usage.billing_webhook.url");
-    let c = parse(&format!(
+    let e = parse(&format!(
         "{with_state}[usage]\nretention = \"30d\"\nminute_retention = \"7d\"\nbilling_webhook = {{ url = \"http://127.0.0.1:9/usage\", period = \"month\", secret = \"s\" }}\n"
+    ))
+    .unwrap_err();
+    assert_eq!(e.key, "usage.retention", "a month's rows must outlive it");
+    let c = parse(&format!(
+        "{with_state}[usage]\nretention = \"62d\"\nminute_retention = \"7d\"\nbilling_webhook = {{ url = \"http://127.0.0.1:9/usage\", period = \"month\", secret = \"s\" }}\n"
     ))
     .unwrap();
     let b = c.usage.unwrap().billing.unwrap();

@@ -69,6 +69,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 #[serde(untagged)]
 enum SizeRepr {
     Int(i64),
+    UInt(u64),
     Str(String),
 }
 
@@ -88,6 +89,7 @@ pub fn size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     match SizeRepr::deserialize(d)? {
         SizeRepr::Int(n) if n >= 0 => Ok(n as u64),
         SizeRepr::Int(n) => Err(de::Error::custom(format!("expected a size >= 0, got {n}"))),
+        SizeRepr::UInt(n) => Ok(n),
         SizeRepr::Str(s) => parse_size(&s).map_err(de::Error::custom),
     }
 }

@@ -141,6 +141,24 @@ pub(super) fn usage(
             })
         }
     };
+    if let Some(b) = &billing {
+        // A closed period is pushed from its rows: they must outlive it by a margin, or a receiver
+        // that was down for a while would find its period trimmed before it was sent.
+        let need = match b.period {
+            BillingPeriod::Day => Duration::from_secs(2 * 86_400),
+            BillingPeriod::Month => Duration::from_secs(62 * 86_400),
+        };
+        if retention < need {
+            return Err(cx.err(
+                "usage.retention",
+                format!(
+                    "expected at least {}d with a billing period of a {} (rows must outlive the period they are pushed with), got {retention:?}",
+                    need.as_secs() / 86_400,
+                    b.period.as_str()
+                ),
+            ));
+        }
+    }
     Ok(Some(Usage {
         flush_interval,
         retention,

@@ -143,8 +143,8 @@ async fn control_main(
     let current = Rc::new(Cell::new(first.generation));
     let store = Rc::new(RefCell::new(stats::Store::new(workers.0.len())));
     let workers = Rc::new(workers);
-    // Workers' answers to `ReportUsage`, counted for the ledger's flush.
-    let usage_answers = Rc::new(Cell::new(0u64));
+    // The ledger flush's `ReportUsage` number and how many workers answered it.
+    let usage_answers = Rc::new(Cell::new((0u64, 0u64)));
     let pools = Rc::new(RefCell::new(limits::Pools::new(workers.len())));
     pools.borrow_mut().configure(&first.config.limits);
     if let Some(a) = admin {
@@ -234,7 +234,7 @@ async fn control_main(
                     send_blocks(&workers, list);
                 }
             }
-            ToControl::Usage(rows) => {
+            ToControl::Usage(seq, rows) => {
                 let now = webhook::unix_now();
                 store.borrow_mut().consumers.apply(&rows, now);
                 if let Some(l) = &ledger {
@@ -243,7 +243,10 @@ async fn control_main(
                 if let Some(list) = watch.borrow_mut().record(&rows, now) {
                     send_blocks(&workers, list);
                 }
-                usage_answers.set(usage_answers.get() + 1);
+                let (want, n) = usage_answers.get();
+                if seq != 0 && seq == want {
+                    usage_answers.set((want, n + 1));
+                }
             }
             ToControl::Limits { worker, asks } => {
                 let mut p = pools.borrow_mut();
@@ -332,7 +335,7 @@ async fn watch_quotas(
         } else if near {
             monoio::time::sleep(quota_watch::NEAR_REPORT).await;
             for w in 0..links.len() {
-                links.to(w, ToWorker::ReportUsage);
+                links.to(w, ToWorker::ReportUsage(0));
             }
             if last_tick.elapsed() < std::time::Duration::from_secs(1) {
                 continue;

@@ -57,7 +57,13 @@ fn find(
     }
     let set = input.auth.runtime();
     let i = pick(&set)?;
-    let disabled = set.get(i).is_some_and(|e| e.disabled);
+    let entry = set.get(i)?;
+    // A reload added a file consumer of this name: the file's wins, and the runtime one's credentials
+    // stop working, so one name never stands for two consumers with two plans or quotas.
+    if ctx.gen.consumers.by_name(&entry.name).is_some() {
+        return None;
+    }
+    let disabled = entry.disabled;
     Some((Identity::Runtime(set, i), disabled))
 }
 

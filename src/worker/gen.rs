@@ -25,6 +25,8 @@ pub struct Gen {
     pub(super) upstream_names: Vec<Arc<str>>,
     /// Authentication method names by `AuthMark::method`.
     auth_methods: Vec<Arc<str>>,
+    /// Requests are counted: for metrics, or because usage must be (the ledger, bytes quotas).
+    counting: bool,
 }
 
 impl std::ops::Deref for Gen {
@@ -78,7 +80,15 @@ impl Gen {
             .map(|u| Group::new(u, worker, workers))
             .collect();
         let sizes: Vec<usize> = snap.upstreams.iter().map(|u| u.endpoints.len()).collect();
+        let c = &snap.config;
+        // Bytes quotas are enforced from the usage rows; quotas of runtime consumers need `[state]`.
+        let counting = c.metrics
+            || c.usage.is_some()
+            || c.state.is_some()
+            || c.plans.iter().any(|p| p.quota.is_some())
+            || c.consumers.iter().any(|c| c.quota.is_some());
         Gen {
+            counting,
             stats: RefCell::new(GenStats::new(snap.routes.routes.len(), &sizes)),
             route_names: snap
                 .routes
@@ -104,9 +114,9 @@ impl Gen {
     }
 
     /// Counts a finished request of `consumer`. With `metrics = false` counting still runs when a
-    /// usage ledger is configured: billing cannot be switched off for a benchmark.
+    /// usage ledger or a quota needs it: billing and quotas cannot be switched off for a benchmark.
     pub fn record(&self, rec: &RequestRecord, endpoint_failed: bool, consumer: Option<&str>) {
-        if self.snap.config.metrics || self.snap.config.usage.is_some() {
+        if self.counting {
             self.stats
                 .borrow_mut()
                 .record(rec, endpoint_failed, consumer);

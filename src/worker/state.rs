@@ -242,18 +242,18 @@ impl Worker {
     }
 
     /// Sends the usage counted since the last report, from every generation still counting.
-    fn report_usage(&self) {
+    fn report_usage(&self, seq: u64) {
         let mut rows = Vec::new();
         for g in self.retired.borrow().iter() {
             g.drain_usage(&mut rows);
         }
         self.snapshot().drain_usage(&mut rows);
-        self.to_control.send(ToControl::Usage(rows));
+        self.to_control.send(ToControl::Usage(seq, rows));
     }
 
     pub(super) fn apply(&self, msg: ToWorker) -> Option<Duration> {
         match msg {
-            ToWorker::ReportUsage => self.report_usage(),
+            ToWorker::ReportUsage(seq) => self.report_usage(seq),
             ToWorker::Snapshot(s) => {
                 self.generation.set(s.generation);
                 self.limits.configure(&s.config.limits, self.workers);

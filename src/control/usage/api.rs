@@ -29,7 +29,7 @@ fn error(status: u16, msg: &str) -> Reply {
 }
 
 /// Most rows one `/usage` answer carries; a longer range is refused with a hint to narrow it.
-pub const MAX_ROWS: usize = 100_000;
+pub const MAX_ROWS: usize = super::ledger::QUERY_ROWS;
 /// Default and largest `limit` of `/usage/top`.
 const TOP_DEFAULT: usize = 10;
 const TOP_MAX: usize = 1000;

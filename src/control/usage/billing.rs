@@ -352,10 +352,30 @@ impl Billing {
                 return Vec::new();
             }
         };
-        batches(period, &rows, final_, &self.instance, now_unix)
+        let all = batches(period, &rows, final_, &self.instance, now_unix);
+        let last = all
+            .last()
+            .map(|b| (b.period.clone(), b.batch, b.batches, b.batch_id.clone()));
+        let todo: Vec<Batch> = all
             .into_iter()
             .filter(|b| !final_ || !ledger.batch_acked(&b.period, b.batch).unwrap_or(false))
-            .collect()
+            .collect();
+        drop(ledger);
+        if let (true, true, Some((p, batch, batches, id))) = (final_, todo.is_empty(), last) {
+            // Every batch is acknowledged but the period is not recorded as done (its batch count
+            // changed since, say): record it now, or it would hold every later period back.
+            tracing::warn!(period = %p, "billing: every batch of the period was acknowledged; marking it done");
+            let ack = BatchAck {
+                period: &p,
+                batch,
+                batches,
+                batch_id: &id,
+            };
+            if let Err(e) = self.ledger.borrow_mut().ack_batch(&ack, now_unix) {
+                tracing::error!(error = %e, period = %p, "billing: cannot record the period");
+            }
+        }
+        todo
     }
 
     /// Sends one batch until acknowledged (or, for an open period, `OPEN_PERIOD_TRIES` tries).

@@ -150,8 +150,13 @@ pub fn parse_instant(s: &str) -> Option<Instant> {
     };
     let offset: i64 = match zone {
         "Z" | "z" => 0,
-        z if z.len() == 6 && (z.starts_with('+') || z.starts_with('-')) && &z[3..4] == ":" => {
-            let mins = num(&z[1..3], 0, 23)? as i64 * 60 + num(&z[4..6], 0, 59)? as i64;
+        // Checked as bytes: a multi-byte character must not put a slice off a char boundary.
+        z if z.len() == 6
+            && z.is_ascii()
+            && (z.starts_with('+') || z.starts_with('-'))
+            && z.as_bytes()[3] == b':' =>
+        {
+            let mins = num(z.get(1..3)?, 0, 23)? as i64 * 60 + num(z.get(4..6)?, 0, 59)? as i64;
             if z.starts_with('-') {
                 -mins * 60
             } else {
@@ -193,6 +198,9 @@ mod tests {
 
     #[test]
     fn instants() {
+        // Multi-byte characters where the zone's digits and colon go: refused, not a panic.
+        assert_eq!(parse_instant("2026-12-03T10:00:00+0\u{e9}00"), None);
+        assert_eq!(parse_instant("2026-12-03T10:00:00-0\u{20ac}0"), None);
         let d = days_from_civil(2026, 12, 3);
         assert_eq!(parse_instant("2026-12-03"), Some(Instant::Date(d)));
         assert_eq!(parse_instant("2026-02-30"), None);

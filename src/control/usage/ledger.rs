@@ -62,6 +62,9 @@ pub enum LedgerError {
     Schema { path: PathBuf, found: i64 },
 }
 
+/// The most rows a range query answers (`/usage`); more is an error asking for a narrower range.
+pub const QUERY_ROWS: usize = 100_000;
+
 /// A granularity of the ledger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Grain {
@@ -433,10 +436,22 @@ impl Ledger {
             Grain::Minute => "bucket / 1440",
             _ => "bucket",
         };
-        self.grouped(grain, from, to, q.consumer.as_deref(), q.group, day_expr)
+        // One more than an answer may hold, so the caller can tell "too many" without the control
+        // thread reading (and holding) every row of a huge range.
+        let limit = Some(QUERY_ROWS + 1);
+        self.grouped(
+            grain,
+            from,
+            to,
+            q.consumer.as_deref(),
+            q.group,
+            day_expr,
+            limit,
+        )
     }
 
     /// Rows of buckets `[from, to)` of one table, grouped.
+    #[allow(clippy::too_many_arguments)]
     fn grouped(
         &self,
         grain: Grain,
@@ -445,6 +460,7 @@ impl Ledger {
         consumer: Option<&str>,
         g: GroupBy,
         day_expr: &str,
+        limit: Option<usize>,
     ) -> Result<Vec<LedgerRow>, LedgerError> {
         // Column expressions come from this fixed list only; values are bound parameters.
         let cols = [
@@ -466,8 +482,9 @@ impl Ledger {
         };
         let sql = format!(
             "SELECT {select}, SUM(requests), SUM(admitted), SUM(limited), SUM(bytes_in), SUM(bytes_out), SUM(latency_us)
-             FROM {} WHERE bucket >= ?1 AND bucket < ?2 AND (?3 IS NULL OR consumer = ?3) {group}",
-            grain.table()
+             FROM {} WHERE bucket >= ?1 AND bucket < ?2 AND (?3 IS NULL OR consumer = ?3) {group} {}",
+            grain.table(),
+            limit.map_or(String::new(), |n| format!("LIMIT {n}"))
         );
         let mut stmt = self.conn.prepare(&sql).map_err(|e| self.sq(e))?;
         let rows = stmt
@@ -511,7 +528,7 @@ impl Ledger {
             route: true,
             status: true,
         };
-        self.grouped(grain, bucket, bucket + 1, None, g, "bucket")
+        self.grouped(grain, bucket, bucket + 1, None, g, "bucket", None)
     }
 
     /// Day or month buckets before `before` that have usage, oldest first.

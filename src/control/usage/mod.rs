@@ -30,8 +30,9 @@ pub async fn flusher(
     ledger: SharedLedger,
     snapshot: Rc<RefCell<Arc<crate::snapshot::Snapshot>>>,
     links: Rc<super::Broadcast>,
-    answers: Rc<std::cell::Cell<u64>>,
+    answers: Rc<std::cell::Cell<(u64, u64)>>,
 ) {
+    let mut seq = 0u64;
     loop {
         let every = snapshot
             .borrow()
@@ -40,12 +41,14 @@ pub async fn flusher(
             .as_ref()
             .map_or(std::time::Duration::from_secs(1), |u| u.flush_interval);
         monoio::time::sleep(every).await;
-        let want = answers.get() + links.len() as u64;
+        // Numbered, so only this flush's answers count (not the quota watch's, nor a late one).
+        seq += 1;
+        answers.set((seq, 0));
         for w in 0..links.len() {
-            links.to(w, crate::msg::ToWorker::ReportUsage);
+            links.to(w, crate::msg::ToWorker::ReportUsage(seq));
         }
         let deadline = std::time::Instant::now() + ANSWER_WAIT;
-        while answers.get() < want && std::time::Instant::now() < deadline {
+        while answers.get().1 < links.len() as u64 && std::time::Instant::now() < deadline {
             monoio::time::sleep(std::time::Duration::from_millis(1)).await;
         }
         flush(&ledger, "usage flush failed; will retry");
