@@ -1061,3 +1061,50 @@ fn f_bad_admin_calls_get_clear_errors() {
     let s = Sluice::start(&config(backend.addr(), &db, ""));
     assert_error(&s, "GET", "/usage", 404, "[usage]");
 }
+
+// ------------------------------------------------------------------------------------- g
+
+#[test]
+fn g_retention_trims_old_rows_and_keeps_recent_ones() {
+    let backend = app();
+    let dir = temp_dir();
+    let db = dir.path().join("state.db");
+    let retained =
+        "[usage]\nflush_interval = \"1s\"\nretention = \"40d\"\nminute_retention = \"2d\"\n";
+    let cfg = config(backend.addr(), &db, retained);
+    drain(Sluice::start(&cfg)); // creates the tables
+    let now = unix_now();
+    let day = 86_400;
+    insert_usage(&db, now - 500 * day, "alice", "api", 2, 7, 1, 1); // past every retention
+    insert_usage(&db, now - 10 * day, "alice", "api", 2, 5, 1, 1); // minute row past 2d only
+    let count = |table: &str, bucket_below: i64| -> i64 {
+        open_ro(&db)
+            .query_row(
+                &format!("SELECT COUNT(*) FROM {table} WHERE bucket < ?1"),
+                [bucket_below],
+                |r| r.get(0),
+            )
+            .expect("count")
+    };
+    let today = (now / day) as i64;
+    assert_eq!(count("usage_day", today), 2);
+    let s = Sluice::start(&cfg);
+    // The first flush trims (then at most once a minute).
+    assert!(eventually(Duration::from_secs(10), || count(
+        "usage_day",
+        today - 40
+    ) == 0));
+    drain(s);
+    assert_eq!(count("usage_day", today), 1, "the day 10 days ago is kept");
+    assert_eq!(
+        count("usage_minute", ((now - 2 * day) / 60) as i64),
+        0,
+        "minute rows past minute_retention are gone"
+    );
+    let (y, m, _) = civil(today - 10);
+    let month_10_days_ago = y * 12 + m - 1;
+    assert!(
+        count("usage_month", month_10_days_ago + 1) >= 1,
+        "the month holding a kept day is kept"
+    );
+}
