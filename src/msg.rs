@@ -55,11 +55,8 @@ pub enum ToWorker {
         recalls: Vec<(crate::limit::Bucket, Box<[u8]>)>,
     },
     /// Send the usage counted since the last report now (`ToControl::Usage`, echoing the number):
-    /// the ledger is about to flush (its flush's number), or a bytes quota is near (0).
+    /// the ledger is about to flush.
     ReportUsage(u64),
-    /// Consumers whose bytes quota is used up (sorted by name), each with the Unix second its period
-    /// ends; replaces the worker's list.
-    QuotaBlocks(Vec<(Box<str>, u64)>),
     /// Stop accepting, finish in-flight requests within the grace period, exit.
     Drain(Duration),
 }

@@ -201,7 +201,7 @@ fn a_quota_holds_across_restarts_and_resets_with_its_period() {
 }
 
 #[test]
-fn a_bytes_quota_blocks_soon_after_it_is_used_and_marks_raise_alert_events() {
+fn a_bytes_quota_refuses_once_used_and_marks_raise_alert_events() {
     use std::time::{Duration, Instant};
     let mut rx = common::webhook::WebhookReceiver::start(0);
     let body = "x".repeat(4000);
@@ -212,12 +212,13 @@ fn a_bytes_quota_blocks_soon_after_it_is_used_and_marks_raise_alert_events() {
              [alerts.quota80]\nmetric = \"quota_used\"\nthreshold = 0.8\nwebhook = \"{hook}\"\n\n\
              [alerts.quota_done]\nmetric = \"quota_used\"\nscope = \"consumer:erin\"\nthreshold = 1.0\nwebhook = \"{hook}\"\n\n\
              [consumers.frank]\napi_keys = [\"frank-key-1\"]\nquota = {{ bytes = \"600KB\", period = \"day\" }}\n\n\
+             [consumers.gina]\napi_keys = [\"gina-key-1\"]\nquota = {{ bytes = \"300KB\", period = \"day\" }}\n\n\
              [consumers.erin]\napi_keys = [\"erin-key-1\"]\nquota = {{ requests = 10, period = \"day\" }}\n\n\
              [routes.big]\npath = \"/big\"\nauth = [\"api_key\"]\nrespond = {{ status = 200, body = \"{body}\" }}\n",
             hook = rx.url("/alerts"),
         ),
     ));
-    // A bytes quota: counted once requests are over, so it is enforced within a report interval.
+    // A bytes quota: each request reserves an estimate, settled with its real size at its end.
     let frank = [("x-api-key", "frank-key-1")];
     let started = Instant::now();
     let mut ok_bytes = 0usize;
@@ -258,14 +259,48 @@ fn a_bytes_quota_blocks_soon_after_it_is_used_and_marks_raise_alert_events() {
         ok_bytes >= 600_000,
         "refused before the quota was used: {ok_bytes}"
     );
-    // About 200 kB/s: past half the quota the workers report every 100 ms, so the quota is passed
-    // by about that much traffic (20 kB here), a few requests; the bound allows 0.4 s.
-    assert!(ok_bytes <= 600_000 + 80_000, "{ok_bytes}");
+    // Leased like requests, settled with each request's real size: the quota is passed by at most
+    // the last request admitted (about 4.1 kB in and out here).
+    assert!(ok_bytes < 600_000 + 4_200, "{ok_bytes}");
     assert_eq!(
         http_get(sl.addr(), "/big", &frank).status,
         429,
         "on every worker"
     );
+
+    // Four clients at once, a new connection per request (both workers): the sum admitted passes
+    // the quota by at most the requests in flight when it ran out.
+    let total = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let addr = sl.addr();
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let total = total.clone();
+            std::thread::spawn(move || {
+                let gina = [("x-api-key", "gina-key-1")];
+                let started = Instant::now();
+                while started.elapsed() < Duration::from_secs(20) {
+                    let r = http_get(addr, "/big", &gina);
+                    match r.status {
+                        200 => {
+                            let n = build_request("GET", "/big", &gina, b"").len()
+                                + r.raw_head.len()
+                                + r.body.len();
+                            total.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+                        }
+                        429 => return,
+                        s => panic!("status {s}"),
+                    }
+                }
+                panic!("gina was never refused");
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().expect("client");
+    }
+    let total = total.load(std::sync::atomic::Ordering::SeqCst);
+    eprintln!("bytes quota 300 kB, 4 clients on 2 workers: {total} B admitted");
+    assert!((300_000..300_000 + 4 * 4_200).contains(&total), "{total}");
 
     // Request quota marks: 80% fires the global rule for erin, 100% erin's own rule.
     let erin = [("x-api-key", "erin-key-1")];

@@ -25,6 +25,17 @@ struct PoolKey {
 enum Kind {
     Rate(u64),
     Quota(Period),
+    QuotaBytes(Period),
+}
+
+impl Kind {
+    /// A quota's period (requests or bytes).
+    fn period(self) -> Option<Period> {
+        match self {
+            Kind::Rate(_) => None,
+            Kind::Quota(p) | Kind::QuotaBytes(p) => Some(p),
+        }
+    }
 }
 
 struct Entry {
@@ -47,9 +58,10 @@ pub struct LeaseCounts {
     pub stale: u64,
 }
 
-/// How many requests of a consumer's quota the ledger says were used in the period starting at the
-/// given second, read when its pool is made (so a quota holds across restarts).
-pub type QuotaUsed = Box<dyn Fn(&str, Period, u64) -> u64>;
+/// How much of a consumer's quota the ledger says was used in the period starting at the given
+/// second (admitted requests, or bytes when the flag is set), read when its pool is made (so a quota
+/// holds across restarts).
+pub type QuotaUsed = Box<dyn Fn(&str, Period, u64, bool) -> u64>;
 
 /// Every pool of this instance.
 pub struct Pools {
@@ -105,11 +117,11 @@ impl Pools {
         let rates = &self.rates;
         self.pools.retain(|k, _| match k.kind {
             Kind::Rate(d) => rates.contains_key(&d),
-            Kind::Quota(_) => true,
+            Kind::Quota(_) | Kind::QuotaBytes(_) => true,
         });
         self.waiting.retain(|k| match k.kind {
             Kind::Rate(d) => rates.contains_key(&d),
-            Kind::Quota(_) => true,
+            Kind::Quota(_) | Kind::QuotaBytes(_) => true,
         });
     }
 
@@ -121,6 +133,7 @@ impl Pools {
             let kind = match a.limit {
                 Bucket::Rate(id) => Kind::Rate(id.digest),
                 Bucket::Quota(p) => Kind::Quota(p),
+                Bucket::QuotaBytes(p) => Kind::QuotaBytes(p),
             };
             let pk = PoolKey {
                 kind,
@@ -130,10 +143,7 @@ impl Pools {
                 self.counts.stale += 1;
                 continue;
             };
-            let until = match pk.kind {
-                Kind::Quota(p) => Some(period::bounds(p, unix).1),
-                Kind::Rate(_) => None,
-            };
+            let until = pk.kind.period().map(|p| period::bounds(p, unix).1);
             entry.pool.ask(&entry.params, worker, &a, now, until, out);
             if entry.pool.has_waiting() {
                 self.waiting.insert(pk);
@@ -149,14 +159,23 @@ impl Pools {
                     let (id, p) = self.rates.get(&d)?;
                     (*p, Bucket::Rate(*id), 0, 0)
                 }
-                Kind::Quota(per) => {
+                Kind::Quota(per) | Kind::QuotaBytes(per) => {
                     if a.capacity == 0 {
                         return None;
                     }
+                    let bytes = matches!(pk.kind, Kind::QuotaBytes(_));
                     let start = period::bounds(per, unix).0;
                     let name = String::from_utf8_lossy(&a.key);
-                    let used = self.used.as_ref().map_or(0, |f| f(&name, per, start));
-                    (Params::quota(a.capacity, workers), a.limit, start, used)
+                    let used = self
+                        .used
+                        .as_ref()
+                        .map_or(0, |f| f(&name, per, start, bytes));
+                    (
+                        quota_params(pk.kind, a.capacity, workers),
+                        a.limit,
+                        start,
+                        used,
+                    )
                 }
             };
             let mut pool = Pool::new(&params, now);
@@ -174,7 +193,7 @@ impl Pools {
             );
         }
         let e = self.pools.get_mut(pk)?;
-        if let Kind::Quota(per) = pk.kind {
+        if let Some(per) = pk.kind.period() {
             let start = period::bounds(per, unix).0;
             let level = e.pool.level(&e.params, now);
             if start != e.period_start {
@@ -182,13 +201,13 @@ impl Pools {
                 // in this period).
                 e.period_start = start;
                 let fresh = a.capacity.max(e.params.capacity).max(1);
-                e.params = Params::quota(fresh, workers);
+                e.params = quota_params(pk.kind, fresh, workers);
                 let held = e.pool.held_sum(&e.params);
                 e.pool.set_level(fresh.saturating_sub(held) as f64);
             } else if a.capacity > 0 && a.capacity != e.params.capacity {
                 // The consumer's quota changed (a reload, a plan change): the difference applies.
                 let diff = a.capacity as f64 - e.params.capacity as f64;
-                e.params = Params::quota(a.capacity, workers);
+                e.params = quota_params(pk.kind, a.capacity, workers);
                 e.pool.set_level(level + diff);
             }
         }
@@ -203,10 +222,7 @@ impl Pools {
             let Some(e) = pools.get_mut(pk) else {
                 return false;
             };
-            let until = match pk.kind {
-                Kind::Quota(p) => Some(period::bounds(p, unix).1),
-                Kind::Rate(_) => None,
-            };
+            let until = pk.kind.period().map(|p| period::bounds(p, unix).1);
             e.pool.serve(&e.params, e.bucket, &pk.key, now, until, out);
             e.pool.has_waiting()
         });
@@ -226,7 +242,7 @@ impl Pools {
     pub fn sweep(&mut self, now: Instant) {
         self.pools.retain(|k, e| match k.kind {
             Kind::Rate(_) => !e.pool.idle(&e.params, now),
-            Kind::Quota(_) => true,
+            Kind::Quota(_) | Kind::QuotaBytes(_) => true,
         });
         if self.pools.len() > MAX_POOLS {
             tracing::warn!(
@@ -244,6 +260,15 @@ impl Pools {
             });
         }
     }
+}
+
+/// A quota pool's shape: a bytes quota leases in larger pieces than a requests quota.
+fn quota_params(kind: Kind, capacity: u64, workers: usize) -> Params {
+    let mut p = Params::quota(capacity, workers);
+    if matches!(kind, Kind::QuotaBytes(_)) {
+        p.max_lease = crate::limit::local::BYTES_LEASE;
+    }
+    p
 }
 
 /// Sends what the pools answered, one message per worker.

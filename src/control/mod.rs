@@ -193,11 +193,16 @@ async fn control_main(
         let l = l.clone();
         pools
             .borrow_mut()
-            .set_quota_used(Box::new(move |name, period, start| {
+            .set_quota_used(Box::new(move |name, period, start, bytes| {
                 let t = l.borrow().running_totals(name, start);
-                match period {
-                    crate::config::limits::Period::Day => t.day.requests,
-                    crate::config::limits::Period::Month => t.month.requests,
+                let u = match period {
+                    crate::config::limits::Period::Day => t.day,
+                    crate::config::limits::Period::Month => t.month,
+                };
+                if bytes {
+                    u.bytes
+                } else {
+                    u.requests
                 }
             }));
     }
@@ -214,7 +219,6 @@ async fn control_main(
         snapshot.clone(),
         store_db.clone(),
         ledger.clone(),
-        workers.clone(),
     ));
     let mut state = health::HealthState::default();
     health::start(&first, &workers, &current, &mut state);
@@ -230,9 +234,7 @@ async fn control_main(
                 if let Some(l) = &ledger {
                     l.borrow_mut().record(&d.usage, now);
                 }
-                if let Some(list) = watch.borrow_mut().record(&d.usage, now) {
-                    send_blocks(&workers, list);
-                }
+                watch.borrow_mut().record(&d.usage, now);
             }
             ToControl::Usage(seq, rows) => {
                 let now = webhook::unix_now();
@@ -240,9 +242,7 @@ async fn control_main(
                 if let Some(l) = &ledger {
                     l.borrow_mut().record(&rows, now);
                 }
-                if let Some(list) = watch.borrow_mut().record(&rows, now) {
-                    send_blocks(&workers, list);
-                }
+                watch.borrow_mut().record(&rows, now);
                 let (want, n) = usage_answers.get();
                 if seq != 0 && seq == want {
                     usage_answers.set((want, n + 1));
@@ -302,21 +302,13 @@ thread_local! {
 }
 
 /// Sends every worker its own copy of the runtime consumer table.
-fn send_blocks(links: &Broadcast, list: Vec<(Box<str>, u64)>) {
-    for w in 0..links.len() {
-        links.to(w, ToWorker::QuotaBlocks(list.clone()));
-    }
-}
-
-/// Once a second: the quota watch's shares go to the statistics (consumers view, alert rules), and a
-/// changed bytes-quota blocked list to every worker.
+/// Once a second: the quota watch's shares go to the statistics (consumers view, alert rules).
 async fn watch_quotas(
     watch: Rc<RefCell<quota_watch::QuotaWatch>>,
     stats: Rc<RefCell<stats::Store>>,
     snapshot: Rc<RefCell<Arc<Snapshot>>>,
     db: Option<Rc<RefCell<consumers::ConsumerStore>>>,
     ledger: Option<usage::SharedLedger>,
-    links: Rc<Broadcast>,
 ) {
     let seed = |name: &str, period: crate::config::limits::Period, start: u64| {
         let l = ledger.as_ref()?;
@@ -327,23 +319,7 @@ async fn watch_quotas(
         };
         Some((u.requests, u.bytes))
     };
-    let mut near = false;
-    let mut last_tick = std::time::Instant::now();
-    let mut first = true;
     loop {
-        if std::mem::take(&mut first) {
-        } else if near {
-            monoio::time::sleep(quota_watch::NEAR_REPORT).await;
-            for w in 0..links.len() {
-                links.to(w, ToWorker::ReportUsage(0));
-            }
-            if last_tick.elapsed() < std::time::Duration::from_secs(1) {
-                continue;
-            }
-        } else {
-            monoio::time::sleep(std::time::Duration::from_secs(1)).await;
-        }
-        last_tick = std::time::Instant::now();
         let snap = snapshot.borrow().clone();
         let db = db.as_ref().map(|d| d.borrow());
         let runtime = db
@@ -354,11 +330,8 @@ async fn watch_quotas(
             .borrow_mut()
             .tick(&snap.config, runtime, &seed, webhook::unix_now());
         drop(db);
-        if let Some(list) = tick.blocks {
-            send_blocks(&links, list);
-        }
         stats.borrow_mut().quota_used = tick.shares;
-        near = tick.near;
+        monoio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
 }
 

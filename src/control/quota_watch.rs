@@ -1,14 +1,8 @@
 //! Quota use as the control thread sees it, once a second: per consumer with a quota, the requests
 //! admitted and the bytes moved in the current UTC day or month (from every worker's usage rows,
 //! started from the ledger's count so it holds across restarts). From it come the share of each quota
-//! used (the consumers view, the `quota_used` alert metric), a log line as a consumer crosses 80% and
-//! 100%, and the bytes quota's enforcement.
-//!
-//! A request quota is enforced exactly by the limit pools (`control::limits`); this only watches it.
-//! A bytes quota cannot be: a request's bytes are known only once it is over. So its consumers are
-//! blocked as soon as a report shows the quota used up; what passes meanwhile is at most one report
-//! interval (one second) of the consumer's traffic. Workers get the whole blocked list each time it
-//! changes (`ToWorker::QuotaBlocks`).
+//! used (the consumers view, the `quota_used` alert metric) and a log line as a consumer crosses 80%
+//! and 100%. Quotas are enforced by the limit pools (`control::limits`), exactly; this only watches.
 
 use crate::config::limits::{Period, Quota, QuotaSpec};
 use crate::config::Config;
@@ -42,15 +36,7 @@ const MAX_FRESH: usize = 100_000;
 pub struct Tick {
     /// The share of its quota each consumer used (the larger of requests and bytes).
     pub shares: HashMap<Arc<str>, f64>,
-    /// The new blocked list, when it changed: consumer and the Unix second its period ends.
-    pub blocks: Option<Vec<(Box<str>, u64)>>,
-    /// Some consumer not blocked has used half its bytes quota: the workers are asked for their
-    /// usage more often than once a second, so the block comes within `NEAR_REPORT`.
-    pub near: bool,
 }
-
-/// How often workers report usage while a consumer nears its bytes quota.
-pub const NEAR_REPORT: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The watch's state.
 #[derive(Debug, Default)]
@@ -60,17 +46,13 @@ pub struct QuotaWatch {
     /// Since the last tick, of consumers not in `used` (a runtime consumer just created): (admitted
     /// requests, bytes).
     fresh: HashMap<Arc<str>, (u64, u64)>,
-    blocked: Vec<(Box<str>, u64)>,
 }
 
 const MARKS: [(f64, &str); 2] = [(0.8, "80%"), (1.0, "100%")];
 
 impl QuotaWatch {
-    /// Adds a worker's usage rows, for consumers with a quota. Returns the new blocked list when a
-    /// consumer used up its bytes quota with these rows: it goes to the workers at once, not at the
-    /// next tick.
-    pub fn record(&mut self, rows: &[UsageRow], now_unix: u64) -> Option<Vec<(Box<str>, u64)>> {
-        let mut crossed = false;
+    /// Adds a worker's usage rows, for consumers with a quota.
+    pub fn record(&mut self, rows: &[UsageRow], now_unix: u64) {
         for r in rows {
             let bytes = r.counts.bytes_in + r.counts.bytes_out;
             let Some(u) = self.used.get_mut(&*r.consumer) else {
@@ -84,27 +66,7 @@ impl QuotaWatch {
             roll(u, now_unix);
             u.requests += r.counts.admitted;
             u.bytes += bytes;
-            let limit = self.quotas.get(&*r.consumer).and_then(|q| q.bytes);
-            crossed |= limit.is_some_and(|b| u.bytes >= b)
-                && !self.blocked.iter().any(|(n, _)| **n == *r.consumer);
         }
-        if !crossed {
-            return None;
-        }
-        let mut blocked: Vec<(Box<str>, u64)> = self
-            .used
-            .iter()
-            .filter(|(name, u)| {
-                self.quotas
-                    .get(*name)
-                    .and_then(|q| q.bytes)
-                    .is_some_and(|b| u.bytes >= b)
-            })
-            .map(|(name, u)| (Box::from(&**name), period::bounds(u.period, now_unix).1))
-            .collect();
-        blocked.sort();
-        self.blocked = blocked.clone();
-        Some(blocked)
     }
 
     /// Takes the quotas in force (file consumers over runtime ones of the same name, as workers look
@@ -140,7 +102,6 @@ impl QuotaWatch {
         let quotas = &self.quotas;
         self.used.retain(|name, _| quotas.contains_key(name));
         let mut out = Tick::default();
-        let mut blocked = Vec::new();
         for (name, q) in &self.quotas {
             let start = period::bounds(q.period, now_unix).0;
             let u = match self.used.get_mut(name) {
@@ -178,20 +139,10 @@ impl QuotaWatch {
                     }
                 }
             }
-            if bytes.is_some_and(|s| s >= 1.0) {
-                blocked.push((Box::from(&**name), period::bounds(q.period, now_unix).1));
-            } else if bytes.is_some_and(|s| s >= 0.5) {
-                out.near = true;
-            }
             let s = req.unwrap_or(0.0).max(bytes.unwrap_or(0.0));
             out.shares.insert(name.clone(), s);
         }
         self.fresh.clear();
-        blocked.sort();
-        if blocked != self.blocked {
-            self.blocked = blocked.clone();
-            out.blocks = Some(blocked);
-        }
         out
     }
 }
@@ -243,32 +194,23 @@ mod tests {
     const NOW: u64 = 1_796_389_200; // 2026-12-04T13:00:00Z
 
     #[test]
-    fn shares_marks_and_bytes_blocks() {
+    fn shares_follow_the_rows_and_reset_with_the_period() {
         let cfg = config();
         let mut w = QuotaWatch::default();
         let seed = |n: &str, _: Period, _: u64| Some(if n == "a" { (5, 100) } else { (0, 0) });
         let t = w.tick(&cfg, std::iter::empty(), &seed, NOW);
         assert_eq!(t.shares.len(), 1, "b has no quota");
         assert_eq!(t.shares["a"], 0.5, "seeded from the ledger");
-        assert_eq!(t.blocks, None);
         w.record(&[row("a", 3, 100), row("b", 50, 50)], NOW);
         let t = w.tick(&cfg, std::iter::empty(), &seed, NOW + 1);
         assert_eq!(t.shares["a"], 0.8);
-        assert!(!t.near, "20% of the bytes");
-        let end = period::bounds(Period::Day, NOW).1;
-        assert_eq!(
-            w.record(&[row("a", 0, 800)], NOW + 1),
-            Some(vec![(Box::from("a"), end)]),
-            "blocked as the report arrives"
-        );
+        w.record(&[row("a", 0, 800)], NOW + 1);
         let t = w.tick(&cfg, std::iter::empty(), &seed, NOW + 2);
-        assert_eq!(t.shares["a"], 1.0);
-        assert!(!t.near, "blocked, not near");
-        assert_eq!(t.blocks, None, "sent once");
-        // The next day: a fresh count, unblocked.
+        assert_eq!(t.shares["a"], 1.0, "the bytes are used up");
+        // The next day: a fresh count.
+        let end = period::bounds(Period::Day, NOW).1;
         let t = w.tick(&cfg, std::iter::empty(), &seed, end + 1);
         assert_eq!(t.shares["a"], 0.0);
-        assert_eq!(t.blocks, Some(vec![]));
     }
 
     #[test]

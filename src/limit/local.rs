@@ -1,5 +1,6 @@
-//! A worker's limit state: one shard per configured rate limit, two for quotas (per day and per
-//! month), the asks waiting to go to the control thread, and the buffer keys are built in. Nothing
+//! A worker's limit state: one shard per configured rate limit, four for quotas (requests and bytes,
+//! per day and per month), the asks waiting to go to the control thread, and the buffer keys are
+//! built in. Nothing
 //! in it is shared with another thread; no borrow of it outlives a call.
 
 use super::key::{self, KeyInput};
@@ -61,11 +62,19 @@ impl Future for Notified<'_> {
 const QUOTA_KEYS: usize = 1_000_000;
 /// The largest quota lease.
 const QUOTA_LEASE: u64 = 1000;
+/// The largest and the smallest lease of a bytes quota.
+pub const BYTES_LEASE: u64 = 4 << 20;
+const BYTES_MIN_LEASE: u64 = 64 << 10;
 /// Keys unused for this many ticks (100 ms each) hand back their surplus.
 pub const IDLE_TICKS: u32 = 5;
 
 /// What the quota shards are reported as, in `quotas` order.
-pub const QUOTA_NAMES: [&str; 2] = ["quota:day", "quota:month"];
+pub const QUOTA_NAMES: [&str; 4] = [
+    "quota:day",
+    "quota:month",
+    "quota_bytes:day",
+    "quota_bytes:month",
+];
 
 struct Inner {
     ids: Vec<LimitId>,
@@ -74,7 +83,7 @@ struct Inner {
     rates: Vec<Shard>,
     /// Counts of shards a reload dropped, not reported yet.
     retired: Vec<(Arc<str>, ShardCounts)>,
-    quotas: [Shard; 2],
+    quotas: [Shard; 4],
     outbox: Vec<Ask>,
     key: Vec<u8>,
 }
@@ -86,8 +95,8 @@ pub struct Local {
     pub outbox: Notify,
     /// Notified when grants arrived (a quota check may be waiting for one).
     pub granted: Notify,
-    /// Consumers whose bytes quota is used up, sorted by name, with the Unix second it resets.
-    blocked: RefCell<Vec<(Box<str>, u64)>>,
+    /// What a request of this worker moved on average (bytes in plus out), for reservations.
+    bytes_avg: Cell<u64>,
     started: Instant,
 }
 
@@ -99,14 +108,24 @@ impl Default for Local {
                 names: Vec::new(),
                 rates: Vec::new(),
                 retired: Vec::new(),
-                quotas: [Period::Day, Period::Month]
-                    .map(|p| Shard::new(Bucket::Quota(p), QUOTA_KEYS, 0, QUOTA_LEASE)),
+                quotas: [
+                    Bucket::Quota(Period::Day),
+                    Bucket::Quota(Period::Month),
+                    Bucket::QuotaBytes(Period::Day),
+                    Bucket::QuotaBytes(Period::Month),
+                ]
+                .map(|b| match b {
+                    Bucket::QuotaBytes(_) => {
+                        Shard::new(b, QUOTA_KEYS, 0, BYTES_LEASE).with_min_lease(BYTES_MIN_LEASE)
+                    }
+                    _ => Shard::new(b, QUOTA_KEYS, 0, QUOTA_LEASE),
+                }),
                 outbox: Vec::new(),
                 key: Vec::with_capacity(64),
             }),
             outbox: Notify::default(),
             granted: Notify::default(),
-            blocked: RefCell::new(Vec::new()),
+            bytes_avg: Cell::new(0),
             started: Instant::now(),
         }
     }
@@ -117,6 +136,10 @@ fn quota_shard(p: Period) -> usize {
         Period::Day => 0,
         Period::Month => 1,
     }
+}
+
+fn bytes_shard(p: Period) -> usize {
+    2 + quota_shard(p)
 }
 
 fn unix_now() -> u64 {
@@ -162,7 +185,7 @@ impl Local {
             // reported, under the name it had.
             let name = match s.bucket {
                 Bucket::Rate(o) => inner.names.get(o.index as usize).cloned(),
-                Bucket::Quota(_) => None,
+                Bucket::Quota(_) | Bucket::QuotaBytes(_) => None,
             };
             if let Some(name) = name {
                 if s.counts != ShardCounts::default() {
@@ -215,21 +238,58 @@ impl Local {
         c
     }
 
-    /// Whether a waiting quota check for `consumer` can run again (a grant or a refusal came).
-    pub fn quota_settled(&self, consumer: &str, period: Period) -> bool {
-        self.inner.borrow().quotas[quota_shard(period)].settled(consumer.as_bytes(), unix_now())
+    /// Reserves `estimate` bytes of `consumer`'s bytes quota (`capacity`) for a request: admitted
+    /// while the worker holds any. Returns the check and what was reserved, to be settled with
+    /// `settle_bytes` once the request's size is known.
+    pub fn reserve_bytes(
+        &self,
+        consumer: &str,
+        period: Period,
+        capacity: u64,
+        estimate: u64,
+    ) -> (Check, u64) {
+        let tick = self.tick();
+        let unix = unix_now();
+        let mut inner = self.inner.borrow_mut();
+        let inner = &mut *inner;
+        let before = inner.outbox.len();
+        let r = inner.quotas[bytes_shard(period)].reserve(
+            consumer.as_bytes(),
+            capacity,
+            estimate,
+            tick,
+            unix,
+            &mut inner.outbox,
+        );
+        if inner.outbox.len() != before {
+            self.outbox.notify();
+        }
+        r
     }
 
-    /// Takes the control thread's list of consumers whose bytes quota is used up (sorted by name).
-    pub fn set_blocked(&self, list: Vec<(Box<str>, u64)>) {
-        *self.blocked.borrow_mut() = list;
+    /// Settles a bytes reservation with what the request really moved (in plus out).
+    pub fn settle_bytes(&self, consumer: &str, period: Period, reserved: u64, used: u64) {
+        let mut inner = self.inner.borrow_mut();
+        let inner = &mut *inner;
+        let before = inner.outbox.len();
+        inner.quotas[bytes_shard(period)].settle(
+            consumer.as_bytes(),
+            reserved,
+            used,
+            &mut inner.outbox,
+        );
+        if inner.outbox.len() != before {
+            self.outbox.notify();
+        }
+        // What a request of this worker moves on average: the next reservations' size.
+        let avg = self.bytes_avg.get();
+        self.bytes_avg
+            .set(if avg == 0 { used } else { (avg * 7 + used) / 8 });
     }
 
-    /// Until when `consumer`'s bytes quota refuses it, if it does at `unix`.
-    pub fn blocked_until(&self, consumer: &str, unix: u64) -> Option<u64> {
-        let b = self.blocked.borrow();
-        let i = b.binary_search_by(|(n, _)| (**n).cmp(consumer)).ok()?;
-        b.get(i).map(|e| e.1).filter(|&until| until > unix)
+    /// The size the next bytes reservation takes: this worker's recent average request.
+    pub fn bytes_estimate(&self) -> u64 {
+        self.bytes_avg.get().max(1)
     }
 
     /// Takes the control thread's grants and recalls.
@@ -311,7 +371,7 @@ impl Local {
 /// control thread dropped that pool with the reload).
 fn shard<'a>(
     rates: &'a mut [Shard],
-    quotas: &'a mut [Shard; 2],
+    quotas: &'a mut [Shard; 4],
     b: Bucket,
 ) -> Option<&'a mut Shard> {
     match b {
@@ -319,6 +379,7 @@ fn shard<'a>(
             .iter_mut()
             .find(|s| matches!(s.bucket, Bucket::Rate(o) if o == id)),
         Bucket::Quota(p) => Some(&mut quotas[quota_shard(p)]),
+        Bucket::QuotaBytes(p) => Some(&mut quotas[bytes_shard(p)]),
     }
 }
 

@@ -70,6 +70,9 @@ pub enum Bucket {
     /// A consumer's quota of requests per period (the key is the consumer's name); its count rides
     /// in `Ask::capacity`, as it is the consumer's own (plan and override).
     Quota(crate::config::limits::Period),
+    /// A consumer's quota of bytes (in plus out) per period, as `Quota`. A request reserves its
+    /// estimated size and settles the difference once it is over.
+    QuotaBytes(crate::config::limits::Period),
 }
 
 /// The ids of a config's limits, in `Config::limits` order.

@@ -29,6 +29,29 @@ struct Slot {
     left: u64,
     /// A quota's count, sent with asks.
     capacity: u64,
+    /// Spent beyond what was held (a bytes quota's request that was larger than its reservation),
+    /// owed to the pool with the next message.
+    debt: u64,
+}
+
+/// A slot's message to the pool: what it holds, what it owes, what it spent, and `want` more.
+fn message(bucket: Bucket, key: &[u8], s: &mut Slot, want: u64) -> Ask {
+    s.talked = true;
+    Ask {
+        limit: bucket,
+        key: key.into(),
+        epoch: s.epoch,
+        holding: s.holding,
+        given: -owed(&mut s.debt),
+        want,
+        used: u64::from(std::mem::take(&mut s.used)),
+        capacity: s.capacity,
+    }
+}
+
+/// Takes a slot's debt, as a message's (negative) `given`.
+fn owed(debt: &mut u64) -> i64 {
+    i64::try_from(std::mem::take(debt)).unwrap_or(i64::MAX)
 }
 
 /// What a check decided.
@@ -76,6 +99,8 @@ pub struct Shard {
     implicit: u64,
     /// The largest ask.
     max_lease: u64,
+    /// The smallest ask (a bytes quota asks for at least a few requests' worth).
+    min_lease: u64,
     hand: usize,
     epoch: u32,
     /// What this shard's messages are about.
@@ -92,6 +117,7 @@ impl Shard {
             max_keys: max_keys.max(1),
             implicit,
             max_lease: max_lease.max(1),
+            min_lease: 1,
             hand: 0,
             epoch: 0,
             bucket,
@@ -102,6 +128,12 @@ impl Shard {
     /// Keys held.
     pub fn len(&self) -> usize {
         self.map.len()
+    }
+
+    /// Asks for at least `n` tokens at a time.
+    pub fn with_min_lease(mut self, n: u64) -> Shard {
+        self.min_lease = n.clamp(1, self.max_lease);
+        self
     }
 
     /// True when no key is held.
@@ -120,6 +152,21 @@ impl Shard {
         unix: u64,
         out: &mut Vec<Ask>,
     ) -> Check {
+        self.reserve(key, capacity, 1, now, unix, out).0
+    }
+
+    /// Like `check`, for `n` tokens at once: admitted while the key holds any, taking what it holds
+    /// up to `n` (a bytes quota's estimate of the request, settled once its size is known). Returns
+    /// the tokens taken.
+    pub fn reserve(
+        &mut self,
+        key: &[u8],
+        capacity: u64,
+        n: u64,
+        now: u32,
+        unix: u64,
+        out: &mut Vec<Ask>,
+    ) -> (Check, u64) {
         let i = match self.map.get_index_of(key) {
             Some(i) => i,
             None => self.insert(key, now, out),
@@ -128,12 +175,13 @@ impl Shard {
         let (k, s) = match self.map.get_index_mut(i) {
             Some(e) => e,
             None => {
-                return Check {
+                let c = Check {
                     admitted: false,
                     remaining: 0,
                     exhausted_until: 0,
                     waiting: false,
-                }
+                };
+                return (c, 0);
             }
         };
         s.last_used = now;
@@ -145,17 +193,22 @@ impl Shard {
         }
         if s.exhausted_until > unix {
             self.counts.rejected += 1;
-            return Check {
+            let c = Check {
                 admitted: false,
                 remaining: 0,
                 exhausted_until: s.exhausted_until,
                 waiting: false,
             };
+            return (c, 0);
         }
         let admitted = s.holding > 0;
+        let mut taken = 0;
         if admitted {
-            s.holding -= 1;
-            s.used = s.used.saturating_add(1);
+            taken = s.holding.min(n.max(1));
+            s.holding -= taken;
+            s.used = s
+                .used
+                .saturating_add(u32::try_from(taken).unwrap_or(u32::MAX));
             self.counts.admitted += 1;
         } else if matches!(bucket, Bucket::Rate(_)) {
             // A rate limit refuses from what it holds; a quota without tokens waits for the pool's
@@ -163,35 +216,78 @@ impl Shard {
             self.counts.rejected += 1;
         }
         if !s.pending && s.holding <= u64::from(s.want / 2) {
-            let want = (u64::from(s.used) * 2).clamp(1, self.max_lease);
+            let want = (u64::from(s.used) * 2).clamp(self.min_lease, self.max_lease);
             s.want = want as u32;
             s.pending = true;
-            s.talked = true;
-            out.push(Ask {
-                limit: bucket,
-                key: k.clone(),
-                epoch: s.epoch,
-                holding: s.holding,
-                given: 0,
-                want,
-                used: u64::from(std::mem::take(&mut s.used)),
-                capacity,
-            });
+            out.push(message(bucket, k, s, want));
             self.counts.asks += 1;
         }
-        Check {
+        let c = Check {
             admitted,
             remaining: s.holding + s.left,
             exhausted_until: 0,
             waiting: !admitted && s.pending,
-        }
+        };
+        (c, taken)
     }
 
-    /// Whether `key` now holds a token or is known to be exhausted (a waiting quota check looks).
-    pub fn settled(&self, key: &[u8], unix: u64) -> bool {
-        self.map
-            .get(key)
-            .is_none_or(|s| s.holding > 0 || s.exhausted_until > unix || !s.pending)
+    /// Settles a reservation of `reserved` tokens for `key` once the request used `used`: the
+    /// difference goes back into the holding, or is taken from it, and what the holding cannot cover
+    /// is reported to the pool as spent (its level drops by it, so the sum stays exact). Asks for
+    /// more when the holding ran low.
+    pub fn settle(&mut self, key: &[u8], reserved: u64, used: u64, out: &mut Vec<Ask>) {
+        let bucket = self.bucket;
+        let Some((k, s)) = self.map.get_key_value_mut(key) else {
+            // Evicted meanwhile: it handed back what it held; the difference is the pool's.
+            let given = reserved as i64 - used as i64;
+            if given != 0 {
+                out.push(Ask {
+                    limit: bucket,
+                    key: key.into(),
+                    epoch: 0,
+                    holding: self.implicit,
+                    given,
+                    want: 0,
+                    used: 0,
+                    capacity: 0,
+                });
+            }
+            return;
+        };
+        if used >= reserved {
+            let more = used - reserved;
+            let take = s.holding.min(more);
+            s.holding -= take;
+            s.debt += more - take;
+            s.used = s
+                .used
+                .saturating_add(u32::try_from(more).unwrap_or(u32::MAX));
+        } else {
+            let back = reserved - used;
+            s.holding += back;
+            s.used = s
+                .used
+                .saturating_sub(u32::try_from(back).unwrap_or(u32::MAX));
+        }
+        // Never while an ask is out: the pool's count of this worker's holding would pass a grant
+        // on its way. The debt waits for the next message.
+        if s.pending {
+            return;
+        }
+        let ask = s.holding <= u64::from(s.want / 2);
+        if s.debt == 0 && !ask {
+            return;
+        }
+        let want = if ask {
+            let w = (u64::from(s.used) * 2).clamp(self.min_lease, self.max_lease);
+            s.want = u32::try_from(w).unwrap_or(u32::MAX);
+            s.pending = true;
+            w
+        } else {
+            0
+        };
+        out.push(message(bucket, k, s, want));
+        self.counts.asks += 1;
     }
 
     fn insert(&mut self, key: &[u8], now: u32, out: &mut Vec<Ask>) -> usize {
@@ -213,6 +309,7 @@ impl Shard {
                 exhausted_until: 0,
                 left: 0,
                 capacity: 0,
+                debt: 0,
             },
         );
         i
@@ -245,7 +342,7 @@ impl Shard {
     /// Reports a dropped entry: the worker goes back to holding the implicit share, so the pool gets
     /// what it held beyond it (or is owed what it spent of it).
     fn forget(&mut self, key: Box<[u8]>, s: Slot, out: &mut Vec<Ask>) {
-        if !s.talked && s.holding == self.implicit {
+        if !s.talked && s.holding == self.implicit && s.debt == 0 {
             return;
         }
         out.push(Ask {
@@ -253,7 +350,9 @@ impl Shard {
             key,
             epoch: s.epoch,
             holding: self.implicit,
-            given: s.holding as i64 - self.implicit as i64,
+            given: s.holding as i64
+                - self.implicit as i64
+                - i64::try_from(s.debt).unwrap_or(i64::MAX),
             want: 0,
             used: u64::from(s.used),
             capacity: s.capacity,
@@ -267,7 +366,11 @@ impl Shard {
         self.counts.granted_tokens += g.tokens;
         match self.map.get_mut(&g.key[..]) {
             Some(s) if s.epoch == g.epoch => {
-                s.holding += g.tokens;
+                // A debt run up while the ask was out is paid from the grant first: the pool sized
+                // it without knowing of the debt.
+                let paid = (s.holding + g.tokens).min(s.debt);
+                s.holding = s.holding + g.tokens - paid;
+                s.debt -= paid;
                 s.pending = false;
                 s.exhausted_until = g.exhausted_until.unwrap_or(0);
                 s.left = g.left;
@@ -301,16 +404,17 @@ impl Shard {
         };
         let bucket = self.bucket;
         if let Some((k, s)) = self.map.get_index_mut(i) {
-            if s.holding == 0 && s.talked {
+            if s.holding == 0 && s.talked && s.debt == 0 {
                 return;
             }
             s.talked = true;
+            let debt = owed(&mut s.debt);
             out.push(Ask {
                 limit: bucket,
                 key: k.clone(),
                 epoch: s.epoch,
                 holding: 0,
-                given: s.holding as i64,
+                given: s.holding as i64 - debt,
                 want: 0,
                 used: u64::from(std::mem::take(&mut s.used)),
                 capacity: s.capacity,
@@ -325,18 +429,19 @@ impl Shard {
         let implicit = self.implicit;
         let bucket = self.bucket;
         for (k, s) in self.map.iter_mut() {
-            if s.last_used < before && !s.pending && s.holding > implicit {
+            if s.last_used < before && !s.pending && (s.holding > implicit || s.debt > 0) {
+                let back = s.holding.saturating_sub(implicit);
                 out.push(Ask {
                     limit: bucket,
                     key: k.clone(),
                     epoch: s.epoch,
-                    holding: implicit,
-                    given: (s.holding - implicit) as i64,
+                    holding: s.holding - back,
+                    given: back as i64 - owed(&mut s.debt),
                     want: 0,
                     used: u64::from(std::mem::take(&mut s.used)),
                     capacity: s.capacity,
                 });
-                s.holding = implicit;
+                s.holding -= back;
             }
         }
     }
@@ -364,6 +469,51 @@ mod tests {
             implicit,
             50,
         )
+    }
+
+    #[test]
+    fn bytes_reserve_settle_and_owe_what_the_holding_cannot_cover() {
+        let b = Bucket::QuotaBytes(crate::config::limits::Period::Day);
+        let mut s = Shard::new(b, 10, 0, 1 << 20).with_min_lease(1000);
+        let mut out = Vec::new();
+        // Nothing held: not admitted, one ask of at least the smallest lease.
+        let (c, got) = s.reserve(b"c", 5000, 300, 1, 0, &mut out);
+        assert!(!c.admitted && c.waiting && got == 0);
+        let ask = out.pop().unwrap();
+        assert_eq!(ask.want, 1000);
+        let grant = |tokens, epoch| Grant {
+            limit: b,
+            key: b"c"[..].into(),
+            epoch,
+            tokens,
+            exhausted_until: None,
+            left: 0,
+        };
+        s.grant(&grant(1000, ask.epoch), &mut out);
+        let (c, got) = s.reserve(b"c", 5000, 300, 1, 0, &mut out);
+        assert!(c.admitted);
+        assert_eq!(got, 300);
+        // The request moved 250: 50 back; 750 held, above half the want, so no message.
+        s.settle(b"c", 300, 250, &mut out);
+        assert!(out.is_empty());
+        // Moving 2,000 on a reservation of 100: the holding covers 650, 1,250 is owed at once (no
+        // ask was out), with an ask for more.
+        let (_, got) = s.reserve(b"c", 5000, 100, 1, 0, &mut out);
+        assert_eq!(got, 100);
+        assert!(out.is_empty());
+        s.settle(b"c", 100, 2000, &mut out);
+        let owe = out.pop().unwrap();
+        assert_eq!((owe.given, owe.holding), (-1250, 0), "{owe:?}");
+        assert!(owe.want >= 1000);
+        // While that ask is out a new debt waits, and the grant pays it first.
+        let (c, _) = s.reserve(b"c", 5000, 300, 1, 0, &mut out);
+        assert!(!c.admitted);
+        s.settle(b"c", 0, 400, &mut out);
+        assert!(out.is_empty(), "nothing is sent while an ask is out");
+        s.grant(&grant(1000, owe.epoch), &mut out);
+        let (c, got) = s.reserve(b"c", 5000, 1000, 1, 0, &mut out);
+        assert!(c.admitted);
+        assert_eq!(got, 600, "1,000 granted, 400 of it paid the debt");
     }
 
     #[test]

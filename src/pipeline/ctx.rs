@@ -119,6 +119,9 @@ pub struct Ctx {
 pub struct Charged {
     pub rate: bool,
     pub quota: bool,
+    /// A bytes quota admitted the request: its period and the bytes reserved, settled with what the
+    /// request moved once it is over.
+    pub bytes: Option<(crate::config::limits::Period, u64)>,
     /// `RateLimit-*` fields were written into the response edits.
     pub headers: bool,
 }

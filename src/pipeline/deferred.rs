@@ -52,10 +52,12 @@ pub async fn run(
             key,
             answer: introspect(w, ctx, auth, key, token).await,
         },
-        Deferred::Quota { consumer, period } => {
-            quota_lease(w, &consumer, period).await;
-            Verdict::Quota
-        }
+        Deferred::Quota {
+            consumer,
+            period,
+            requests,
+            bytes,
+        } => quota_lease(w, &consumer, period, requests, bytes).await,
     }
 }
 
@@ -63,16 +65,63 @@ pub async fn run(
 /// it; this bounds a stalled one).
 const QUOTA_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Waits until the worker's quota shard has an answer for `consumer` (a grant or a refusal), or
-/// `QUOTA_WAIT` passed.
-async fn quota_lease(w: &Worker, consumer: &str, period: crate::config::limits::Period) {
+/// Waits for the worker's quota shards to have something for `consumer` and takes the request's part
+/// as soon as they do: several requests waiting on one worker each take theirs in turn, and one that
+/// finds the grant spent by another waits on for the next (until `QUOTA_WAIT`).
+async fn quota_lease(
+    w: &Worker,
+    consumer: &str,
+    period: crate::config::limits::Period,
+    requests: Option<u64>,
+    bytes: Option<u64>,
+) -> Verdict {
+    use crate::policy::deferral::Waited;
     let deadline = Instant::now() + QUOTA_WAIT;
-    while !w.limits.quota_settled(consumer, period) {
+    let q = crate::config::limits::Quota {
+        requests,
+        bytes,
+        period,
+    };
+    let mut r = if requests.is_some() {
+        None
+    } else {
+        Some(Waited::No)
+    };
+    let mut b = if bytes.is_some() {
+        None
+    } else {
+        Some(Waited::No)
+    };
+    loop {
+        let granted = w.limits.granted.notified();
+        if let (None, Some(cap)) = (b, bytes) {
+            let (c, reserved) =
+                w.limits
+                    .reserve_bytes(consumer, period, cap, w.limits.bytes_estimate());
+            if c.admitted {
+                b = Some(Waited::Taken(reserved));
+            } else if c.exhausted_until > 0 {
+                b = Some(Waited::Exhausted(c.exhausted_until));
+            }
+        }
+        if let (None, Some(cap)) = (r, requests) {
+            let c = w.limits.check_quota(consumer, &q, cap);
+            if c.admitted {
+                r = Some(Waited::Taken(c.remaining.min(cap)));
+            } else if c.exhausted_until > 0 {
+                r = Some(Waited::Exhausted(c.exhausted_until));
+            }
+        }
+        if let (Some(requests), Some(bytes)) = (r, b) {
+            return Verdict::Quota { requests, bytes };
+        }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return;
+            return Verdict::Quota {
+                requests: r.unwrap_or(Waited::TimedOut),
+                bytes: b.unwrap_or(Waited::TimedOut),
+            };
         }
-        let granted = w.limits.granted.notified();
         monoio::select! {
             _ = granted => {}
             _ = monoio::time::sleep(left) => {}

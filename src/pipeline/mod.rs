@@ -72,6 +72,7 @@ pub async fn handle<D: Downstream>(
     };
     bufs.edits = std::mem::take(&mut ctx.downstream_edits.add);
     bufs.edits.clear();
+    crate::policy::quota::settle(w, ctx);
     ctx.rec.known_consumer = matches!(
         ctx.identity,
         Some(crate::pipeline::ctx::Identity::File(_) | crate::pipeline::ctx::Identity::Runtime(..))

@@ -26,10 +26,13 @@ pub enum Deferred {
         key: [u8; 32],
         token: String,
     },
-    /// A lease of `consumer`'s quota, asked of the control thread already: wait for its answer.
+    /// A lease of `consumer`'s quota, asked of the control thread already: wait for it and take the
+    /// request's part (one of `requests`, an estimate of `bytes`: the counts, when that part waits).
     Quota {
         consumer: Box<str>,
         period: crate::config::limits::Period,
+        requests: Option<u64>,
+        bytes: Option<u64>,
     },
 }
 
@@ -48,8 +51,22 @@ pub enum Verdict {
         key: [u8; 32],
         answer: introspection::Answer,
     },
-    /// The quota check waited for its pool's answer (which is in the worker's shard, not here).
-    Quota,
+    /// What waiting for a quota's pool came to, for the requests part and the bytes part.
+    Quota { requests: Waited, bytes: Waited },
+}
+
+/// One part of a quota check that waited for the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waited {
+    /// It did not wait.
+    No,
+    /// Taken: for requests, what is left (for the `RateLimit-Remaining` field); for bytes, what was
+    /// reserved.
+    Taken(u64),
+    /// Used up until this Unix second.
+    Exhausted(u64),
+    /// The pool did not answer in time.
+    TimedOut,
 }
 
 /// The verdicts of one request's deferred checks (`ctx.verdicts`). Empty costs nothing: the list
@@ -89,9 +106,12 @@ impl Verdicts {
         })
     }
 
-    /// Whether a quota check waited already.
-    pub fn quota_waited(&self) -> bool {
-        self.0.iter().any(|v| matches!(v, Verdict::Quota))
+    /// What a quota check's wait came to, if it waited: (requests, bytes).
+    pub fn quota(&self) -> Option<(Waited, Waited)> {
+        self.0.iter().find_map(|v| match v {
+            Verdict::Quota { requests, bytes } => Some((*requests, *bytes)),
+            _ => None,
+        })
     }
 
     /// What the introspection of the token with cache key `key` came to.

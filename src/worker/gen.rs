@@ -81,7 +81,7 @@ impl Gen {
             .collect();
         let sizes: Vec<usize> = snap.upstreams.iter().map(|u| u.endpoints.len()).collect();
         let c = &snap.config;
-        // Bytes quotas are enforced from the usage rows; quotas of runtime consumers need `[state]`.
+        // The quota watch (shares, marks) reads the usage rows; runtime consumers' quotas need `[state]`.
         let counting = c.metrics
             || c.usage.is_some()
             || c.state.is_some()

@@ -314,7 +314,6 @@ impl Worker {
                 self.auth.set_runtime(*set);
             }
             ToWorker::Limits { grants, recalls } => self.limits.apply(grants, recalls),
-            ToWorker::QuotaBlocks(list) => self.limits.set_blocked(list),
             ToWorker::Drain(grace) => return Some(grace),
         }
         None
