@@ -359,3 +359,34 @@ fn a_bytes_quota_refuses_once_used_and_marks_raise_alert_events() {
     });
     assert!(shown, "quota_used in /status: {shares}");
 }
+
+#[test]
+fn concurrent_clients_on_both_workers_get_exactly_the_quota_and_no_503() {
+    let sl = Sluice::start(&config_with(
+        "workers = 2\nlog_level = \"info\"",
+        "[consumers.hank]\napi_keys = [\"hank-key-1\"]\nquota = { requests = 60, period = \"day\" }\n\n\
+         [routes.q]\npath = \"/q\"\nauth = [\"api_key\"]\nrespond = { status = 200 }\n",
+    ));
+    let addr = sl.addr();
+    let counts: Vec<(u32, u32)> = (0..6)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let hank = [("x-api-key", "hank-key-1")];
+                let (mut ok, mut refused) = (0, 0);
+                while refused < 3 {
+                    match http_get(addr, "/q", &hank).status {
+                        200 => ok += 1,
+                        429 => refused += 1,
+                        s => panic!("status {s}"),
+                    }
+                }
+                (ok, refused)
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().expect("client"))
+        .collect();
+    let admitted: u32 = counts.iter().map(|c| c.0).sum();
+    assert_eq!(admitted, 60, "six clients at once: {counts:?}");
+}
