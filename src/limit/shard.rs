@@ -407,6 +407,12 @@ impl Shard {
             if s.holding == 0 && s.talked && s.debt == 0 {
                 return;
             }
+            // With an ask out, the pool may have granted it already: an answer sent now would tell
+            // it this worker holds nothing while the grant is on its way here, and the pool would
+            // count the grant as free. The pool waits for the ask's answer and recalls again.
+            if s.pending {
+                return;
+            }
             s.talked = true;
             let debt = owed(&mut s.debt);
             out.push(Ask {
@@ -617,6 +623,14 @@ mod tests {
         // A key never seen gives up its implicit share on a recall.
         s.recall(b"new", 6, &mut out);
         assert_eq!(out.pop().map(|a| a.given), Some(4));
+        // A key with an ask out keeps what it holds: the grant may be on its way.
+        let mut p = shard(10, 4);
+        for _ in 0..3 {
+            p.check(b"k", 0, 1, 0, &mut out);
+        }
+        out.clear();
+        p.recall(b"k", 6, &mut out);
+        assert!(out.is_empty(), "{out:?}");
     }
 
     #[test]
