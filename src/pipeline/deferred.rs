@@ -104,7 +104,15 @@ async fn quota_lease(
                 b = Some(Waited::Exhausted(c.exhausted_until));
             }
         }
-        if let (None, Some(cap)) = (r, requests) {
+        if matches!(b, Some(Waited::Exhausted(_))) {
+            // Refused for its bytes: the requests quota is not touched.
+            return Verdict::Quota {
+                requests: r.unwrap_or(Waited::No),
+                bytes: b.unwrap_or(Waited::No),
+            };
+        }
+        // The requests part once the bytes part is taken (see `policy::quota`).
+        if let (None, Some(cap), Some(_)) = (r, requests, b) {
             let c = w.limits.check_quota(consumer, &q, cap);
             if c.admitted {
                 r = Some(Waited::Taken(c.remaining.min(cap)));

@@ -75,7 +75,11 @@ pub fn check(input: &Input<'_>, ctx: &mut Ctx) -> Outcome {
         }
     }
     let mut wait_requests = None;
-    if let Some(cap) = requests {
+    if let (Some(cap), Some(_)) = (requests, wait_bytes) {
+        // Taken only once the bytes are: a request the bytes quota then refuses must not have
+        // spent one of the requests quota.
+        wait_requests = Some(cap);
+    } else if let Some(cap) = requests {
         let c = limits.check_quota(&entry.name, &q, cap);
         if c.admitted {
             ctx.charged.quota = true;
