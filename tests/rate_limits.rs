@@ -173,6 +173,18 @@ fn all_traffic_on_one_worker_gets_the_whole_rate() {
 }
 
 #[test]
+fn all_traffic_on_one_connection_gets_the_whole_rate() {
+    let sl = start("");
+    let log = Log::new();
+    let end = log.t0 + Duration::from_secs(7);
+    // One connection, so one worker: everything the other worker's share holds must come over.
+    let (c, _) = conn_on(sl.addr(), None, &log);
+    hammer(c, end, log.clone()).join().expect("client");
+    log.check_upper_bound();
+    log.check_windows(Duration::from_secs(1), Duration::from_secs(7));
+}
+
+#[test]
 fn traffic_moving_between_workers_keeps_the_rate() {
     let sl = start("");
     let log = Log::new();
