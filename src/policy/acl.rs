@@ -33,18 +33,21 @@ pub fn check(input: &Input<'_>, ctx: &mut Ctx) -> Outcome {
     }
     // A plan names the routes its consumers may call. A runtime consumer whose plan a reload took
     // away is refused rather than let through without the plan's limits.
-    let named_plan = ctx
+    let plan = ctx
         .identity
         .as_ref()
         .and_then(|i| i.entry(&ctx.gen))
-        .is_some_and(|e| e.plan.is_some());
-    let outside_plan = match super::rate_limit::plan(&ctx.gen, ctx.identity.as_ref()) {
-        Some(p) => p
-            .allow
-            .as_ref()
-            .is_some_and(|allow| !allow.contains(&route.name)),
-        None => named_plan,
-    };
+        .and_then(|e| e.plan.as_deref());
+    let outside_plan =
+        plan.is_some_and(
+            |name| match ctx.gen.config.plans.iter().find(|p| &*p.name == name) {
+                Some(p) => p
+                    .allow
+                    .as_ref()
+                    .is_some_and(|allow| !allow.contains(&route.name)),
+                None => true,
+            },
+        );
     if outside_plan {
         return refuse(ctx, AuthOutcome::Denied);
     }

@@ -25,7 +25,7 @@ pub struct Gen {
     pub(super) upstream_names: Vec<Arc<str>>,
     /// Authentication method names by `AuthMark::method`.
     auth_methods: Vec<Arc<str>>,
-    /// Requests are counted: for metrics, or because usage must be (the ledger, bytes quotas).
+    /// Requests are counted: for metrics, or because usage must be (the ledger, the quota figures).
     counting: bool,
 }
 
