@@ -321,9 +321,7 @@ pub async fn run(pools: Rc<RefCell<Pools>>, links: Rc<Broadcast>, wake: Rc<Notif
         if p.has_waiting() {
             let mut out = Replies::default();
             p.serve_waiting(now, &mut out);
-            let mut counts = p.counts;
-            send(&links, &mut out, &mut counts);
-            p.counts = counts;
+            send(&links, &mut out, &mut p.counts);
         }
         if now.duration_since(last_sweep) >= Duration::from_secs(1) {
             last_sweep = now;

@@ -229,22 +229,18 @@ async fn control_main(
     while let Some(msg) = inbox.recv().await {
         match msg {
             ToControl::Stats(d) => {
+                // `apply` feeds the consumer figures with `d.usage` too.
                 store.borrow_mut().apply(&d);
-                let now = webhook::unix_now();
-                if let Some(l) = &ledger {
-                    l.borrow_mut().record(&d.usage, now);
-                }
-                watch.borrow_mut().record(&d.usage, now);
+                take_usage(ledger.as_ref(), &watch, &d.usage);
             }
             ToControl::Usage(seq, rows) => {
-                let now = webhook::unix_now();
-                store.borrow_mut().consumers.apply(&rows, now);
-                if let Some(l) = &ledger {
-                    l.borrow_mut().record(&rows, now);
-                }
-                watch.borrow_mut().record(&rows, now);
+                store
+                    .borrow_mut()
+                    .consumers
+                    .apply(&rows, webhook::unix_now());
+                take_usage(ledger.as_ref(), &watch, &rows);
                 let (want, n) = usage_answers.get();
-                if seq != 0 && seq == want {
+                if seq == want {
                     usage_answers.set((want, n + 1));
                 }
             }
@@ -252,9 +248,7 @@ async fn control_main(
                 let mut p = pools.borrow_mut();
                 let mut out = crate::limit::pool::Replies::default();
                 p.ask(worker, asks, std::time::Instant::now(), &mut out);
-                let mut counts = p.counts;
-                limits::send(&workers, &mut out, &mut counts);
-                p.counts = counts;
+                limits::send(&workers, &mut out, &mut p.counts);
                 if p.has_waiting() {
                     pools_wake.notify();
                 }
@@ -302,6 +296,19 @@ thread_local! {
 }
 
 /// Sends every worker its own copy of the runtime consumer table.
+/// A worker's usage rows into the ledger (when there is one) and the quota watch.
+fn take_usage(
+    ledger: Option<&usage::SharedLedger>,
+    watch: &RefCell<quota_watch::QuotaWatch>,
+    rows: &[crate::usage::UsageRow],
+) {
+    let now = webhook::unix_now();
+    if let Some(l) = ledger {
+        l.borrow_mut().record(rows, now);
+    }
+    watch.borrow_mut().record(rows, now);
+}
+
 /// Once a second: the quota watch's shares go to the statistics (consumers view, alert rules).
 async fn watch_quotas(
     watch: Rc<RefCell<quota_watch::QuotaWatch>>,
