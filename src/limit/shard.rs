@@ -191,7 +191,11 @@ impl Shard {
             s.capacity = capacity;
             s.exhausted_until = 0;
         }
-        if s.exhausted_until > unix {
+        // The pool's "nothing left" can answer an ask sent while this worker still held a few (it
+        // asks at half its lease): those are spent first, or a request would be refused here while
+        // the quota still had them, and they would go to another worker later.
+        let exhausted = s.exhausted_until > unix;
+        if exhausted && s.holding == 0 {
             self.counts.rejected += 1;
             let c = Check {
                 admitted: false,
@@ -215,7 +219,7 @@ impl Shard {
             // answer instead (and counts as rejected only once the pool says it is exhausted).
             self.counts.rejected += 1;
         }
-        if !s.pending && s.holding <= u64::from(s.want / 2) {
+        if !exhausted && !s.pending && s.holding <= u64::from(s.want / 2) {
             let want = (u64::from(s.used) * 2).clamp(self.min_lease, self.max_lease);
             s.want = want as u32;
             s.pending = true;
@@ -404,9 +408,9 @@ impl Shard {
         };
         let bucket = self.bucket;
         if let Some((k, s)) = self.map.get_index_mut(i) {
-            if s.holding == 0 && s.talked && s.debt == 0 {
-                return;
-            }
+            // Answered even when it holds nothing: the pool recalls because it counts tokens here
+            // that were spent since this worker last wrote (an exhausted key spends what it holds
+            // without asking), and until it hears so, other workers' asks wait.
             // With an ask out, the pool may have granted it already: an answer sent now would tell
             // it this worker holds nothing while the grant is on its way here, and the pool would
             // count the grant as free. The pool waits for the ask's answer and recalls again.
@@ -631,6 +635,10 @@ mod tests {
         out.clear();
         p.recall(b"k", 6, &mut out);
         assert!(out.is_empty(), "{out:?}");
+        // One that holds nothing says so.
+        s.recall(b"k", 7, &mut out);
+        let back = out.pop().expect("an answer holding nothing");
+        assert_eq!((back.given, back.holding), (0, 0));
     }
 
     #[test]
@@ -658,5 +666,49 @@ mod tests {
         let c = s.check(b"q", 0, 1, 201, &mut out);
         assert!(c.waiting);
         assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn what_a_worker_holds_is_spent_before_an_exhaustion_refuses() {
+        let mut s = Shard::new(
+            Bucket::Quota(crate::config::limits::Period::Day),
+            10,
+            0,
+            1000,
+        );
+        let mut out = Vec::new();
+        let grant = |s: &mut Shard, out: &mut Vec<Ask>, tokens, exhausted_until| {
+            let ask = out.pop().expect("an ask");
+            assert!(out.is_empty());
+            s.grant(
+                &Grant {
+                    limit: s.bucket,
+                    key: ask.key,
+                    epoch: ask.epoch,
+                    tokens,
+                    exhausted_until,
+                    left: 0,
+                },
+                out,
+            );
+            ask.holding
+        };
+        assert!(s.check(b"q", 100, 1, 100, &mut out).waiting);
+        grant(&mut s, &mut out, 4, None);
+        for _ in 0..4 {
+            assert!(s.check(b"q", 100, 1, 100, &mut out).admitted);
+        }
+        grant(&mut s, &mut out, 8, None);
+        for _ in 0..4 {
+            assert!(s.check(b"q", 100, 1, 100, &mut out).admitted);
+        }
+        // It asked at half its lease, still holding four, and the pool has nothing left.
+        assert_eq!(grant(&mut s, &mut out, 0, Some(200)), 4);
+        for _ in 0..4 {
+            assert!(s.check(b"q", 100, 1, 150, &mut out).admitted);
+        }
+        let c = s.check(b"q", 100, 1, 150, &mut out);
+        assert_eq!((c.admitted, c.exhausted_until), (false, 200));
+        assert!(out.is_empty(), "no ask while exhausted: {out:?}");
     }
 }
