@@ -334,8 +334,11 @@ pub struct Handshake {
 }
 
 impl Handshake {
+    /// Whether the handshake completed and the connection ended cleanly. s_client prints a
+    /// `New, ...` line with the suite the ServerHello chose even when a later alert ends the
+    /// handshake, so that line alone does not say it.
     pub fn ok(&self) -> bool {
-        self.established.is_some()
+        self.established.is_some() && self.peer_pem.is_some() && self.out.success()
     }
     /// The normalised serial of the server's certificate.
     pub fn peer_serial(&self) -> String {
