@@ -995,12 +995,16 @@ fn refuses_to_start(tls: &str, needles: &[&str]) {
 }
 
 #[test]
-fn bad_tls_config_is_refused_naming_the_problem() {
-    // Two certificates, neither the default.
+fn two_certificates_without_a_default_are_refused() {
+    // Which one would a client with an unknown name or no SNI get?
     refuses_to_start(
         &certificates(&[cert("a.test"), cert("wild.b.test")]),
         &["listeners.https.tls", "default"],
     );
+}
+
+#[test]
+fn bad_tls_config_is_refused_naming_the_problem() {
     // TLS 1.0/1.1 cannot be asked for.
     refuses_to_start(
         &format!("{}min_version = \"1.1\"\n", sni_certs()),
