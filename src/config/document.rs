@@ -87,6 +87,8 @@ pub struct ConfigToml {
     pub plans: IndexMap<String, super::limits::PlanToml>,
     /// The usage ledger and billing export.
     pub usage: Option<super::usage::UsageToml>,
+    /// Automatic certificates.
+    pub acme: Option<super::acme::AcmeToml>,
 }
 /// `workers = "auto" | N`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -169,6 +171,8 @@ pub struct Config {
     pub plans: Vec<super::limits::Plan>,
     /// The usage ledger (`[usage]`), kept in the state database.
     pub usage: Option<super::usage::Usage>,
+    /// Automatic certificates (`[acme]` and the listeners' names), kept in the state directory.
+    pub acme: Option<super::acme::Acme>,
 }
 /// Which io driver workers run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -298,6 +302,7 @@ pub(super) fn validate_in(
     let api_key = super::consumer::api_key(&cx, raw.api_key)?;
     let state = super::consumer::state(&cx, raw.state);
     let usage = super::usage::usage(&cx, raw.usage, state.is_some())?;
+    let acme = super::acme::acme(&cx, raw.acme, &raw.listeners, state.as_deref())?;
 
     Ok(Config {
         source,
@@ -324,6 +329,7 @@ pub(super) fn validate_in(
         limits,
         plans,
         usage,
+        acme,
     })
 }
 

@@ -23,6 +23,8 @@ pub struct ListenerToml {
     /// Never these clients (CIDR list).
     #[serde(default)]
     pub ip_deny: Vec<String>,
+    /// Names to obtain certificates for (`[acme]`).
+    pub acme: Option<super::acme::ListenerAcmeToml>,
 }
 
 /// A client listener.
