@@ -1,0 +1,3 @@
+//! TLS: what the ACME thread shares with workers for challenges (`challenge`).
+
+pub mod challenge;
