@@ -26,16 +26,17 @@ fn skip() -> bool {
     true
 }
 
-/// A sluice config ordering `NAME` from `ca` on the plain listener at `port`; `acme_extra` adds
-/// `[acme]` keys and `rest` tables.
-fn config(ca: &Pebble, port: u16, acme_extra: &str, rest: &str) -> String {
+/// A sluice config ordering `NAME` from `ca` for a TLS listener at `tls_port`, with a plain listener
+/// at `port` (HTTP-01 is answered there); `acme_extra` adds `[acme]` keys and `rest` tables.
+fn config(ca: &Pebble, port: u16, tls_port: u16, acme_extra: &str, rest: &str) -> String {
     format!(
         "workers = 1\nlog_level = \"info,sluice::control::acme=debug\"\nshutdown_timeout = \"1s\"\n\n\
          [admin]\nlisten = \"127.0.0.1:0\"\n\n\
          [state]\npath = \"state/sluice.db\"\n\n\
          [acme]\ndirectory = \"{dir}\"\nemail = \"ops@sluice.test\"\nca = \"{root}\"\n\
          check_interval = \"300ms\"\nretry = \"200ms\"\nretry_max = \"1s\"\norder_timeout = \"20s\"\n{acme_extra}\n\n\
-         [listeners.plain]\nlisten = \"127.0.0.1:{port}\"\nacme = {{ names = [\"{NAME}\"] }}\n\n\
+         [listeners.plain]\nlisten = \"127.0.0.1:{port}\"\n\n\
+         [listeners.https]\nlisten = \"127.0.0.1:{tls_port}\"\ntls = {{}}\nacme = {{ names = [\"{NAME}\"] }}\n\n\
          [routes.all]\npath = \"/*\"\nrespond = {{ status = 200, body = \"routed\" }}\n\n{rest}\n",
         dir = ca.directory(),
         root = ca.tls_root.display(),
@@ -55,6 +56,71 @@ fn leaf(crt: &Path) -> Option<(String, String, Vec<Vec<u8>>)> {
         .collect();
     let (_, x) = x509_parser::parse_x509_certificate(ders.first()?).ok()?;
     Some((x.raw_serial_as_string(), x.issuer().to_string(), ders))
+}
+
+/// An HTTPS GET to `addr` with SNI `NAME`, trusting only `root_pem`: the served leaf's serial (as
+/// `leaf` writes it) and the response text. Err while the handshake fails (no certificate yet).
+fn https_get(addr: SocketAddr, root_pem: &str) -> Result<(String, String), String> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
+    use std::io::{Read, Write};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(root_pem.as_bytes()) {
+        roots
+            .add(c.map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = ServerName::try_from(NAME.to_string()).map_err(|e| e.to_string())?;
+    let conn =
+        rustls::ClientConnection::new(std::sync::Arc::new(cfg), name).map_err(|e| e.to_string())?;
+    let tcp = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(common::IO_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    tcp.set_write_timeout(Some(common::IO_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    tls.write_all(
+        format!("GET / HTTP/1.1\r\nhost: {NAME}\r\nconnection: close\r\n\r\n").as_bytes(),
+    )
+    .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    // A peer closing without close_notify ends the read with an error after the whole response.
+    let _ = tls.read_to_end(&mut out);
+    let leaf = tls
+        .conn
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .ok_or("no certificate")?;
+    let (_, x) = x509_parser::parse_x509_certificate(leaf).map_err(|e| e.to_string())?;
+    Ok((
+        x.raw_serial_as_string(),
+        String::from_utf8_lossy(&out).into_owned(),
+    ))
+}
+
+/// Waits (≤10 s) until sluice's TLS listener serves the certificate with `serial` for `NAME`.
+fn assert_served(s: &Sluice, ca: &Pebble, serial: &str) {
+    let root = ca.issuing_root();
+    let mut last = Err(String::new());
+    let ok = eventually(Duration::from_secs(10), || {
+        last = https_get(s.addrs()[1], &root);
+        last.as_ref().is_ok_and(|(got, _)| got == serial)
+    });
+    assert!(
+        ok,
+        "HTTPS with SNI {NAME} serves {serial}: {last:?}\n{}",
+        s.stderr_text()
+    );
+    let (_, text) = last.unwrap_or_default();
+    assert!(
+        text.starts_with("HTTP/1.1 200") && text.ends_with("routed"),
+        "{text}"
+    );
 }
 
 fn acme_status(admin: SocketAddr) -> Value {
@@ -92,9 +158,9 @@ fn http01_certificate_is_issued_stored_reloaded_and_renewed_without_restart() {
     if skip() {
         return;
     }
-    let port = pebble::free_port();
-    let ca = Pebble::start(port, pebble::free_port());
-    let s = Sluice::start(&config(&ca, port, "", ""));
+    let (port, tls_port) = (pebble::free_port(), pebble::free_port());
+    let ca = Pebble::start(port, tls_port);
+    let s = Sluice::start(&config(&ca, port, tls_port, "", ""));
     let admin = s.admin_addr().expect("admin");
     let pid = s.pid();
 
@@ -145,6 +211,7 @@ fn http01_certificate_is_issued_stored_reloaded_and_renewed_without_restart() {
         "{}",
         s.stderr_text()
     );
+    assert_served(&s, &ca, &first);
     let st = cert_status(admin);
     assert_eq!(st["state"], "valid", "{st}");
     assert_eq!(st["serial"], first.to_lowercase().replace(':', ""));
@@ -168,7 +235,13 @@ fn http01_certificate_is_issued_stored_reloaded_and_renewed_without_restart() {
     assert_eq!((r.status, r.body_str().as_str()), (200, "routed"));
 
     // Renewal: a renew_before longer than pebble's lifetimes makes every check renew.
-    s.rewrite_config(&config(&ca, port, "renew_before = \"10000d\"", ""));
+    s.rewrite_config(&config(
+        &ca,
+        port,
+        tls_port,
+        "renew_before = \"10000d\"",
+        "",
+    ));
     assert_eq!(s.reload(), common::Reload::Applied);
     let reloads = s.stderr_log().count("config reloaded");
     let second = wait_for_cert(&s, &ca, Some(&first));
@@ -181,6 +254,7 @@ fn http01_certificate_is_issued_stored_reloaded_and_renewed_without_restart() {
         "the renewed certificate is reloaded in: {}",
         s.stderr_text()
     );
+    assert_served(&s, &ca, &second);
     assert_eq!(s.pid(), pid, "no restart");
     assert!(eventually(Duration::from_secs(5), || {
         cert_status(admin)["orders_ok"].as_u64() >= Some(2)
@@ -197,9 +271,9 @@ fn failing_directory_keeps_the_certificate_retries_with_backoff_and_alerts() {
         "[alerts.acme]\nmetric = \"acme_failures\"\nthreshold = 1\nwebhook = \"http://{}/hook\"\n",
         hook.addr
     );
-    let port = pebble::free_port();
-    let mut ca = Pebble::start(port, pebble::free_port());
-    let s = Sluice::start(&config(&ca, port, "", &alert));
+    let (port, tls_port) = (pebble::free_port(), pebble::free_port());
+    let mut ca = Pebble::start(port, tls_port);
+    let s = Sluice::start(&config(&ca, port, tls_port, "", &alert));
     let admin = s.admin_addr().expect("admin");
     let first = wait_for_cert(&s, &ca, None);
     let (crt, key) = files(&s);
@@ -208,7 +282,13 @@ fn failing_directory_keeps_the_certificate_retries_with_backoff_and_alerts() {
 
     // The CA goes away; renewal is forced.
     ca.stop_ca();
-    s.rewrite_config(&config(&ca, port, "renew_before = \"10000d\"", &alert));
+    s.rewrite_config(&config(
+        &ca,
+        port,
+        tls_port,
+        "renew_before = \"10000d\"",
+        &alert,
+    ));
     assert_eq!(s.reload(), common::Reload::Applied);
 
     // Retries back off: 200 ms, 400 ms, 800 ms, then the 1 s cap.
@@ -278,5 +358,35 @@ fn failing_directory_keeps_the_certificate_retries_with_backoff_and_alerts() {
         (&rule["name"], &rule["state"]),
         (&"acme".into(), &"firing".into()),
         "{alerts}"
+    );
+}
+
+#[test]
+fn tls_alpn01_is_answered_by_the_tls_listener() {
+    if skip() {
+        return;
+    }
+    let (port, tls_port) = (pebble::free_port(), pebble::free_port());
+    // Pebble's HTTP-01 port has nothing on it: only the TLS listener can answer.
+    let ca = Pebble::start(pebble::free_port(), tls_port);
+    let s = Sluice::start(&config(
+        &ca,
+        port,
+        tls_port,
+        "challenge = \"tls-alpn-01\"",
+        "",
+    ));
+    let serial = wait_for_cert(&s, &ca, None);
+    assert_served(&s, &ca, &serial);
+    let st = cert_status(s.admin_addr().expect("admin"));
+    assert_eq!(
+        (st["state"].as_str(), st["orders_ok"].as_u64()),
+        (Some("valid"), Some(1)),
+        "{st}"
+    );
+    let logs = ca.logs();
+    assert!(
+        !logs.contains("validate w/ HTTP"),
+        "validated over TLS only: {logs}"
     );
 }

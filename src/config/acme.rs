@@ -114,6 +114,51 @@ pub fn cert_files(state_dir: &Path, storage: &str, name: &str) -> (PathBuf, Path
     )
 }
 
+/// The certificates stored for `names` (a listener's `acme.names`), loaded for its TLS. A name not
+/// issued yet is skipped; so is one whose files do not load (logged: the ACME thread orders anew),
+/// so that a damaged store never stops a start or a reload.
+pub(super) fn stored_certs(
+    cx: &Ctx,
+    acme: Option<&Acme>,
+    names: &[String],
+) -> Vec<super::tls::LoadedCert> {
+    let Some(acme) = acme else { return Vec::new() };
+    if cx.reach == super::check::Reach::TextOnly {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for n in names {
+        let name = n.to_ascii_lowercase();
+        let (crt, key) = acme.files(&name);
+        if !crt.exists() {
+            continue;
+        }
+        let (Some(c), Some(k)) = (crt.to_str(), key.to_str()) else {
+            continue;
+        };
+        let loaded = super::tls::certified_key(c, k).and_then(|(ck, chain)| {
+            let leaf = chain.first().ok_or("empty chain")?;
+            let facts = super::tls::leaf_facts(leaf)?;
+            Ok(super::tls::LoadedCert {
+                key: ck,
+                names: facts.names,
+                default: false,
+                not_after: facts.not_after,
+                serial: facts.serial,
+                source: "acme",
+                cert_path: c.to_string(),
+            })
+        });
+        match loaded {
+            Ok(l) => out.push(l),
+            Err(e) => {
+                tracing::warn!(name = %name, path = %crt.display(), error = %e, "stored ACME certificate not loaded")
+            }
+        }
+    }
+    out
+}
+
 /// The state directory of a `[state] path`: the database file's folder.
 pub fn state_dir(state: &Path) -> PathBuf {
     match state.parent() {

@@ -245,7 +245,10 @@ pub(super) fn validate_in(
         Some(a) => Some(super::admin::admin(&cx, &a)?),
     };
 
-    let listeners = super::listener::listeners(&cx, &raw.listeners)?;
+    // ACME first: a TLS listener serves the certificates it has stored for the listener's names.
+    let state = super::consumer::state(&cx, raw.state);
+    let acme = super::acme::acme(&cx, raw.acme, &raw.listeners, state.as_deref())?;
+    let listeners = super::listener::listeners(&cx, &raw.listeners, acme.as_ref())?;
 
     let http = super::http::http(&cx, &raw.http)?;
 
@@ -300,9 +303,7 @@ pub(super) fn validate_in(
     let plans = super::limits::plans(&cx, raw.plans, &limits, &route_names)?;
     let consumers = super::consumer::consumers(&cx, raw.consumers, &plans)?;
     let api_key = super::consumer::api_key(&cx, raw.api_key)?;
-    let state = super::consumer::state(&cx, raw.state);
     let usage = super::usage::usage(&cx, raw.usage, state.is_some())?;
-    let acme = super::acme::acme(&cx, raw.acme, &raw.listeners, state.as_deref())?;
 
     Ok(Config {
         source,

@@ -23,6 +23,8 @@ pub struct ListenerToml {
     /// Never these clients (CIDR list).
     #[serde(default)]
     pub ip_deny: Vec<String>,
+    /// TLS termination.
+    pub tls: Option<super::tls::ListenerTlsToml>,
     /// Names to obtain certificates for (`[acme]`).
     pub acme: Option<super::acme::ListenerAcmeToml>,
 }
@@ -38,12 +40,15 @@ pub struct Listener {
     pub trusted_proxies: IpList,
     /// Allow and deny lists, checked against the resolved client before routing.
     pub ip: IpRules,
+    /// TLS termination, certificates loaded.
+    pub tls: Option<std::sync::Arc<super::tls::ListenerTls>>,
 }
 
 /// Validates the `[listeners.NAME]` tables: at least one, no address twice (port 0 excepted).
 pub(super) fn listeners(
     cx: &Ctx,
     raw: &IndexMap<String, ListenerToml>,
+    acme: Option<&super::acme::Acme>,
 ) -> Result<Vec<Listener>, ConfigError> {
     if raw.is_empty() {
         return Err(cx.err(
@@ -62,7 +67,19 @@ pub(super) fn listeners(
             return Err(cx.err(key, format!("address {addr} is used by another listener")));
         }
         let base = || format!("listeners.{name}");
+        let tls = match &l.tls {
+            Some(t) => {
+                let names = l.acme.as_ref().map(|a| a.names.as_slice());
+                let extra = super::acme::stored_certs(cx, acme, names.unwrap_or_default());
+                let mut tls = super::tls::listener_tls(cx, name, t, extra, names.is_some())?;
+                tls.acme_alpn = names.is_some()
+                    && acme.is_some_and(|a| a.challenge == super::acme::Challenge::TlsAlpn01);
+                Some(std::sync::Arc::new(tls))
+            }
+            None => None,
+        };
         listeners.push(Listener {
+            tls,
             name: name.clone(),
             addr,
             trusted_proxies: cidr_list(cx, &base, "trusted_proxies", &l.trusted_proxies)?,

@@ -17,7 +17,7 @@ use rustls::sign::CertifiedKey;
 /// The path prefix of HTTP-01 answers (RFC 8555 §8.3).
 pub const HTTP_PREFIX: &[u8] = b"/.well-known/acme-challenge/";
 /// The ALPN protocol of TLS-ALPN-01 (RFC 8737 §6.2).
-pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+pub use super::ACME_TLS_ALPN;
 
 /// Token -> key authorization.
 static HTTP: RwLock<BTreeMap<String, String>> = RwLock::new(BTreeMap::new());

@@ -217,10 +217,18 @@ impl State {
     fn look_at(&mut self, cfg: &Acme, i: usize) -> bool {
         let name = self.names[i].status.name.clone();
         let (crt, key) = cfg.files(&name);
-        let stored = match store::read_cert(&crt) {
+        let stored = match store::read_cert(&crt).and_then(|s| {
+            match (&s, crt.to_str(), key.to_str()) {
+                // The pair must load as the TLS listener loads it, or it is ordered again.
+                (Some(_), Some(c), Some(k)) => crate::config::tls::certified_key(c, k)
+                    .map(|_| s)
+                    .map_err(AcmeError::Certificate),
+                _ => Ok(s),
+            }
+        }) {
             Ok(s) => s,
             Err(e) => {
-                tracing::warn!(name = %name, path = %crt.display(), error = %e, "stored certificate unreadable; ordering a new one");
+                tracing::warn!(name = %name, path = %crt.display(), error = %e, "stored certificate unusable; ordering a new one");
                 None
             }
         };
