@@ -279,6 +279,27 @@ pub(super) fn acme(
             ))
         }
     };
+    // Where the CA's validator connects: port 80 in plain HTTP, or port 443 with TLS.
+    match challenge {
+        Challenge::Http01 if listeners.values().all(|l| l.tls.is_some()) => {
+            return Err(cx.err(
+                "acme.challenge",
+                "http-01 is answered on a plain HTTP listener (port 80) and every listener has tls: add one, or use \"tls-alpn-01\"",
+            ))
+        }
+        Challenge::TlsAlpn01 => {
+            if let Some((lname, _)) = listeners
+                .iter()
+                .find(|(_, l)| l.acme.is_some() && l.tls.is_none())
+            {
+                return Err(cx.err(
+                    format!("listeners.{lname}.acme.names"),
+                    "tls-alpn-01 is answered by the TLS listener that lists the names: add `tls = {}` to this listener, or use \"http-01\"",
+                ));
+            }
+        }
+        Challenge::Http01 => {}
+    }
     let renew_before = nonzero(cx, "acme.renew_before", raw.renew_before)?;
     let retry = nonzero(cx, "acme.retry", raw.retry)?;
     let retry_max = nonzero(cx, "acme.retry_max", raw.retry_max)?;
@@ -373,8 +394,8 @@ mod tests {
             "[state]\npath = \"/s/state.db\"\n\
              [acme]\ndirectory = \"https://acme.example/directory\"\nemail = \"ops@example.com\"\n\
              renew_before = \"10d\"\nchallenge = \"tls-alpn-01\"\nretry = \"1s\"\n\
-             [listeners.a]\nlisten = \"127.0.0.1:0\"\nacme = { names = [\"API.example.com\", \"b.example.com\"] }\n\
-             [listeners.b]\nlisten = \"127.0.0.1:0\"\nacme = { names = [\"b.example.com\"] }\n",
+             [listeners.a]\nlisten = \"127.0.0.1:0\"\ntls = {}\nacme = { names = [\"API.example.com\", \"b.example.com\"] }\n\
+             [listeners.b]\nlisten = \"127.0.0.1:0\"\ntls = {}\nacme = { names = [\"b.example.com\"] }\n",
         )
         .unwrap();
         let a = c.acme.unwrap();
@@ -426,6 +447,14 @@ mod tests {
             (
                 format!("{acme}challenge = \"dns-01\"\n{state}{listener}{names}"),
                 "acme.challenge: expected",
+            ),
+            (
+                format!("{acme}challenge = \"tls-alpn-01\"\n{state}{listener}{names}"),
+                "listeners.a.acme.names: tls-alpn-01 is answered by the TLS listener",
+            ),
+            (
+                format!("{acme}{state}{listener}tls = {{}}\n{names}"),
+                "acme.challenge: http-01 is answered on a plain HTTP listener",
             ),
             (
                 format!("{acme}retry = \"1h\"\nretry_max = \"1m\"\n{state}{listener}{names}"),
