@@ -279,8 +279,15 @@ pub(super) fn listener_tls(
             "at most one certificate may be `default = true`",
         ));
     }
-    if defaults == 0 && t.certificates.len() == 1 {
-        // One certificate serves every name, as nginx's only `ssl_certificate` does.
+    if defaults == 0 && t.certificates.len() > 1 {
+        return Err(cx.err(
+            format!("{base}.certificates"),
+            "several certificates and none is `default = true`: mark the one for an absent or unknown SNI",
+        ));
+    }
+    if defaults == 0 {
+        // One certificate (or, with ACME names only, the first obtained) serves every name, as
+        // nginx's only `ssl_certificate` does.
         if let Some(c) = certificates.first_mut() {
             c.default = true;
         }
