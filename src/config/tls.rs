@@ -283,8 +283,15 @@ pub(super) fn listener_tls(
             "at most one certificate may be `default = true`",
         ));
     }
-    if defaults == 0 && t.certificates.len() == 1 {
-        // One certificate serves every name, as nginx's only `ssl_certificate` does.
+    if defaults == 0 && t.certificates.len() > 1 {
+        return Err(cx.err(
+            format!("{base}.certificates"),
+            "several certificates and none is `default = true`: mark the one for an absent or unknown SNI",
+        ));
+    }
+    if defaults == 0 {
+        // One certificate (or, with ACME names only, the first obtained) serves every name, as
+        // nginx's only `ssl_certificate` does.
         if let Some(c) = certificates.first_mut() {
             c.default = true;
         }
@@ -411,6 +418,26 @@ pub(super) fn upstream_tls(
         verify: t.verify,
         alpn,
     })
+}
+
+/// A subject in one spelling: attributes in the order written, `NAME=value` joined by `,`, names
+/// upper-case, spaces around `=` and `,` dropped. Values stay exact.
+pub fn normalise_subject(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for (i, part) in s.split(',').enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        match part.split_once('=') {
+            Some((n, v)) => {
+                out.push_str(&n.trim().to_ascii_uppercase());
+                out.push('=');
+                out.push_str(v.trim());
+            }
+            None => out.push_str(part.trim()),
+        }
+    }
+    out
 }
 
 mod dflt {
