@@ -4,10 +4,8 @@
 //! (`control::acme`) does the work, and the TLS certificate loader reads the files `cert_files` names.
 
 use super::check::{http_url, nonzero, Ctx};
-use super::listener::ListenerToml;
 use super::units;
 use super::ConfigError;
-use indexmap::IndexMap;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -189,17 +187,26 @@ pub fn dns_name_ok(name: &str) -> bool {
             .is_some_and(|t| !t.bytes().all(|b| b.is_ascii_digit()))
 }
 
+/// What `acme` needs of a `[listeners.NAME]` table.
+pub(super) struct ListenerAcme<'a> {
+    pub name: &'a str,
+    pub acme: Option<&'a ListenerAcmeToml>,
+    /// The listener terminates TLS.
+    pub tls: bool,
+}
+
 /// Validates `[acme]` with the listeners' `acme` tables; `state` is `[state] path`.
 pub(super) fn acme(
     cx: &Ctx,
     raw: Option<AcmeToml>,
-    listeners: &IndexMap<String, ListenerToml>,
+    listeners: &[ListenerAcme<'_>],
     state: Option<&Path>,
 ) -> Result<Option<Acme>, ConfigError> {
     let mut names: Vec<String> = Vec::new();
     let mut first_key = None;
-    for (lname, l) in listeners {
-        let Some(a) = &l.acme else { continue };
+    for l in listeners {
+        let lname = l.name;
+        let Some(a) = l.acme else { continue };
         let key = format!("listeners.{lname}.acme.names");
         if a.names.is_empty() {
             return Err(cx.err(key, "expected at least one DNS name"));
@@ -281,16 +288,16 @@ pub(super) fn acme(
     };
     // Where the CA's validator connects: port 80 in plain HTTP, or port 443 with TLS.
     match challenge {
-        Challenge::Http01 if listeners.values().all(|l| l.tls.is_some()) => {
+        Challenge::Http01 if listeners.iter().all(|l| l.tls) => {
             return Err(cx.err(
                 "acme.challenge",
                 "http-01 is answered on a plain HTTP listener (port 80) and every listener has tls: add one, or use \"tls-alpn-01\"",
             ))
         }
         Challenge::TlsAlpn01 => {
-            if let Some((lname, _)) = listeners
+            if let Some(ListenerAcme { name: lname, .. }) = listeners
                 .iter()
-                .find(|(_, l)| l.acme.is_some() && l.tls.is_none())
+                .find(|l| l.acme.is_some() && !l.tls)
             {
                 return Err(cx.err(
                     format!("listeners.{lname}.acme.names"),

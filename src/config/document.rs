@@ -247,7 +247,16 @@ pub(super) fn validate_in(
 
     // ACME first: a TLS listener serves the certificates it has stored for the listener's names.
     let state = super::consumer::state(&cx, raw.state);
-    let acme = super::acme::acme(&cx, raw.acme, &raw.listeners, state.as_deref())?;
+    let acme_tables: Vec<super::acme::ListenerAcme<'_>> = raw
+        .listeners
+        .iter()
+        .map(|(name, l)| super::acme::ListenerAcme {
+            name,
+            acme: l.acme.as_ref(),
+            tls: l.tls.is_some(),
+        })
+        .collect();
+    let acme = super::acme::acme(&cx, raw.acme, &acme_tables, state.as_deref())?;
     let listeners = super::listener::listeners(&cx, &raw.listeners, acme.as_ref())?;
 
     let http = super::http::http(&cx, &raw.http)?;
