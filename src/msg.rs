@@ -91,7 +91,40 @@ pub enum ToControl {
         worker: usize,
         asks: Vec<crate::limit::Ask>,
     },
+    /// The ACME thread's view of every certificate it keeps, after each check, order or reload.
+    Acme(Vec<AcmeStatus>),
     Stop,
+}
+
+/// One name's certificate as `GET /acme`, `/metrics` and the `acme_failures` alert see it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AcmeStatus {
+    /// The DNS name.
+    pub name: Arc<str>,
+    /// "valid", "renewing" (an order is due), "failing" (the last order failed) or "missing".
+    pub state: &'static str,
+    /// The stored certificate's `notAfter` (Unix seconds).
+    pub not_after: Option<i64>,
+    /// The stored certificate's serial, lowercase hex.
+    pub serial: Option<String>,
+    /// The stored certificate's issuer.
+    pub issuer: Option<String>,
+    /// Orders that ended with a certificate, since start.
+    pub orders_ok: u64,
+    /// Orders that failed, since start.
+    pub orders_failed: u64,
+    /// Orders failed since the last success (0 while fine).
+    pub consecutive_failures: u32,
+    /// Why the last order failed.
+    pub last_error: Option<String>,
+    /// When an order last failed (Unix seconds).
+    pub last_error_at: Option<u64>,
+    /// When a certificate was last written (Unix seconds).
+    pub last_issued_at: Option<u64>,
+    /// When the name is looked at next (Unix seconds).
+    pub next_check_at: u64,
+    /// The wait before the next retry after a failure, ms (0 while fine).
+    pub retry_in_ms: u64,
 }
 
 /// One verifier as `GET /auth` shows it.

@@ -538,8 +538,20 @@ fn every_shipped_config_passes_check() {
         files.iter().any(|p| p.ends_with("default.toml")),
         "config/default.toml (the embedded default) is missing: {files:?}"
     );
+    // config/tls.toml names certificates under certs/: checked from a directory that has them.
+    let pki = temp_dir();
+    let made = std::process::Command::new(root.join("scripts/make-test-pki"))
+        .arg(pki.path().join("certs"))
+        .output()
+        .expect("run scripts/make-test-pki");
+    assert!(made.status.success(), "make-test-pki: {made:?}");
     let mut failures = Vec::new();
     for f in &files {
+        let cwd = if f.ends_with("tls.toml") {
+            pki.path()
+        } else {
+            root
+        };
         let out = run(
             &["--check", "-c", f.to_str().unwrap()],
             &[
@@ -547,7 +559,7 @@ fn every_shipped_config_passes_check() {
                 ("INTROSPECT_SECRET", "dummy-secret-for-check"),
                 ("BILLING_SECRET", "dummy-billing-secret"),
             ],
-            root,
+            cwd,
         );
         if !out.status.success() {
             failures.push(format!("{}: {:?}\n{}", f.display(), out.status, out.all()));

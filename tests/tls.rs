@@ -450,6 +450,62 @@ fn tls13_sessions_resume() {
     resumes("-tls1_3", "1.3");
 }
 
+/// With two workers, connections land on either (SO_REUSEPORT hashes the client port), so a
+/// session set up on one is resumed on both: tickets are the process's, not a worker's.
+#[test]
+fn sessions_resume_on_every_worker() {
+    let be = backend();
+    let s = Sluice::start(&config_with(
+        "workers = 2\nlog_level = \"info\"\nshutdown_timeout = \"2s\"",
+        &format!(
+            "[admin]\nlisten = \"127.0.0.1:0\"\n\n{}\n{}{}",
+            tls_listener("https", &sni_certs()),
+            upstream("app", &[be.addr()], ""),
+            catch_all("app")
+        ),
+    ));
+    let dir = temp_dir();
+    for (flag, version) in [("-tls1_2", "1.2"), ("-tls1_3", "1.3")] {
+        let sess = dir.path().join(format!("session-{version}.pem"));
+        let first = SClient::new(tls_addr(&s), Some("a.test"))
+            .args(&[flag])
+            .sess_out(&sess)
+            .run();
+        assert!(first.ok() && !first.resumed, "{first}");
+        let tries = 8;
+        for i in 0..tries {
+            let again = SClient::new(tls_addr(&s), Some("a.test"))
+                .args(&[flag])
+                .sess_in(&sess)
+                .run();
+            assert!(again.ok(), "{version} try {i}: {again}");
+            assert!(again.resumed, "{version} try {i} was not resumed: {again}");
+        }
+        metrics_until(&s, &format!("{tries} resumed at {version}"), |t| {
+            metric_where(
+                t,
+                HANDSHAKES,
+                &[
+                    ("listener", "https"),
+                    ("version", version),
+                    ("resumed", "true"),
+                ],
+            ) == tries as f64
+        });
+    }
+    // 18 connections, each worker took some (else this test proved nothing).
+    metrics_until(&s, "both workers accepted connections", |t| {
+        (0..2).all(|w| {
+            metric_value(
+                t,
+                "sluice_connections_accepted_total",
+                &format!("worker=\"{w}\""),
+            )
+            .is_some_and(|n| n > 0.0)
+        })
+    });
+}
+
 // ---------------------------------------------------------------- key types
 
 #[test]
@@ -734,6 +790,30 @@ fn mtls_subjects_and_uri_sans_name_consumers() {
 }
 
 #[test]
+fn mtls_subject_values_and_order_are_exact() {
+    let be = backend();
+    // alice is CN=alice,O=Sluice Test: none of these is her.
+    let s = mtls_consumers(
+        &be,
+        "[consumers.squashed]\nmtls = { san = [], subject = [\"CN=alice,O=SluiceTest\"] }\n\n\
+         [consumers.upper]\nmtls = { san = [], subject = [\"CN=ALICE,O=Sluice Test\"] }\n\n\
+         [consumers.reversed]\nmtls = { san = [], subject = [\"O=Sluice Test,CN=alice\"] }\n\n\
+         [consumers.partial]\nmtls = { san = [], subject = [\"CN=alice\"] }\n",
+        "",
+    );
+    let r = Curl::new(tls_addr(&s), "a.test", "/s").cert("alice").run();
+    assert_eq!(
+        r.status,
+        401,
+        "alice matched {:?}: {r}",
+        be.requests()
+            .last()
+            .and_then(|q| q.header("x-consumer-id").map(str::to_string))
+    );
+    assert_eq!(be.request_count(), 0);
+}
+
+#[test]
 fn identity_headers_reach_the_backend_and_client_copies_do_not() {
     let be = backend();
     let s = https(
@@ -807,6 +887,46 @@ fn requests_from_a_tls_listener_are_forwarded_as_https() {
         be.last_request().header_all("x-forwarded-proto"),
         vec!["http"]
     );
+}
+
+// ---------------------------------------------------------------- bodies over the record layer
+
+/// Bodies far larger than a TLS record (16 KiB) cross intact both ways.
+#[test]
+fn large_bodies_cross_tls_intact() {
+    let big = pattern_bytes(3 * 1024 * 1024 + 17, 7);
+    let want_down = sha256_hex(&big);
+    let be = Backend::start(move |r| {
+        if r.method == "POST" {
+            Reply::ok(sha256_hex(&r.body))
+        } else {
+            Reply::ok(big.clone())
+        }
+    });
+    let s = https(&be, &sni_certs());
+    let dir = temp_dir();
+    let up = pattern_bytes(2 * 1024 * 1024 + 5, 11);
+    let up_path = dir.path().join("up.bin");
+    std::fs::write(&up_path, &up).unwrap();
+    let up_arg = format!("@{}", up_path.display());
+    for v in [&["--tlsv1.2", "--tls-max", "1.2"][..], &["--tlsv1.3"][..]] {
+        let r = Curl::new(tls_addr(&s), "a.test", "/up")
+            .args(v)
+            .args(&["--data-binary", &up_arg])
+            .run();
+        assert_eq!(r.status, 200, "upload {v:?}: {r}");
+        assert_eq!(r.body, sha256_hex(&up), "upload {v:?}");
+
+        let down_path = dir.path().join("down.bin");
+        let r = Curl::new(tls_addr(&s), "a.test", "/down")
+            .args(v)
+            .args(&["-o", down_path.to_str().unwrap()])
+            .run();
+        assert_eq!(r.status, 200, "download {v:?}: {r}");
+        let got = std::fs::read(&down_path).unwrap();
+        assert_eq!(got.len(), 3 * 1024 * 1024 + 17, "download {v:?}");
+        assert_eq!(sha256_hex(&got), want_down, "download {v:?}");
+    }
 }
 
 // ---------------------------------------------------------------- failures and timeouts

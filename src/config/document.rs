@@ -87,6 +87,8 @@ pub struct ConfigToml {
     pub plans: IndexMap<String, super::limits::PlanToml>,
     /// The usage ledger and billing export.
     pub usage: Option<super::usage::UsageToml>,
+    /// Automatic certificates.
+    pub acme: Option<super::acme::AcmeToml>,
 }
 /// `workers = "auto" | N`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -169,6 +171,8 @@ pub struct Config {
     pub plans: Vec<super::limits::Plan>,
     /// The usage ledger (`[usage]`), kept in the state database.
     pub usage: Option<super::usage::Usage>,
+    /// Automatic certificates (`[acme]` and the listeners' names), kept in the state directory.
+    pub acme: Option<super::acme::Acme>,
 }
 /// Which io driver workers run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -241,7 +245,19 @@ pub(super) fn validate_in(
         Some(a) => Some(super::admin::admin(&cx, &a)?),
     };
 
-    let listeners = super::listener::listeners(&cx, &raw.listeners)?;
+    // ACME first: a TLS listener serves the certificates it has stored for the listener's names.
+    let state = super::consumer::state(&cx, raw.state);
+    let acme_tables: Vec<super::acme::ListenerAcme<'_>> = raw
+        .listeners
+        .iter()
+        .map(|(name, l)| super::acme::ListenerAcme {
+            name,
+            acme: l.acme.as_ref(),
+            tls: l.tls.is_some(),
+        })
+        .collect();
+    let acme = super::acme::acme(&cx, raw.acme, &acme_tables, state.as_deref())?;
+    let listeners = super::listener::listeners(&cx, &raw.listeners, acme.as_ref())?;
 
     let http = super::http::http(&cx, &raw.http)?;
 
@@ -296,7 +312,6 @@ pub(super) fn validate_in(
     let plans = super::limits::plans(&cx, raw.plans, &limits, &route_names)?;
     let consumers = super::consumer::consumers(&cx, raw.consumers, &plans)?;
     let api_key = super::consumer::api_key(&cx, raw.api_key)?;
-    let state = super::consumer::state(&cx, raw.state);
     let usage = super::usage::usage(&cx, raw.usage, state.is_some())?;
 
     Ok(Config {
@@ -324,6 +339,7 @@ pub(super) fn validate_in(
         limits,
         plans,
         usage,
+        acme,
     })
 }
 

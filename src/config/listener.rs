@@ -25,6 +25,8 @@ pub struct ListenerToml {
     pub ip_deny: Vec<String>,
     /// TLS termination.
     pub tls: Option<super::tls::ListenerTlsToml>,
+    /// Names to obtain certificates for (`[acme]`).
+    pub acme: Option<super::acme::ListenerAcmeToml>,
 }
 
 /// A client listener.
@@ -46,6 +48,7 @@ pub struct Listener {
 pub(super) fn listeners(
     cx: &Ctx,
     raw: &IndexMap<String, ListenerToml>,
+    acme: Option<&super::acme::Acme>,
 ) -> Result<Vec<Listener>, ConfigError> {
     if raw.is_empty() {
         return Err(cx.err(
@@ -65,12 +68,14 @@ pub(super) fn listeners(
         }
         let base = || format!("listeners.{name}");
         let tls = match &l.tls {
-            Some(t) => Some(std::sync::Arc::new(super::tls::listener_tls(
-                cx,
-                name,
-                t,
-                Vec::new(),
-            )?)),
+            Some(t) => {
+                let names = l.acme.as_ref().map(|a| a.names.as_slice());
+                let extra = super::acme::stored_certs(cx, acme, names.unwrap_or_default());
+                let mut tls = super::tls::listener_tls(cx, name, t, extra, names.is_some())?;
+                tls.acme_alpn = names.is_some()
+                    && acme.is_some_and(|a| a.challenge == super::acme::Challenge::TlsAlpn01);
+                Some(std::sync::Arc::new(tls))
+            }
             None => None,
         };
         listeners.push(Listener {

@@ -11,6 +11,7 @@
 mod check;
 mod document;
 
+pub mod acme;
 mod admin;
 pub mod consumer;
 pub mod ext_auth;

@@ -186,6 +186,8 @@ pub enum AlertMetric {
     /// The share of its quota (requests or bytes, whichever is more) a consumer used this period;
     /// each consumer fires and resolves on its own.
     QuotaUsed,
+    /// ACME orders failed since the last success, of the name with the most (0 while all are fine).
+    AcmeFailures,
 }
 
 /// Where an alert looks.
@@ -413,9 +415,10 @@ pub fn alert(
         "rate_limited_per_second" => AlertMetric::RateLimitedPerSecond,
         "worker_utilization" => AlertMetric::WorkerUtilization,
         "quota_used" => AlertMetric::QuotaUsed,
+        "acme_failures" => AlertMetric::AcmeFailures,
         other => {
             return Err(err(file, format!("{base}.metric"), format!(
-                "expected error_ratio, p99_latency_ms, upstream_unhealthy, rate_limited_per_second, worker_utilization or quota_used, got {other:?}"
+                "expected error_ratio, p99_latency_ms, upstream_unhealthy, rate_limited_per_second, worker_utilization, quota_used or acme_failures, got {other:?}"
             )))
         }
     };
@@ -431,9 +434,12 @@ pub fn alert(
         (AlertMetric::QuotaUsed, s) => matches!(s, AlertScope::Global | AlertScope::Consumer(_)),
         (_, AlertScope::Consumer(_)) => false,
         (AlertMetric::UpstreamUnhealthy, AlertScope::Route(_)) => false,
-        (AlertMetric::WorkerUtilization | AlertMetric::RateLimitedPerSecond, s) => {
-            *s == AlertScope::Global
-        }
+        (
+            AlertMetric::WorkerUtilization
+            | AlertMetric::RateLimitedPerSecond
+            | AlertMetric::AcmeFailures,
+            s,
+        ) => *s == AlertScope::Global,
         _ => true,
     };
     if !fits {

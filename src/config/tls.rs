@@ -111,6 +111,8 @@ pub struct ListenerTls {
     /// Lowercase header names; a client's own copies are removed before the request goes upstream.
     pub subject_header: Option<String>,
     pub san_header: Option<String>,
+    /// Also negotiate ALPN `acme-tls/1`: the listener answers ACME TLS-ALPN-01 validations.
+    pub acme_alpn: bool,
 }
 
 /// An upstream's TLS, validated and loaded.
@@ -248,12 +250,14 @@ fn header_name(cx: &Ctx, key: &str, name: &Option<String>) -> Result<Option<Stri
     }
 }
 
-/// Validates and loads a listener's `tls`; `extra` are certificates found elsewhere (ACME's store).
+/// Validates and loads a listener's `tls`; `extra` are certificates found elsewhere (ACME's store);
+/// with `acme_names` the listener may start with none (they are not issued yet).
 pub(super) fn listener_tls(
     cx: &Ctx,
     listener: &str,
     t: &ListenerTlsToml,
     extra: Vec<LoadedCert>,
+    acme_names: bool,
 ) -> Result<ListenerTls, ConfigError> {
     let base = format!("listeners.{listener}.tls");
     let mut certificates = Vec::new();
@@ -267,7 +271,7 @@ pub(super) fn listener_tls(
     }
     certificates.extend(extra);
     let defaults = certificates.iter().filter(|c| c.default).count();
-    if certificates.is_empty() {
+    if certificates.is_empty() && !acme_names {
         return Err(cx.err(
             format!("{base}.certificates"),
             "expected at least one { cert, key } (or ACME names for this listener)",
@@ -279,8 +283,15 @@ pub(super) fn listener_tls(
             "at most one certificate may be `default = true`",
         ));
     }
-    if defaults == 0 && t.certificates.len() == 1 {
-        // One certificate serves every name, as nginx's only `ssl_certificate` does.
+    if defaults == 0 && t.certificates.len() > 1 {
+        return Err(cx.err(
+            format!("{base}.certificates"),
+            "several certificates and none is `default = true`: mark the one for an absent or unknown SNI",
+        ));
+    }
+    if defaults == 0 {
+        // One certificate (or, with ACME names only, the first obtained) serves every name, as
+        // nginx's only `ssl_certificate` does.
         if let Some(c) = certificates.first_mut() {
             c.default = true;
         }
@@ -358,6 +369,7 @@ pub(super) fn listener_tls(
         session_cache: t.session_cache,
         subject_header,
         san_header,
+        acme_alpn: false,
     })
 }
 

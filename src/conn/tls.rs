@@ -46,6 +46,10 @@ pub async fn serve(
         }
         return;
     }
+    if conn.alpn_protocol() == Some(crate::tls::ACME_TLS_ALPN) {
+        // RFC 8737 §3: a TLS-ALPN-01 validation ends with the handshake; nothing is served on it.
+        return;
+    }
     let v13 = conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3);
     let resumed = conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
     w.count_tls(&name, |c| {

@@ -274,6 +274,7 @@ fn route(st: &AdminState, method: &[u8], path: &[u8], query: &[u8], body: &[u8])
         (b"GET", b"/signals") => json_reply(200, signals(st)),
         (b"GET", b"/auth") => json_reply(200, auth(st)),
         (b"GET", b"/tls") => json_reply(200, tls(st)),
+        (b"GET", b"/acme") => json_reply(200, acme(st)),
         (b"POST", b"/reload") => {
             // The main thread owns reloads; a SIGHUP to ourselves takes the same path as an operator's.
             match signal_hook::low_level::raise(signal_hook::consts::SIGHUP) {
@@ -288,7 +289,7 @@ fn route(st: &AdminState, method: &[u8], path: &[u8], query: &[u8], body: &[u8])
         (
             _,
             b"/" | b"/stats" | b"/metrics" | b"/status" | b"/workers" | b"/routes" | b"/upstreams"
-            | b"/reload" | b"/alerts" | b"/signals" | b"/auth" | b"/tls",
+            | b"/reload" | b"/alerts" | b"/signals" | b"/auth" | b"/tls" | b"/acme",
         ) => error(405, "method not allowed"),
         _ => error(404, "not found"),
     }
@@ -379,6 +380,11 @@ fn metrics(st: &AdminState) -> Reply {
     let mut text = super::prometheus::render(&st.store.borrow(), st.generation.get());
     super::prometheus::render_consumers(&mut st.store.borrow_mut().consumers, &mut text);
     super::prometheus::render_auth(&st.auth.borrow(), &mut text);
+    super::prometheus::render_acme(
+        &st.store.borrow().acme,
+        super::webhook::unix_now() as i64,
+        &mut text,
+    );
     {
         let p = st.pools.borrow();
         super::prometheus::render_limits(&st.store.borrow().limits, &p.counts, p.held(), &mut text);
@@ -653,6 +659,44 @@ fn upstreams(st: &AdminState) -> Value {
 
 /// `GET /auth`: every JWT verifier with its key source, the keys loaded and the refresh record, then
 /// every introspection verifier with its endpoint and how its calls went.
+/// `GET /acme`: every certificate the ACME thread keeps.
+fn acme(st: &AdminState) -> Value {
+    let snap = st.snapshot.borrow();
+    let cfg = snap.config.acme.as_ref();
+    let store = st.store.borrow();
+    let certs: Vec<Value> = store
+        .acme
+        .iter()
+        .map(|c| {
+            json!({
+                "name": &*c.name,
+                "state": c.state,
+                "not_after": c.not_after,
+                "serial": c.serial,
+                "issuer": c.issuer,
+                "orders_ok": c.orders_ok,
+                "orders_failed": c.orders_failed,
+                "consecutive_failures": c.consecutive_failures,
+                "last_error": c.last_error,
+                "last_error_at": c.last_error_at,
+                "last_issued_at": c.last_issued_at,
+                "next_check_at": c.next_check_at,
+                "retry_in_ms": c.retry_in_ms,
+                "files": cfg.map(|a| {
+                    let (crt, key) = a.files(&c.name);
+                    json!({ "certificate": crt.display().to_string(), "key": key.display().to_string() })
+                }),
+            })
+        })
+        .collect();
+    json!({
+        "directory": cfg.map(|a| a.directory.as_str()),
+        "challenge": cfg.map(|a| a.challenge.as_str()),
+        "storage": cfg.map(|a| a.dir().display().to_string()),
+        "certificates": certs,
+    })
+}
+
 fn auth(st: &AdminState) -> Value {
     let mut list: Vec<Value> = st
         .auth

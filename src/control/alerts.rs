@@ -26,6 +26,7 @@ pub fn metric_name(m: AlertMetric) -> &'static str {
         AlertMetric::RateLimitedPerSecond => "rate_limited_per_second",
         AlertMetric::WorkerUtilization => "worker_utilization",
         AlertMetric::QuotaUsed => "quota_used",
+        AlertMetric::AcmeFailures => "acme_failures",
     }
 }
 
@@ -47,6 +48,7 @@ pub fn scope_label(s: &AlertScope) -> String {
 /// - `upstream_unhealthy`: endpoints ejected or down now (the window does not apply).
 /// - `rate_limited_per_second`: policy rejections / window seconds.
 /// - `worker_utilization`: the busiest worker's utilization averaged over the window.
+/// - `acme_failures`: ACME orders failed since the last success, of the name with the most (now).
 pub fn measure(a: &Alert, store: &Store) -> f64 {
     let n = Store::window_secs(a.window);
     match (a.metric, &a.scope) {
@@ -91,6 +93,13 @@ pub fn measure(a: &Alert, store: &Store) -> f64 {
         (AlertMetric::ErrorRatio | AlertMetric::P99LatencyMs, AlertScope::Consumer(_)) => 0.0,
         // The largest share; each consumer's own state is kept per instance (`Rule::consumers`).
         (AlertMetric::QuotaUsed, _) => quota_shares(a, store).fold(0.0, |m, (_, v)| m.max(v)),
+        // Now, like `upstream_unhealthy`: the window does not apply.
+        (AlertMetric::AcmeFailures, _) => store
+            .acme
+            .iter()
+            .map(|c| c.consecutive_failures)
+            .max()
+            .unwrap_or(0) as f64,
     }
 }
 

@@ -2,6 +2,7 @@
 //! re-resolution for the current snapshot and broadcasts verdicts to workers. Nothing here is on a
 //! request path; it may block briefly (DNS) without slowing any worker.
 
+pub mod acme;
 pub mod admin;
 pub mod alerts;
 pub mod consumers;
@@ -99,6 +100,7 @@ pub fn spawn(
         link.try_clone()?,
         first.clone(),
     )?;
+    let acme_thread = acme::spawn(link.try_clone()?, first.clone())?;
     let join = std::thread::Builder::new()
         .name("sluice-control".into())
         .spawn(move || {
@@ -109,6 +111,7 @@ pub fn spawn(
                     inbox,
                     dns_thread,
                     jwks_thread,
+                    acme_thread,
                     admin,
                     store,
                     ledger,
@@ -127,6 +130,7 @@ async fn control_main(
     inbox: Inbox<ToControl>,
     dns: dns::DnsHandle,
     jwks: jwks::JwksHandle,
+    acme: acme::AcmeHandle,
     admin: Option<AdminSetup>,
     store: Option<consumers::ConsumerStore>,
     ledger: Option<usage::Ledger>,
@@ -255,6 +259,7 @@ async fn control_main(
             }
             ToControl::JwtUnknownKid { verifier } => jwks.unknown_kid(verifier),
             ToControl::AuthStatus(list) => *auth.borrow_mut() = list,
+            ToControl::Acme(list) => store.borrow_mut().acme = list,
             ToControl::Introspected { verifier, call } => {
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -276,6 +281,7 @@ async fn control_main(
                 });
                 dns.update(s.clone());
                 jwks.update(s.clone());
+                acme.update(s.clone());
                 health::start(&s, &workers, &current, &mut state);
             }
             ToControl::Stop => break,
@@ -288,6 +294,7 @@ async fn control_main(
     }
     dns.stop();
     jwks.stop();
+    acme.stop();
 }
 
 thread_local! {

@@ -55,6 +55,43 @@ pub fn render_auth(list: &[crate::msg::VerifierStatus], o: &mut String) {
     }
 }
 
+/// The ACME series: orders by name and outcome, seconds left on each stored certificate at `now`
+/// (negative once expired; absent while none is stored) and failed orders since the last success.
+pub fn render_acme(list: &[crate::msg::AcmeStatus], now: i64, o: &mut String) {
+    if list.is_empty() {
+        return;
+    }
+    let _ = writeln!(o, "# HELP sluice_acme_orders_total ACME certificate orders by name and outcome (success, failure).\n# TYPE sluice_acme_orders_total counter");
+    for c in list {
+        let name = esc(&c.name);
+        let _ = writeln!(
+            o,
+            "sluice_acme_orders_total{{name=\"{name}\",outcome=\"success\"}} {}\nsluice_acme_orders_total{{name=\"{name}\",outcome=\"failure\"}} {}",
+            c.orders_ok, c.orders_failed
+        );
+    }
+    let _ = writeln!(o, "# HELP sluice_acme_certificate_expiry_seconds Seconds until the stored certificate's notAfter, per name.\n# TYPE sluice_acme_certificate_expiry_seconds gauge");
+    for c in list {
+        if let Some(t) = c.not_after {
+            let _ = writeln!(
+                o,
+                "sluice_acme_certificate_expiry_seconds{{name=\"{}\"}} {}",
+                esc(&c.name),
+                t - now
+            );
+        }
+    }
+    let _ = writeln!(o, "# HELP sluice_acme_consecutive_failures ACME orders failed since the last success, per name.\n# TYPE sluice_acme_consecutive_failures gauge");
+    for c in list {
+        let _ = writeln!(
+            o,
+            "sluice_acme_consecutive_failures{{name=\"{}\"}} {}",
+            esc(&c.name),
+            c.consecutive_failures
+        );
+    }
+}
+
 /// The limit series: per limit (and quota period) what the workers' shards counted and the keys
 /// they hold, then the lease traffic the control thread's pools saw and how many pools it holds.
 pub fn render_limits(

@@ -192,6 +192,8 @@ pub struct Store {
     pub quota_used: std::collections::HashMap<Arc<str>, f64>,
     /// Rate limits and quota periods by name ("quota:day", "quota:month"), from the workers' shards.
     pub limits: BTreeMap<Arc<str>, LimitView>,
+    /// Certificates the ACME thread keeps, as it last reported them.
+    pub acme: Vec<crate::msg::AcmeStatus>,
 }
 
 fn add_hist(into: &mut Option<Histogram<u64>>, h: &Histogram<u32>) {
@@ -261,6 +263,7 @@ impl Store {
             consumers: Default::default(),
             quota_used: Default::default(),
             limits: BTreeMap::new(),
+            acme: Vec::new(),
         }
     }
 

@@ -199,6 +199,13 @@ async fn dispatch<D: Downstream>(
     ctx: &mut Ctx,
     bufs: &mut Buffers,
 ) -> After {
+    // ACME HTTP-01 (RFC 8555 §8.3) is answered before policies and routing: the CA's validator is no
+    // client the listener's rules know. A plain request pays this prefix compare only.
+    if path.starts_with(crate::tls::challenge::HTTP_PREFIX) {
+        if let Some(after) = acme_challenge(d, head, path, ctx).await {
+            return after;
+        }
+    }
     let gen = ctx.gen.clone();
     // Policies run here, outside `apply`: most requests pass them all, and entering the
     // deferral loop would cost them its future.
@@ -272,6 +279,30 @@ async fn dispatch<D: Downstream>(
             }
         }
     }
+}
+
+/// Answers `GET /.well-known/acme-challenge/<token>` with the key authorization while the ACME
+/// thread has that token pending; `None` (route as usual) for any other token or method.
+async fn acme_challenge<D: Downstream>(
+    d: &mut D,
+    head: &RequestHead,
+    path: &[u8],
+    ctx: &mut Ctx,
+) -> Option<After> {
+    if !matches!(head.method(), b"GET" | b"HEAD") {
+        return None;
+    }
+    let token = std::str::from_utf8(path.get(crate::tls::challenge::HTTP_PREFIX.len()..)?).ok()?;
+    let answer = crate::tls::challenge::http_answer(token)?;
+    let close = ctx.close_after_unread_body(head);
+    let reply = Reply {
+        status: 200,
+        headers: b"content-type: text/plain\r\n",
+        body: ReplyBody::Bytes(answer.as_bytes()),
+        request_id: ctx.ids.id(),
+        head_only: ctx.head_request,
+    };
+    Some(send(d, &mut ctx.rec, &reply, EndReason::Direct, close).await)
 }
 
 /// Acts on what one stage of the policy chain decided (`first`, not `Continue`); `Some` when a

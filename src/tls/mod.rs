@@ -2,9 +2,10 @@
 //! upstreams'. `server` builds a listener's rustls config, `resolve` picks its certificate by SNI,
 //! `client` builds an upstream group's config and verification names, `stream` runs the handshake
 //! and the record layer over a monoio socket for either side, `identity` reads a verified client
-//! certificate. `conn::tls` turns an accepted socket into an HTTP/1.1 connection over TLS;
-//! `upstream::client` dials upstreams over it.
+//! certificate, `challenge` holds the ACME challenge answers. `conn::tls` turns an accepted socket
+//! into an HTTP/1.1 connection over TLS; `upstream::client` dials upstreams over it.
 
+pub mod challenge;
 pub mod client;
 pub mod identity;
 pub mod resolve;
@@ -19,8 +20,8 @@ use stream::HandshakeError;
 pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 
 /// The TLS-ALPN-01 certificate for `name` while a validation of it is under way.
-pub fn challenge_cert(_name: Option<&str>) -> Option<Arc<CertifiedKey>> {
-    None
+pub fn challenge_cert(name: Option<&str>) -> Option<Arc<CertifiedKey>> {
+    challenge::alpn_cert(name?)
 }
 
 /// Why a handshake failed, as `sluice_tls_handshake_failures_total{reason}` counts it.

@@ -51,6 +51,10 @@ pub fn server_config(t: &ListenerTls) -> Result<Arc<ServerConfig>, String> {
     };
     let mut c = builder.with_cert_resolver(Arc::new(Resolver::new(&t.certificates)));
     c.alpn_protocols = t.alpn.clone();
+    if t.acme_alpn {
+        // Last: a client offering http/1.1 too gets http/1.1 (rustls follows the server's order).
+        c.alpn_protocols.push(super::ACME_TLS_ALPN.to_vec());
+    }
     if t.session_tickets {
         if let Some(tk) = ticketer() {
             c.ticketer = tk;

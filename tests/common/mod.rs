@@ -16,6 +16,7 @@ pub mod backend;
 pub mod client;
 pub mod idp;
 pub mod metrics;
+pub mod pebble;
 pub mod raw;
 pub mod tls;
 pub mod traffic;
