@@ -7,6 +7,7 @@ use crate::sock::SockWr;
 use bytes::BytesMut;
 use monoio::io::{Canceller, OwnedReadHalf};
 use monoio::net::TcpStream;
+use std::future::Future;
 use std::io;
 use std::time::Duration;
 
@@ -52,39 +53,54 @@ pub trait WireWrite {
     fn closing(&mut self);
 }
 
+// The plain impls hand back the `crate::io` futures themselves rather than wrapping them in another
+// async layer: over TCP a read or write through these traits is exactly the direct call.
 impl WireRead for OwnedReadHalf<TcpStream> {
     const PARKS: bool = true;
-    async fn read_more(&mut self, buf: &mut BytesMut, chunk: usize) -> io::Result<usize> {
-        crate::io::read_more(self, buf, chunk).await
+    fn read_more(
+        &mut self,
+        buf: &mut BytesMut,
+        chunk: usize,
+    ) -> impl Future<Output = io::Result<usize>> {
+        crate::io::read_more(self, buf, chunk)
     }
-    async fn read_more_timeout(
+    fn read_more_timeout(
         &mut self,
         buf: &mut BytesMut,
         chunk: usize,
         d: Duration,
-    ) -> Timed<io::Result<usize>> {
-        crate::io::read_more_timeout(self, buf, chunk, d).await
+    ) -> impl Future<Output = Timed<io::Result<usize>>> {
+        crate::io::read_more_timeout(self, buf, chunk, d)
     }
-    async fn read_or_park(
+    fn read_or_park(
         &mut self,
         buf: &mut BytesMut,
         chunk: usize,
         cancel: &mut Canceller,
         after: Duration,
-    ) -> ParkRead {
-        crate::io::read_or_park(self, buf, chunk, cancel, after).await
+    ) -> impl Future<Output = ParkRead> {
+        crate::io::read_or_park(self, buf, chunk, cancel, after)
     }
 }
 
 impl WireWrite for SockWr {
-    async fn write_vec(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
-        crate::io::write_vec(self, out).await
+    fn write_vec(&mut self, out: &mut Vec<u8>) -> impl Future<Output = io::Result<()>> {
+        crate::io::write_vec(self, out)
     }
-    async fn write_front(&mut self, buf: &mut BytesMut, n: usize) -> io::Result<()> {
-        crate::io::write_front(self, buf, n).await
+    fn write_front(
+        &mut self,
+        buf: &mut BytesMut,
+        n: usize,
+    ) -> impl Future<Output = io::Result<()>> {
+        crate::io::write_front(self, buf, n)
     }
-    async fn write_two(&mut self, a: &mut Vec<u8>, buf: &mut BytesMut, n: usize) -> io::Result<()> {
-        SockWr::write_two(self, a, buf, n).await
+    fn write_two(
+        &mut self,
+        a: &mut Vec<u8>,
+        buf: &mut BytesMut,
+        n: usize,
+    ) -> impl Future<Output = io::Result<()>> {
+        SockWr::write_two(self, a, buf, n)
     }
     fn closing(&mut self) {
         SockWr::closing(self)
