@@ -10,10 +10,12 @@ use crate::http1::head::ResponseHead;
 use crate::io::Timed;
 use crate::msg::ToWorker;
 use crate::snapshot::Snapshot;
+use crate::sock::SockWr;
 use crate::tls::client::Connector;
 use crate::upstream::client;
-use crate::upstream::pool::UpConn;
+use crate::upstream::wire::TlsHalves;
 use bytes::BytesMut;
+use monoio::io::Splitable;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -128,34 +130,49 @@ async fn probe_inner(hc: &HealthCheck, tls: Option<&(Connector, u32)>, addr: Soc
     let Ok(s) = client::dial(addr, hc.timeout).await else {
         return false;
     };
-    let buf = BytesMut::with_capacity(4096);
-    let mut up = match tls {
-        None => UpConn::new(s, addr, buf),
+    match tls {
+        None => {
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&s);
+            let (mut rd, wr) = s.into_split();
+            ask(hc, addr, &mut rd, &mut SockWr::new(wr, fd)).await
+        }
         Some((t, entry)) => {
             match client::handshake(s, t, *entry, Instant::now() + hc.timeout).await {
-                Ok((rd, wr)) => UpConn::tls(rd, wr, addr, 0, buf),
+                Ok(mut h) => {
+                    let TlsHalves { rd, wr } = &mut *h;
+                    ask(hc, addr, rd, wr).await
+                }
                 Err(e) => {
                     tracing::debug!(upstream = %t.upstream, endpoint = %addr, error = %e, "health check TLS handshake failed");
-                    return false;
+                    false
                 }
             }
         }
-    };
+    }
+}
+
+/// Sends the probe's request and reads the answer's head.
+async fn ask<R: WireRead, W: WireWrite>(
+    hc: &HealthCheck,
+    addr: SocketAddr,
+    rd: &mut R,
+    wr: &mut W,
+) -> bool {
     let host = hc.host.clone().unwrap_or_else(|| addr.to_string());
     let mut out = format!("GET {} HTTP/1.1\r\nhost: {host}\r\nuser-agent: sluice-health-check\r\nconnection: close\r\n\r\n", hc.path).into_bytes();
-    if up.wr.write_vec(&mut out).await.is_err() {
+    if wr.write_vec(&mut out).await.is_err() {
         return false;
     }
+    let mut buf = BytesMut::with_capacity(4096);
     let mut head = ResponseHead::default();
     loop {
-        match head.parse(&mut up.buf, false, 64 * 1024) {
+        match head.parse(&mut buf, false, 64 * 1024) {
             Ok(Some(())) => return (200..400).contains(&head.status),
             Ok(None) => {}
             Err(_) => return false,
         }
-        match up
-            .rd
-            .read_more_timeout(&mut up.buf, 4096, Duration::from_secs(3600))
+        match rd
+            .read_more_timeout(&mut buf, 4096, Duration::from_secs(3600))
             .await
         {
             Timed::Done(Ok(n)) if n > 0 => {}

@@ -15,6 +15,7 @@ use crate::pipeline::downstream::{Downstream, RequestBody, ResponseEdits, Respon
 use crate::policy::headers::{HeaderRules, Vars};
 use crate::respond::{classify, Fault, ProxyError, UpstreamError};
 use crate::upstream::client::{self, remaining, HeadDeadline, HeadFail};
+use crate::upstream::wire::{SendRequest, UpIo};
 use crate::worker::Worker;
 use bytes::{Buf, BytesMut};
 use std::cell::Cell;
@@ -170,10 +171,14 @@ pub async fn attempt<D: Downstream>(
 ) -> Result<After, AttemptErr> {
     let t0 = Instant::now();
     let connect = remaining(a.deadline, a.ucfg.connect_timeout);
-    let mut up = match client::connect(w, a.addr, a.tls, a.entry, connect).await {
-        Ok(up) => up,
-        // Nothing was sent: any method may go to another endpoint.
-        Err(e) => return Err(AttemptErr::upstream(e, Reached::NotConnected, a)),
+    let pooled = client::pooled(w, client::pool_key(a.addr, a.tls, a.entry));
+    let mut up = match pooled {
+        Some(up) => up,
+        None => match client::connect_new(w, a.addr, a.tls, a.entry, connect).await {
+            Ok(up) => up,
+            // Nothing was sent: any method may go to another endpoint.
+            Err(e) => return Err(AttemptErr::upstream(e, Reached::NotConnected, a)),
+        },
     };
     let reused = up.reused;
     rec.connect_us = if reused {
@@ -189,9 +194,41 @@ pub async fn attempt<D: Downstream>(
         d.closing();
     }
 
+    let relayed = match &mut up.io {
+        UpIo::Plain(rd, wr) => exchange(rd, wr, &mut up.buf, d, bufs, a, reused, rec).await?,
+        // Boxed, as the session is: a plain connection's request future does not carry TLS's state.
+        UpIo::Tls(t) => {
+            let (rd, wr) = (&mut t.rd, &mut t.wr);
+            Box::pin(exchange(rd, wr, &mut up.buf, d, bufs, a, reused, rec)).await?
+        }
+    };
+    // The response head was forwarded: free its bytes so the pooled connection's buffer is reused.
+    bufs.resp.release();
+    if relayed.reusable && up.is_drained() {
+        w.pool_put(up, a.ucfg.pool_max_idle, a.ucfg.pool_idle_timeout);
+    } else {
+        w.pool_recycle(std::mem::take(&mut up.buf));
+    }
+    Ok(relayed.after)
+}
+
+/// Sends the request on a connection's halves and relays the response (with the body pump when the
+/// body streams). Generic over the halves: `attempt` picks the plain or the TLS instance once.
+#[allow(clippy::too_many_arguments)]
+async fn exchange<D: Downstream, R: WireRead, W: WireWrite + SendRequest>(
+    rd: &mut R,
+    wr: &mut W,
+    ubuf: &mut BytesMut,
+    d: &mut D,
+    bufs: &mut Buffers,
+    a: &Attempt<'_>,
+    reused: bool,
+    rec: &mut RequestRecord,
+) -> Result<Relayed, AttemptErr> {
+    let replayable = matches!(a.body, ReqBody::Buffered);
     // Send the request (kept in `bufs.upstream_req` for a retry).
     let req = std::mem::take(&mut bufs.upstream_req);
-    let (res, req) = up.wr.send_kept(req).await;
+    let (res, req) = wr.send_request(req).await;
     bufs.upstream_req = req;
     if res.is_err() {
         // A write to a pooled connection fails when the peer closed it while idle: nothing was processed.
@@ -219,8 +256,8 @@ pub async fn attempt<D: Downstream>(
         total: a.deadline,
     };
     let relay = relay(
-        &mut up.rd,
-        &mut up.buf,
+        rd,
+        ubuf,
         &mut sink,
         &mut bufs.resp,
         a,
@@ -230,12 +267,12 @@ pub async fn attempt<D: Downstream>(
         &deadline,
         rec,
     );
-    let relayed = match a.body {
-        ReqBody::Buffered => relay.await?,
+    match a.body {
+        ReqBody::Buffered => relay.await,
         ReqBody::Stream(framing) => {
             let pump = pump_body(
                 &mut client_body,
-                &mut up.wr,
+                wr,
                 *framing,
                 a.max_body,
                 a.body_timeout,
@@ -246,17 +283,9 @@ pub async fn attempt<D: Downstream>(
             // body needs them; inline they would make every idle keep-alive connection that much bigger.
             let r = Box::pin(duplex(pump, relay, &started)).await;
             rec.bytes_in += pumped.get();
-            r?
+            r
         }
-    };
-    // The response head was forwarded: free its bytes so the pooled connection's buffer is reused.
-    bufs.resp.release();
-    if relayed.reusable && up.is_drained() {
-        w.pool_put(up, a.ucfg.pool_max_idle, a.ucfg.pool_idle_timeout);
-    } else {
-        w.pool_recycle(std::mem::take(&mut up.buf));
     }
-    Ok(relayed.after)
 }
 
 /// Why the body pump stopped early.

@@ -8,8 +8,9 @@ use crate::http1::chunked::ChunkedDecoder;
 use crate::http1::head::{Framing, ResponseHead};
 use crate::io::{Timed, READ_CHUNK};
 use crate::upstream::client::{self, HeadDeadline, HeadFail};
+use crate::upstream::wire::{SendRequest, UpIo};
 use crate::worker::{Gen, Worker};
-use bytes::Buf;
+use bytes::{Buf, BytesMut};
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 
@@ -110,17 +111,55 @@ async fn exchange(
     deadline: Instant,
 ) -> Result<SubResponse, SubError> {
     let ucfg = &spec.cfg;
+    let left = deadline.saturating_duration_since(Instant::now());
+    let mut up = client::connect(
+        w,
+        addr,
+        spec.tls.as_ref(),
+        entry,
+        ucfg.connect_timeout.min(left),
+    )
+    .await
+    .map_err(|e| match e {
+        crate::respond::UpstreamError::ConnectTimeout(_) => SubError::Timeout,
+        _ => SubError::Connection,
+    })?;
+    let res = match &mut up.io {
+        UpIo::Plain(rd, wr) => talk(rd, wr, &mut up.buf, req, ucfg, deadline).await,
+        UpIo::Tls(t) => {
+            let (rd, wr) = (&mut t.rd, &mut t.wr);
+            talk(rd, wr, &mut up.buf, req, ucfg, deadline).await
+        }
+    };
+    match res {
+        Ok((resp, true)) if up.is_drained() => {
+            w.pool_put(up, ucfg.pool_max_idle, ucfg.pool_idle_timeout);
+            Ok(resp)
+        }
+        Ok((resp, _)) => {
+            w.pool_recycle(std::mem::take(&mut up.buf));
+            Ok(resp)
+        }
+        Err(e) => {
+            w.pool_recycle(std::mem::take(&mut up.buf));
+            Err(e)
+        }
+    }
+}
+
+/// Sends `req` on a connection's halves and reads the whole response into `buf`; with whether the
+/// connection can carry another exchange (read to its end, kept alive).
+async fn talk<R: WireRead, W: SendRequest>(
+    rd: &mut R,
+    wr: &mut W,
+    buf: &mut BytesMut,
+    req: Vec<u8>,
+    ucfg: &crate::config::Upstream,
+    deadline: Instant,
+) -> Result<(SubResponse, bool), SubError> {
     let left = || deadline.saturating_duration_since(Instant::now());
-    let connect = ucfg.connect_timeout.min(left());
-    let mut up = client::connect(w, addr, spec.tls.as_ref(), entry, connect)
-        .await
-        .map_err(|e| match e {
-            crate::respond::UpstreamError::ConnectTimeout(_) => SubError::Timeout,
-            _ => SubError::Connection,
-        })?;
-    let (res, _) = up.wr.send_kept(req).await;
+    let (res, _) = wr.send_request(req).await;
     if res.is_err() {
-        w.pool_recycle(std::mem::take(&mut up.buf));
         return Err(SubError::Connection);
     }
     let mut head = ResponseHead::default();
@@ -131,8 +170,7 @@ async fn exchange(
         total: Some(deadline),
     };
     let done = Cell::new(true);
-    if let Err(e) = client::read_head(&mut up.rd, &mut up.buf, &mut head, false, &done, &d).await {
-        w.pool_recycle(std::mem::take(&mut up.buf));
+    if let Err(e) = client::read_head(rd, buf, &mut head, false, &done, &d).await {
         return Err(match e {
             HeadFail::Elapsed { .. } => SubError::Timeout,
             HeadFail::Closed { .. } => SubError::Connection,
@@ -154,67 +192,57 @@ async fn exchange(
         Framing::Length(n) => {
             let n = usize::try_from(n).map_err(|_| SubError::BadResponse)?;
             if n > MAX_BODY {
-                w.pool_recycle(std::mem::take(&mut up.buf));
                 return Err(SubError::BadResponse);
             }
-            while up.buf.len() < n {
-                more(&mut up, left()).await?;
+            while buf.len() < n {
+                more(rd, buf, left()).await?;
             }
-            body.extend_from_slice(&up.buf[..n]);
-            up.buf.advance(n);
+            body.extend_from_slice(&buf[..n]);
+            buf.advance(n);
             true
         }
         Framing::Chunked => {
             let mut dec = ChunkedDecoder::new();
             loop {
                 let p = dec
-                    .feed(&up.buf, |data| body.extend_from_slice(data))
+                    .feed(buf, |data| body.extend_from_slice(data))
                     .map_err(|_| SubError::BadResponse)?;
-                up.buf.advance(p.consumed);
+                buf.advance(p.consumed);
                 if body.len() > MAX_BODY {
-                    w.pool_recycle(std::mem::take(&mut up.buf));
                     return Err(SubError::BadResponse);
                 }
                 if p.done {
                     break;
                 }
-                more(&mut up, left()).await?;
+                more(rd, buf, left()).await?;
             }
             true
         }
         Framing::Close => {
             loop {
-                match up
-                    .rd
-                    .read_more_timeout(&mut up.buf, READ_CHUNK, left())
-                    .await
-                {
+                match rd.read_more_timeout(buf, READ_CHUNK, left()).await {
                     Timed::Done(Ok(0)) => break,
-                    Timed::Done(Ok(_)) if up.buf.len() <= MAX_BODY => {}
+                    Timed::Done(Ok(_)) if buf.len() <= MAX_BODY => {}
                     Timed::Done(Ok(_)) => return Err(SubError::BadResponse),
                     Timed::Done(Err(_)) => return Err(SubError::Connection),
                     Timed::Elapsed => return Err(SubError::Timeout),
                 }
             }
-            body.extend_from_slice(&up.buf);
-            up.buf.clear();
+            body.extend_from_slice(buf);
+            buf.clear();
             false
         }
     };
-    if complete && keep && up.is_drained() {
-        w.pool_put(up, ucfg.pool_max_idle, ucfg.pool_idle_timeout);
-    } else {
-        w.pool_recycle(std::mem::take(&mut up.buf));
-    }
-    Ok(SubResponse {
+    let resp = SubResponse {
         status,
         headers,
         body,
-    })
+    };
+    Ok((resp, complete && keep))
 }
 
-async fn more(up: &mut crate::upstream::pool::UpConn, wait: Duration) -> Result<(), SubError> {
-    match up.rd.read_more_timeout(&mut up.buf, READ_CHUNK, wait).await {
+async fn more<R: WireRead>(rd: &mut R, buf: &mut BytesMut, wait: Duration) -> Result<(), SubError> {
+    match rd.read_more_timeout(buf, READ_CHUNK, wait).await {
         Timed::Done(Ok(0)) | Timed::Done(Err(_)) => Err(SubError::Connection),
         Timed::Done(Ok(_)) => Ok(()),
         Timed::Elapsed => Err(SubError::Timeout),

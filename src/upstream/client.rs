@@ -4,8 +4,8 @@
 //! absorbed) within its deadline. What a failure means for the request (retry, passive health) is the
 //! forwarder's decision; this module only says what happened.
 
-use super::pool::UpConn;
-use super::wire::{UpRd, UpWr};
+use super::pool::{PoolKey, UpConn};
+use super::wire::TlsHalves;
 use crate::conn::wire::WireRead;
 use crate::http1::head::{HeadError, ResponseHead, MAX_RESPONSE_HEAD};
 use crate::io::{Timed, READ_CHUNK};
@@ -32,26 +32,58 @@ pub async fn connect(
     entry: u32,
     timeout: Duration,
 ) -> Result<UpConn, UpstreamError> {
+    match pooled(w, pool_key(addr, tls, entry)) {
+        Some(conn) => Ok(conn),
+        None => connect_new(w, addr, tls, entry, timeout).await,
+    }
+}
+
+/// What connections to `addr` of `endpoints` entry `entry` are pooled by.
+#[inline]
+pub fn pool_key(addr: SocketAddr, tls: Option<&Connector>, entry: u32) -> PoolKey {
+    (addr, tls.map_or(0, |t| t.pool_key(entry)))
+}
+
+/// The freshest idle connection of `key` that nothing arrived on while it sat idle. Not async: the
+/// common case, a warm pool, costs no future and no trip through the runtime.
+pub fn pooled(w: &Worker, key: PoolKey) -> Option<UpConn> {
     let now = Instant::now();
-    let key = (addr, tls.map_or(0, |t| t.pool_key(entry)));
     while let Some(conn) = w.pool_take(key, now) {
         // RFC 9112 §9.3: anything that arrived on an idle connection (an unsolicited response, junk, a
         // close) means the exchange is out of step or over; reusing it would hand this request that
         // answer. Checked on every reuse, however short the idle time: bytes can land within
         // microseconds of the connection going back to the pool. Over TLS a close_notify (or any
         // record) shows the same way and retires the session.
-        if crate::sys::peer_closed(conn.wr.fd()) {
+        if crate::sys::peer_closed(conn.io.fd()) {
             w.pool_retire(conn.buf);
             continue;
         }
-        return Ok(conn);
+        return Some(conn);
     }
+    None
+}
+
+/// A new connection to `addr` of `endpoints` entry `entry` within `timeout`: the TCP connect and,
+/// with `tls`, the handshake both within it.
+pub async fn connect_new(
+    w: &Worker,
+    addr: SocketAddr,
+    tls: Option<&Connector>,
+    entry: u32,
+    timeout: Duration,
+) -> Result<UpConn, UpstreamError> {
+    let deadline = Instant::now() + timeout;
     let s = dial(addr, timeout).await?;
     let Some(t) = tls else {
         return Ok(UpConn::new(s, addr, w.pool_buffer()));
     };
-    match handshake(s, t, entry, now + timeout).await {
-        Ok((rd, wr)) => Ok(UpConn::tls(rd, wr, addr, key.1, w.pool_buffer())),
+    match handshake(s, t, entry, deadline).await {
+        Ok(halves) => Ok(UpConn::tls(
+            halves,
+            addr,
+            t.pool_key(entry),
+            w.pool_buffer(),
+        )),
         Err(e) => {
             let reason = Failure::of(&e);
             if w.tls_log_allowed(TLS_LOGS_PER_SECOND) {
@@ -84,12 +116,12 @@ pub async fn handshake(
     tls: &Connector,
     entry: u32,
     deadline: Instant,
-) -> Result<(UpRd, UpWr), HandshakeError> {
+) -> Result<Box<TlsHalves>, HandshakeError> {
     let mut session = tls.session(entry)?;
     let mut inbuf = BytesMut::new();
     stream::handshake(&mut s, &mut session, &mut inbuf, deadline).await?;
     let (rd, wr) = stream::split(s, session, inbuf);
-    Ok((UpRd::Tls(rd), UpWr::Tls(wr)))
+    Ok(Box::new(TlsHalves { rd, wr }))
 }
 
 /// Why no response head arrived.

@@ -2,7 +2,7 @@
 //! reload keeps them warm. LIFO: the most recently used connection is the one least likely to have
 //! been closed by the peer.
 
-use super::wire::{UpRd, UpWr};
+use super::wire::{TlsHalves, UpIo};
 use crate::sock::SockWr;
 use bytes::BytesMut;
 use monoio::io::Splitable;
@@ -19,10 +19,8 @@ pub type PoolKey = (SocketAddr, u64);
 
 /// A connection to an upstream endpoint with its read buffer.
 pub struct UpConn {
-    /// Read half (split once, so request and response can flow at the same time).
-    pub rd: UpRd,
-    /// Write half (it also knows the descriptor, for the stale-connection peek).
-    pub wr: UpWr,
+    /// The socket's halves, plain or TLS.
+    pub io: UpIo,
     /// Bytes read from the upstream and not yet consumed.
     pub buf: BytesMut,
     pub addr: SocketAddr,
@@ -38,8 +36,7 @@ impl UpConn {
         let fd = stream.as_raw_fd();
         let (rd, wr) = stream.into_split();
         UpConn {
-            rd: UpRd::Plain(rd),
-            wr: UpWr::Plain(SockWr::new(wr, fd)),
+            io: UpIo::Plain(rd, SockWr::new(wr, fd)),
             buf,
             addr,
             tls: 0,
@@ -48,10 +45,9 @@ impl UpConn {
     }
 
     /// Wraps a fresh TLS session whose pool key part is `tls`.
-    pub fn tls(rd: UpRd, wr: UpWr, addr: SocketAddr, tls: u64, buf: BytesMut) -> UpConn {
+    pub fn tls(halves: Box<TlsHalves>, addr: SocketAddr, tls: u64, buf: BytesMut) -> UpConn {
         UpConn {
-            rd,
-            wr,
+            io: UpIo::Tls(halves),
             buf,
             addr,
             tls,
@@ -60,8 +56,9 @@ impl UpConn {
     }
 
     /// Nothing of a response is left unread, above or below HTTP: it may wait for the next exchange.
+    #[inline]
     pub fn is_drained(&self) -> bool {
-        self.buf.is_empty() && self.rd.is_drained()
+        self.buf.is_empty() && self.io.is_drained()
     }
 }
 

@@ -1,129 +1,65 @@
 //! The byte stream under an upstream connection: the halves of a plain TCP socket, or of a TLS client
-//! session over one (`tls::stream`). Static dispatch by an enum: the plain arms are the calls the
-//! upstream client made before TLS existed, behind one well-predicted branch, with no allocation and
-//! no vtable. The forwarder and the sub-request client read and write only through here.
+//! session over one (`tls::stream`). A user dispatches once per exchange, on `UpIo`, into code
+//! generic over the halves (`conn::wire` traits and `SendRequest`): the plain instance is the code
+//! the upstream client ran before TLS existed, with no branch per read or write, and a TLS session
+//! lives behind one box so the connection (and every future holding one) stays as small as before.
 
-use crate::conn::wire::{WireRead, WireWrite};
-use crate::io::{ParkRead, Timed};
 use crate::sock::SockWr;
 use crate::tls::stream::{TlsRd, TlsWr};
-use bytes::BytesMut;
-use monoio::io::{AsyncWriteRentExt, Canceller, OwnedReadHalf};
+use monoio::io::{AsyncWriteRentExt, OwnedReadHalf};
 use monoio::net::TcpStream;
+use monoio::BufResult;
 use rustls::ClientConnection;
-use std::io;
+use std::future::Future;
 use std::os::fd::RawFd;
-use std::time::Duration;
 
-/// The read half of an upstream connection.
-pub enum UpRd {
-    Plain(OwnedReadHalf<TcpStream>),
-    Tls(TlsRd<ClientConnection>),
+/// A TLS session's halves.
+pub struct TlsHalves {
+    pub rd: TlsRd<ClientConnection>,
+    pub wr: TlsWr<ClientConnection>,
 }
 
-/// The write half of an upstream connection.
-pub enum UpWr {
-    Plain(SockWr),
-    Tls(TlsWr<ClientConnection>),
+/// The halves of an upstream connection (split once, so request and response can flow at the same
+/// time).
+pub enum UpIo {
+    Plain(OwnedReadHalf<TcpStream>, SockWr),
+    Tls(Box<TlsHalves>),
 }
 
-impl UpRd {
-    /// Nothing is buffered below the HTTP layer (always so for plain TCP): see `TlsRd::is_drained`.
-    pub fn is_drained(&self) -> bool {
-        match self {
-            UpRd::Plain(_) => true,
-            UpRd::Tls(t) => t.is_drained(),
-        }
-    }
-}
-
-impl UpWr {
-    /// The socket's descriptor.
+impl UpIo {
+    /// The socket's descriptor (for the idle peek of a pooled connection).
     pub fn fd(&self) -> RawFd {
         match self {
-            UpWr::Plain(w) => w.fd(),
-            UpWr::Tls(t) => t.fd(),
+            UpIo::Plain(_, wr) => wr.fd(),
+            UpIo::Tls(t) => t.wr.fd(),
         }
     }
 
-    /// Sends all of `req` and gives it back as it was (kept for a retry).
-    pub async fn send_kept(&mut self, req: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+    /// Nothing is buffered below HTTP (always so for plain TCP): see `TlsRd::is_drained`.
+    #[inline]
+    pub fn is_drained(&self) -> bool {
         match self {
-            UpWr::Plain(w) => {
-                let (r, req) = w.write_all(req).await;
-                (r.map(|_| ()), req)
-            }
-            UpWr::Tls(t) => {
-                let r = t.write_slice(&req).await;
-                (r, req)
-            }
+            UpIo::Plain(..) => true,
+            UpIo::Tls(t) => t.rd.is_drained(),
         }
     }
 }
 
-impl WireRead for UpRd {
-    // rustls may hold decrypted bytes that the socket's readability would not announce.
-    const PARKS: bool = false;
+/// Sends a whole request that the caller keeps (for a retry).
+pub trait SendRequest {
+    /// Sends all of `req`; gives it back unchanged with the outcome.
+    fn send_request(&mut self, req: Vec<u8>) -> impl Future<Output = BufResult<usize, Vec<u8>>>;
+}
 
-    async fn read_more(&mut self, buf: &mut BytesMut, chunk: usize) -> io::Result<usize> {
-        match self {
-            UpRd::Plain(r) => crate::io::read_more(r, buf, chunk).await,
-            UpRd::Tls(t) => t.read_more(buf, chunk).await,
-        }
-    }
-
-    async fn read_more_timeout(
-        &mut self,
-        buf: &mut BytesMut,
-        chunk: usize,
-        d: Duration,
-    ) -> Timed<io::Result<usize>> {
-        match self {
-            UpRd::Plain(r) => crate::io::read_more_timeout(r, buf, chunk, d).await,
-            UpRd::Tls(t) => t.read_more_timeout(buf, chunk, d).await,
-        }
-    }
-
-    async fn read_or_park(
-        &mut self,
-        buf: &mut BytesMut,
-        chunk: usize,
-        cancel: &mut Canceller,
-        after: Duration,
-    ) -> ParkRead {
-        match self {
-            UpRd::Plain(r) => crate::io::read_or_park(r, buf, chunk, cancel, after).await,
-            UpRd::Tls(t) => t.read_or_park(buf, chunk, cancel, after).await,
-        }
+impl SendRequest for SockWr {
+    fn send_request(&mut self, req: Vec<u8>) -> impl Future<Output = BufResult<usize, Vec<u8>>> {
+        self.write_all(req)
     }
 }
 
-impl WireWrite for UpWr {
-    async fn write_vec(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
-        match self {
-            UpWr::Plain(w) => crate::io::write_vec(w, out).await,
-            UpWr::Tls(t) => t.write_vec(out).await,
-        }
-    }
-
-    async fn write_front(&mut self, buf: &mut BytesMut, n: usize) -> io::Result<()> {
-        match self {
-            UpWr::Plain(w) => crate::io::write_front(w, buf, n).await,
-            UpWr::Tls(t) => t.write_front(buf, n).await,
-        }
-    }
-
-    async fn write_two(&mut self, a: &mut Vec<u8>, buf: &mut BytesMut, n: usize) -> io::Result<()> {
-        match self {
-            UpWr::Plain(w) => w.write_two(a, buf, n).await,
-            UpWr::Tls(t) => t.write_two(a, buf, n).await,
-        }
-    }
-
-    fn closing(&mut self) {
-        match self {
-            UpWr::Plain(w) => w.closing(),
-            UpWr::Tls(t) => t.closing(),
-        }
+impl SendRequest for TlsWr<ClientConnection> {
+    async fn send_request(&mut self, req: Vec<u8>) -> BufResult<usize, Vec<u8>> {
+        let r = self.write_slice(&req).await.map(|_| req.len());
+        (r, req)
     }
 }
