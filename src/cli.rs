@@ -165,9 +165,17 @@ pub fn summary(cfg: &Config) -> String {
                 }
             })
             .collect();
+        let tls = match &u.tls {
+            None => String::new(),
+            Some(t) if !t.verify => " tls (verify = false)".to_string(),
+            Some(t) => match &t.server_name {
+                Some(n) => format!(" tls ({n})"),
+                None => " tls".to_string(),
+            },
+        };
         let _ = writeln!(
             s,
-            "  {:<16} {} [{}]{}",
+            "  {:<16} {} [{}]{}{tls}",
             u.name,
             u.balancer,
             eps.join(", "),

@@ -460,16 +460,15 @@ fn verify_false_accepts_any_certificate_and_warns_at_load() {
     // No ca, a name the certificate does not carry, and an empty system store: all irrelevant.
     let empty = temp_dir();
     let none = empty.write("empty.pem", "");
-    let sl = Sluice::start_env(
-        &secure(
-            &[front.addr()],
-            &tls("server_name = \"whatever.example\", verify = false"),
-        ),
-        &[
-            ("SSL_CERT_FILE", none.to_str().expect("utf-8")),
-            NO_CERT_DIR,
-        ],
+    let toml = secure(
+        &[front.addr()],
+        &tls("server_name = \"whatever.example\", verify = false"),
     );
+    let env = [
+        ("SSL_CERT_FILE", none.to_str().expect("utf-8")),
+        NO_CERT_DIR,
+    ];
+    let sl = Sluice::start_env(&toml, &env);
     let r = http_get(sl.addr(), "/", &[]);
     assert_eq!(
         (r.status, r.body_str()),
@@ -486,6 +485,15 @@ fn verify_false_accepts_any_certificate_and_warns_at_load() {
         line.contains("WARN") && line.contains("upstream=secure"),
         "{line}"
     );
+    // `--check` says so too.
+    let path = empty.write("sluice.toml", &toml);
+    let out = run(
+        &["--check", "-c", path.to_str().expect("utf-8")],
+        &env,
+        empty.path(),
+    );
+    assert!(out.status.success(), "{}", out.all());
+    assert!(out.stdout.contains("tls (verify = false)"), "{}", out.all());
 }
 
 #[test]
