@@ -20,9 +20,16 @@ pub enum UpstreamError {
         /// OS error.
         source: io::Error,
     },
-    /// TCP connect did not finish in time.
+    /// TCP connect (and, to a TLS upstream, the handshake) did not finish in time.
     #[error("connect to {0} timed out")]
     ConnectTimeout(SocketAddr),
+    /// The TLS handshake with the upstream failed (its certificate did not verify, it refused ours,
+    /// no common version or cipher): a connect failure. The detail is logged where it happened.
+    #[error("TLS handshake with {addr} failed: {}", reason.label())]
+    TlsHandshake {
+        addr: SocketAddr,
+        reason: crate::tls::Failure,
+    },
     /// The upstream closed or reset before a complete response.
     #[error("upstream {0} closed the connection")]
     Reset(SocketAddr),
@@ -214,6 +221,8 @@ pub fn classify(e: &ProxyError) -> Class {
         },
         ProxyError::Upstream(u) => match u {
             U::Connect { .. } => up(502, R::UpstreamConnect, "upstream connection refused"),
+            // Counted with the connect failures: no connection to send the request on.
+            U::TlsHandshake { .. } => up(502, R::UpstreamConnect, "upstream TLS handshake failed"),
             U::ConnectTimeout(_) => up(504, R::UpstreamConnectTimeout, "upstream connect timeout"),
             U::Reset(_) => up(502, R::UpstreamReset, "upstream closed the connection"),
             U::HeadTimeout(_) => up(504, R::UpstreamResponseTimeout, "upstream response timeout"),

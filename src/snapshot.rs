@@ -8,6 +8,7 @@ use crate::policy::chain::Chains;
 use crate::policy::consumers::ConsumerSet;
 use crate::policy::jwt::JwtVerifier;
 use crate::router::RouteTable;
+use crate::tls::client::{Connector, SystemRoots};
 use crate::upstream::{EndpointAddr, UpstreamSpec};
 use std::sync::Arc;
 
@@ -42,16 +43,20 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Compiles a validated config; resolves endpoint names once (blocking: never call on a worker).
+    /// Compiles a validated config; resolves endpoint names once and reads the system's trust store
+    /// for upstream TLS without `ca` (blocking: never call on a worker).
     pub fn build(config: Arc<Config>, generation: u64) -> Result<Snapshot, ConfigError> {
         let mut upstreams = Vec::new();
+        let mut system_roots = SystemRoots::default();
         for u in &config.upstreams {
             let mut endpoints = Vec::new();
             for (i, e) in u.endpoints.iter().enumerate() {
+                let entry = i as u32;
                 match e.literal {
                     Some(addr) => endpoints.push(EndpointAddr {
                         addr,
                         weight: e.weight,
+                        entry,
                     }),
                     None => {
                         let answer =
@@ -67,15 +72,28 @@ impl Snapshot {
                                 endpoints.push(EndpointAddr {
                                     addr,
                                     weight: e.weight,
+                                    entry,
                                 });
                             }
                         }
                     }
                 }
             }
+            let tls =
+                match &u.tls {
+                    None => None,
+                    Some(t) => Some(Connector::build(u, t, &mut system_roots).map_err(|e| {
+                        ConfigError {
+                            file: config.source.label(),
+                            key: e.key,
+                            message: e.message,
+                        }
+                    })?),
+                };
             upstreams.push(UpstreamSpec {
                 cfg: u.clone(),
                 endpoints,
+                tls,
             });
         }
         for a in &config.auth {

@@ -106,7 +106,7 @@ impl State {
             }
             let mut list: Vec<EndpointAddr> = Vec::new();
             let mut complete = true;
-            for e in &u.endpoints {
+            for (entry, e) in u.endpoints.iter().enumerate() {
                 let addrs = match e.literal {
                     Some(a) => vec![a],
                     None => match self.names.get(&(e.host.clone(), e.port)) {
@@ -122,6 +122,7 @@ impl State {
                         list.push(EndpointAddr {
                             addr,
                             weight: e.weight,
+                            entry: entry as u32,
                         });
                     }
                 }

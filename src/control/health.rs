@@ -1,19 +1,24 @@
 //! Active HTTP health checks: one probe loop per endpoint of every upstream that configures
-//! `health_check`. Thresholds debounce flapping; each change of verdict is broadcast to every worker.
-//! Verdicts survive a reload for endpoints that are still configured.
+//! `health_check`, over TLS (verified like the traffic: same names, roots and client certificate)
+//! when the group has `tls`. Thresholds debounce flapping; each change of verdict is broadcast to
+//! every worker. Verdicts survive a reload for endpoints that are still configured.
 
 use super::Broadcast;
 use crate::config::HealthCheck;
+use crate::conn::wire::{WireRead, WireWrite};
 use crate::http1::head::ResponseHead;
-use crate::io::{read_more_timeout, write_vec, Timed};
+use crate::io::Timed;
 use crate::msg::ToWorker;
 use crate::snapshot::Snapshot;
+use crate::tls::client::Connector;
+use crate::upstream::client;
+use crate::upstream::pool::UpConn;
 use bytes::BytesMut;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Last verdict per (upstream name, endpoint): true = healthy.
 #[derive(Default)]
@@ -43,8 +48,10 @@ pub fn start(
                     healthy: false,
                 });
             }
+            let tls = u.tls.clone().map(|t| (t, e.entry));
             monoio::spawn(probe_loop(
                 hc.clone(),
+                tls,
                 e.addr,
                 ui,
                 generation,
@@ -60,6 +67,7 @@ pub fn start(
 #[allow(clippy::too_many_arguments)]
 async fn probe_loop(
     hc: HealthCheck,
+    tls: Option<(Connector, u32)>,
     addr: SocketAddr,
     upstream: usize,
     generation: u64,
@@ -74,7 +82,7 @@ async fn probe_loop(
         if current.get() != generation {
             return;
         }
-        let ok = probe(&hc, addr).await;
+        let ok = probe(&hc, tls.as_ref(), addr).await;
         if current.get() != generation {
             return;
         }
@@ -109,30 +117,47 @@ async fn probe_loop(
 }
 
 /// One probe: GET path, success on 2xx/3xx within the timeout.
-async fn probe(hc: &HealthCheck, addr: SocketAddr) -> bool {
-    monoio::time::timeout(hc.timeout, probe_inner(hc, addr))
+async fn probe(hc: &HealthCheck, tls: Option<&(Connector, u32)>, addr: SocketAddr) -> bool {
+    monoio::time::timeout(hc.timeout, probe_inner(hc, tls, addr))
         .await
         .unwrap_or(false)
 }
 
-async fn probe_inner(hc: &HealthCheck, addr: SocketAddr) -> bool {
-    let Ok(mut s) = monoio::net::TcpStream::connect_addr(addr).await else {
+async fn probe_inner(hc: &HealthCheck, tls: Option<&(Connector, u32)>, addr: SocketAddr) -> bool {
+    // The probe's own timeout bounds the connect and the handshake.
+    let Ok(s) = client::dial(addr, hc.timeout).await else {
         return false;
+    };
+    let buf = BytesMut::with_capacity(4096);
+    let mut up = match tls {
+        None => UpConn::new(s, addr, buf),
+        Some((t, entry)) => {
+            match client::handshake(s, t, *entry, Instant::now() + hc.timeout).await {
+                Ok((rd, wr)) => UpConn::tls(rd, wr, addr, 0, buf),
+                Err(e) => {
+                    tracing::debug!(upstream = %t.upstream, endpoint = %addr, error = %e, "health check TLS handshake failed");
+                    return false;
+                }
+            }
+        }
     };
     let host = hc.host.clone().unwrap_or_else(|| addr.to_string());
     let mut out = format!("GET {} HTTP/1.1\r\nhost: {host}\r\nuser-agent: sluice-health-check\r\nconnection: close\r\n\r\n", hc.path).into_bytes();
-    if write_vec(&mut s, &mut out).await.is_err() {
+    if up.wr.write_vec(&mut out).await.is_err() {
         return false;
     }
-    let mut buf = BytesMut::with_capacity(4096);
     let mut head = ResponseHead::default();
     loop {
-        match head.parse(&mut buf, false, 64 * 1024) {
+        match head.parse(&mut up.buf, false, 64 * 1024) {
             Ok(Some(())) => return (200..400).contains(&head.status),
             Ok(None) => {}
             Err(_) => return false,
         }
-        match read_more_timeout(&mut s, &mut buf, 4096, Duration::from_secs(3600)).await {
+        match up
+            .rd
+            .read_more_timeout(&mut up.buf, 4096, Duration::from_secs(3600))
+            .await
+        {
             Timed::Done(Ok(n)) if n > 0 => {}
             _ => return false,
         }

@@ -5,9 +5,10 @@
 
 use super::Fail;
 use crate::config::{Sticky, Upstream};
+use crate::conn::wire::{WireRead, WireWrite};
 use crate::http1::chunked::ChunkedDecoder;
 use crate::http1::head::{Framing, Method, RequestHead, ResponseHead};
-use crate::io::{read_more_timeout, write_front, Timed};
+use crate::io::Timed;
 use crate::metrics::RequestRecord;
 use crate::pipeline::ctx::{After, Buffers};
 use crate::pipeline::downstream::{Downstream, RequestBody, ResponseEdits, ResponseSink};
@@ -16,7 +17,6 @@ use crate::respond::{classify, Fault, ProxyError, UpstreamError};
 use crate::upstream::client::{self, remaining, HeadDeadline, HeadFail};
 use crate::worker::Worker;
 use bytes::{Buf, BytesMut};
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use std::cell::Cell;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -108,7 +108,9 @@ enum Reached {
 fn retryable(e: &UpstreamError, reached: Reached, a: &Attempt<'_>) -> bool {
     match (e, reached) {
         (
-            UpstreamError::Connect { .. } | UpstreamError::ConnectTimeout(_),
+            UpstreamError::Connect { .. }
+            | UpstreamError::ConnectTimeout(_)
+            | UpstreamError::TlsHandshake { .. },
             Reached::NotConnected,
         ) => true,
         (UpstreamError::Reset(_), Reached::SentNoAnswer) => {
@@ -123,7 +125,11 @@ pub struct Attempt<'a> {
     /// The parsed request.
     pub head: &'a RequestHead,
     pub ucfg: &'a Upstream,
+    /// The group's TLS (None: plain TCP).
+    pub tls: Option<&'a crate::tls::client::Connector>,
     pub addr: SocketAddr,
+    /// The `endpoints` entry `addr` came from.
+    pub entry: u32,
     /// Body state.
     pub body: &'a ReqBody,
     /// Total deadline.
@@ -164,7 +170,7 @@ pub async fn attempt<D: Downstream>(
 ) -> Result<After, AttemptErr> {
     let t0 = Instant::now();
     let connect = remaining(a.deadline, a.ucfg.connect_timeout);
-    let mut up = match client::connect(w, a.addr, connect).await {
+    let mut up = match client::connect(w, a.addr, a.tls, a.entry, connect).await {
         Ok(up) => up,
         // Nothing was sent: any method may go to another endpoint.
         Err(e) => return Err(AttemptErr::upstream(e, Reached::NotConnected, a)),
@@ -185,7 +191,7 @@ pub async fn attempt<D: Downstream>(
 
     // Send the request (kept in `bufs.upstream_req` for a retry).
     let req = std::mem::take(&mut bufs.upstream_req);
-    let (res, req) = up.wr.write_all(req).await;
+    let (res, req) = up.wr.send_kept(req).await;
     bufs.upstream_req = req;
     if res.is_err() {
         // A write to a pooled connection fails when the peer closed it while idle: nothing was processed.
@@ -245,7 +251,7 @@ pub async fn attempt<D: Downstream>(
     };
     // The response head was forwarded: free its bytes so the pooled connection's buffer is reused.
     bufs.resp.release();
-    if relayed.reusable && up.buf.is_empty() {
+    if relayed.reusable && up.is_drained() {
         w.pool_put(up, a.ucfg.pool_max_idle, a.ucfg.pool_idle_timeout);
     } else {
         w.pool_recycle(std::mem::take(&mut up.buf));
@@ -303,7 +309,7 @@ async fn duplex(
 }
 
 /// Streams the rest of the request body from the client to the upstream, enforcing size and time limits.
-async fn pump_body<B: RequestBody, W: AsyncWriteRent>(
+async fn pump_body<B: RequestBody, W: WireWrite>(
     body: &mut B,
     up: &mut W,
     framing: Framing,
@@ -333,7 +339,7 @@ async fn pump_body<B: RequestBody, W: AsyncWriteRent>(
                 }
                 _ => (buf.len() as u64).min(left) as usize,
             };
-            write_front(up, buf, n)
+            up.write_front(buf, n)
                 .await
                 .map_err(|_| PumpErr::Upstream)?;
             pumped.set(pumped.get() + n as u64);
@@ -358,7 +364,7 @@ async fn pump_body<B: RequestBody, W: AsyncWriteRent>(
 
 /// Reads the response head, sends the client's head, and relays the body.
 #[allow(clippy::too_many_arguments)]
-async fn relay<R: AsyncReadRent, S: ResponseSink>(
+async fn relay<R: WireRead, S: ResponseSink>(
     up: &mut R,
     ubuf: &mut BytesMut,
     sink: &mut S,
@@ -427,7 +433,7 @@ async fn relay<R: AsyncReadRent, S: ResponseSink>(
             let missing = total - ubuf.len();
             ubuf.reserve(missing);
             let idle = remaining(a.deadline, a.ucfg.idle_timeout);
-            let e = match read_more_timeout(up, ubuf, missing, idle).await {
+            let e = match up.read_more_timeout(ubuf, missing, idle).await {
                 Timed::Done(Ok(n)) if n > 0 => continue,
                 Timed::Done(_) => UpstreamError::Reset(a.addr),
                 Timed::Elapsed => UpstreamError::Timeout,
@@ -469,7 +475,7 @@ const DRAIN_WAIT: Duration = Duration::from_secs(1);
 /// close-delimited, malformed or not all there within `DRAIN_WAIT`, the upstream connection is closed
 /// instead (where the next response would start is unknown), and the client is answered all the same.
 #[allow(clippy::too_many_arguments)]
-async fn intercept<R: AsyncReadRent, S: ResponseSink>(
+async fn intercept<R: WireRead, S: ResponseSink>(
     up: &mut R,
     ubuf: &mut BytesMut,
     sink: &mut S,
@@ -504,7 +510,7 @@ async fn intercept<R: AsyncReadRent, S: ResponseSink>(
 
 /// Reads and discards a response body of `framing`; whether it was read to its end exactly, within
 /// `DRAIN_MAX_BYTES` and `DRAIN_WAIT` (and the total deadline).
-async fn drain<R: AsyncReadRent>(
+async fn drain<R: WireRead>(
     up: &mut R,
     ubuf: &mut BytesMut,
     framing: Framing,
@@ -520,7 +526,7 @@ async fn drain<R: AsyncReadRent>(
         Framing::Length(n) => {
             let n = n as usize;
             while ubuf.len() < n {
-                match read_more_timeout(up, ubuf, n - ubuf.len(), wait()).await {
+                match up.read_more_timeout(ubuf, n - ubuf.len(), wait()).await {
                     Timed::Done(Ok(got)) if got > 0 => {}
                     _ => return false,
                 }
@@ -545,7 +551,7 @@ async fn drain<R: AsyncReadRent>(
                         return false;
                     }
                 }
-                match read_more_timeout(up, ubuf, BODY_CHUNK, wait()).await {
+                match up.read_more_timeout(ubuf, BODY_CHUNK, wait()).await {
                     Timed::Done(Ok(got)) if got > 0 => {}
                     _ => return false,
                 }
@@ -566,7 +572,7 @@ fn gathered(framing: Framing) -> Option<usize> {
 /// Sends the response head and body to the client. Returns whether the upstream message was read to
 /// its end. The head's bytes are let go as soon as it is sent, so body reads reuse `ubuf`.
 #[allow(clippy::too_many_arguments)]
-async fn relay_body<R: AsyncReadRent, S: ResponseSink>(
+async fn relay_body<R: WireRead, S: ResponseSink>(
     sink: &mut S,
     edits: &ResponseEdits<'_>,
     up: &mut R,
@@ -599,7 +605,7 @@ async fn relay_body<R: AsyncReadRent, S: ResponseSink>(
             let mut left = total - first as u64;
             while left > 0 {
                 if ubuf.is_empty() {
-                    match read_more_timeout(up, ubuf, BODY_CHUNK, idle()).await {
+                    match up.read_more_timeout(ubuf, BODY_CHUNK, idle()).await {
                         Timed::Done(Ok(n)) if n > 0 => {}
                         t => return Err(cut_short(t)),
                     }
@@ -624,14 +630,14 @@ async fn relay_body<R: AsyncReadRent, S: ResponseSink>(
                         return Ok(true);
                     }
                 }
-                match read_more_timeout(up, ubuf, BODY_CHUNK, idle()).await {
+                match up.read_more_timeout(ubuf, BODY_CHUNK, idle()).await {
                     Timed::Done(Ok(n)) if n > 0 => {}
                     t => return Err(cut_short(t)),
                 }
             }
         }
         Framing::Close => loop {
-            match read_more_timeout(up, ubuf, BODY_CHUNK, idle()).await {
+            match up.read_more_timeout(ubuf, BODY_CHUNK, idle()).await {
                 Timed::Done(Ok(0)) => return Ok(false),
                 Timed::Done(Ok(_)) => {
                     let n = ubuf.len();

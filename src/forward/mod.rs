@@ -174,10 +174,10 @@ async fn proxy<D: Downstream>(
             };
             ep.map(|i| {
                 g.eps[i].in_flight += 1;
-                (i, g.eps[i].addr, g.eps[i].key)
+                (i, g.eps[i].addr, g.eps[i].key, g.eps[i].entry)
             })
         });
-        let Some(Some((ep, addr, key))) = picked else {
+        let Some(Some((ep, addr, key, entry))) = picked else {
             return Err(ProxyError::Upstream(UpstreamError::NoHealthy(gi)).into());
         };
         ctx.rec.endpoint = Some((gi as u32, ep as u32));
@@ -189,7 +189,9 @@ async fn proxy<D: Downstream>(
         let plan = Attempt {
             head,
             ucfg,
+            tls: spec.tls.as_ref(),
             addr,
+            entry,
             body: &body,
             deadline,
             keep: ctx.keep,

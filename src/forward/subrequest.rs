@@ -3,13 +3,13 @@
 //! response read (bounded), passive health updated, all within one deadline. It shares the group's
 //! pools, balancer and health with the traffic it guards, like nginx's `auth_request` location.
 
+use crate::conn::wire::WireRead;
 use crate::http1::chunked::ChunkedDecoder;
 use crate::http1::head::{Framing, ResponseHead};
-use crate::io::{read_more_timeout, Timed, READ_CHUNK};
+use crate::io::{Timed, READ_CHUNK};
 use crate::upstream::client::{self, HeadDeadline, HeadFail};
 use crate::worker::{Gen, Worker};
 use bytes::Buf;
-use monoio::io::AsyncWriteRentExt;
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 
@@ -65,21 +65,25 @@ pub async fn send(
         g.note_request(start);
         g.pick(None, None, start).map(|i| {
             g.eps[i].in_flight += 1;
-            (i, g.eps[i].addr)
+            (i, g.eps[i].addr, g.eps[i].entry)
         })
     });
-    let Some(Some((ep, addr))) = picked else {
+    let Some(Some((ep, addr, entry))) = picked else {
         return Err(SubError::NoEndpoint);
     };
     let Some(spec) = gen.upstreams.get(gi) else {
         return Err(SubError::NoEndpoint);
     };
     let ucfg = &spec.cfg;
-    let res =
-        match monoio::time::timeout(timeout, exchange(w, addr, ucfg, req, start + timeout)).await {
-            Ok(r) => r,
-            Err(_) => Err(SubError::Timeout),
-        };
+    let res = match monoio::time::timeout(
+        timeout,
+        exchange(w, addr, entry, spec, req, start + timeout),
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(_) => Err(SubError::Timeout),
+    };
     gen.with_group(gi, |g| {
         if let Some(e) = g.eps.get_mut(ep) {
             e.in_flight = e.in_flight.saturating_sub(1);
@@ -100,18 +104,21 @@ pub async fn send(
 async fn exchange(
     w: &Worker,
     addr: std::net::SocketAddr,
-    ucfg: &crate::config::Upstream,
+    entry: u32,
+    spec: &crate::upstream::UpstreamSpec,
     req: Vec<u8>,
     deadline: Instant,
 ) -> Result<SubResponse, SubError> {
+    let ucfg = &spec.cfg;
     let left = || deadline.saturating_duration_since(Instant::now());
-    let mut up = client::connect(w, addr, ucfg.connect_timeout.min(left()))
+    let connect = ucfg.connect_timeout.min(left());
+    let mut up = client::connect(w, addr, spec.tls.as_ref(), entry, connect)
         .await
         .map_err(|e| match e {
             crate::respond::UpstreamError::ConnectTimeout(_) => SubError::Timeout,
             _ => SubError::Connection,
         })?;
-    let (res, _) = up.wr.write_all(req).await;
+    let (res, _) = up.wr.send_kept(req).await;
     if res.is_err() {
         w.pool_recycle(std::mem::take(&mut up.buf));
         return Err(SubError::Connection);
@@ -177,7 +184,11 @@ async fn exchange(
         }
         Framing::Close => {
             loop {
-                match read_more_timeout(&mut up.rd, &mut up.buf, READ_CHUNK, left()).await {
+                match up
+                    .rd
+                    .read_more_timeout(&mut up.buf, READ_CHUNK, left())
+                    .await
+                {
                     Timed::Done(Ok(0)) => break,
                     Timed::Done(Ok(_)) if up.buf.len() <= MAX_BODY => {}
                     Timed::Done(Ok(_)) => return Err(SubError::BadResponse),
@@ -190,7 +201,7 @@ async fn exchange(
             false
         }
     };
-    if complete && keep && up.buf.is_empty() {
+    if complete && keep && up.is_drained() {
         w.pool_put(up, ucfg.pool_max_idle, ucfg.pool_idle_timeout);
     } else {
         w.pool_recycle(std::mem::take(&mut up.buf));
@@ -203,7 +214,7 @@ async fn exchange(
 }
 
 async fn more(up: &mut crate::upstream::pool::UpConn, wait: Duration) -> Result<(), SubError> {
-    match read_more_timeout(&mut up.rd, &mut up.buf, READ_CHUNK, wait).await {
+    match up.rd.read_more_timeout(&mut up.buf, READ_CHUNK, wait).await {
         Timed::Done(Ok(0)) | Timed::Done(Err(_)) => Err(SubError::Connection),
         Timed::Done(Ok(_)) => Ok(()),
         Timed::Elapsed => Err(SubError::Timeout),

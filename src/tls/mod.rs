@@ -1,9 +1,12 @@
-//! TLS at the edge: listeners' sessions with rustls, each worker running its own on its own ring.
-//! `server` builds a listener's rustls config, `resolve` picks its certificate by SNI, `stream` runs
-//! the handshake and the record layer over a monoio socket, `identity` reads a verified client
-//! certificate, `challenge` holds the ACME challenge answers. `conn::tls` turns an accepted socket into an HTTP/1.1 connection over TLS.
+//! TLS with rustls, each worker running its sessions on its own ring: listeners' (termination) and
+//! upstreams'. `server` builds a listener's rustls config, `resolve` picks its certificate by SNI,
+//! `client` builds an upstream group's config and verification names, `stream` runs the handshake
+//! and the record layer over a monoio socket for either side, `identity` reads a verified client
+//! certificate, `challenge` holds the ACME challenge answers. `conn::tls` turns an accepted socket
+//! into an HTTP/1.1 connection over TLS; `upstream::client` dials upstreams over it.
 
 pub mod challenge;
+pub mod client;
 pub mod identity;
 pub mod resolve;
 pub mod server;

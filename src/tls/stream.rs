@@ -179,6 +179,23 @@ impl<C> TlsRd<C> {
     }
 }
 
+impl<C, SD> TlsRd<C>
+where
+    C: DerefMut<Target = ConnectionCommon<SD>>,
+    SD: SideData,
+{
+    /// Nothing is left over: no ciphertext waiting, no plaintext unread, no close_notify or EOF seen.
+    /// Only such a session can wait in a pool for its next exchange.
+    pub fn is_drained(&self) -> bool {
+        if self.eof || !self.inbuf.is_empty() {
+            return false;
+        }
+        let mut conn = self.conn.borrow_mut();
+        let mut reader = conn.reader();
+        matches!(reader.fill_buf(), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+}
+
 impl<C, SD> WireRead for TlsRd<C>
 where
     C: DerefMut<Target = ConnectionCommon<SD>>,
@@ -283,6 +300,17 @@ where
         }
         self.out = v;
         r.map(|_| ())
+    }
+
+    /// The socket's descriptor (for the idle peek of a pooled connection).
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        self.wr.fd()
+    }
+
+    /// Encrypts and sends all of `plain`, which the caller keeps (a request kept for a retry).
+    pub async fn write_slice(&mut self, plain: &[u8]) -> io::Result<()> {
+        self.seal(plain)?;
+        self.flush_out().await
     }
 
     /// Sends close_notify (a clean end the client can tell from a truncation), waiting at most

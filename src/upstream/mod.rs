@@ -7,6 +7,7 @@ pub mod client;
 pub mod gate;
 pub mod pool;
 pub mod request;
+pub mod wire;
 
 use crate::config::{Balancer, Upstream};
 use balance::{Ring, SmoothWrr};
@@ -20,6 +21,9 @@ pub struct EndpointAddr {
     /// Resolved address.
     pub addr: SocketAddr,
     pub weight: u32,
+    /// Index of the `endpoints` entry it came from (whose host name TLS verifies, without
+    /// `server_name`).
+    pub entry: u32,
 }
 
 /// Stable id of an endpoint for affinity cookies and hashing: the same on every worker and across reloads.
@@ -34,6 +38,16 @@ pub struct UpstreamSpec {
     pub cfg: Upstream,
     /// Resolved endpoints.
     pub endpoints: Vec<EndpointAddr>,
+    /// TLS to the endpoints (None: plain TCP). A worker's snapshot holds its own copy
+    /// (`Connector::for_worker`).
+    pub tls: Option<crate::tls::client::Connector>,
+}
+
+impl UpstreamSpec {
+    /// The pool key of connections to `addr`, an address of `endpoints` entry `entry`.
+    pub fn pool_key(&self, addr: SocketAddr, entry: u32) -> pool::PoolKey {
+        (addr, self.tls.as_ref().map_or(0, |t| t.pool_key(entry)))
+    }
 }
 
 /// Per-worker state of one endpoint.
@@ -41,6 +55,8 @@ pub struct UpstreamSpec {
 pub struct EndpointState {
     pub addr: SocketAddr,
     pub weight: u32,
+    /// The `endpoints` entry it came from (`EndpointAddr::entry`).
+    pub entry: u32,
     /// Affinity/hash key.
     pub key: u64,
     /// Requests in flight from this worker.
@@ -83,12 +99,21 @@ impl EndpointState {
         EndpointState {
             addr,
             weight,
+            entry: 0,
             key: endpoint_key(&addr),
             in_flight: 0,
             failures: 0,
             ejected_until: None,
             active_down: false,
             admin: AdminMode::Enabled,
+        }
+    }
+
+    /// A fresh endpoint for `e`.
+    pub fn of(e: &EndpointAddr) -> EndpointState {
+        EndpointState {
+            entry: e.entry,
+            ..EndpointState::new(e.addr, e.weight)
         }
     }
 
@@ -155,7 +180,7 @@ impl Group {
         let eps: Vec<EndpointState> =
             subset(&spec.endpoints, spec.cfg.subset_size, worker, workers)
                 .iter()
-                .map(|e| EndpointState::new(e.addr, e.weight))
+                .map(EndpointState::of)
                 .collect();
         let per = |v: u32| v.div_ceil(workers.max(1) as u32).max(1);
         let ring = Ring::new(&eps);
@@ -192,9 +217,10 @@ impl Group {
             .map(|e| match old.iter().find(|o| o.addr == e.addr) {
                 Some(o) => EndpointState {
                     weight: e.weight,
+                    entry: e.entry,
                     ..o.clone()
                 },
-                None => EndpointState::new(e.addr, e.weight),
+                None => EndpointState::of(e),
             })
             .collect();
         self.rr = SmoothWrr::new(self.eps.len());
@@ -314,6 +340,7 @@ mod tests {
             .map(|i| EndpointAddr {
                 addr: SocketAddr::from(([10, 0, (i / 250) as u8, (i % 250) as u8], 8000)),
                 weight: 1,
+                entry: 0,
             })
             .collect()
     }
@@ -405,6 +432,7 @@ mod tests {
         UpstreamSpec {
             cfg: cfg.upstreams[0].clone(),
             endpoints: list(n),
+            tls: None,
         }
     }
 

@@ -75,7 +75,13 @@ impl Gen {
         }
     }
 
-    pub(super) fn new(snap: Snapshot, worker: usize, workers: usize) -> Gen {
+    pub(super) fn new(mut snap: Snapshot, worker: usize, workers: usize) -> Gen {
+        // This worker's own upstream TLS configs: resumption caches are per worker, like its pools.
+        for u in &mut snap.upstreams {
+            if let Some(t) = &mut u.tls {
+                *t = t.for_worker();
+            }
+        }
         let groups = snap
             .upstreams
             .iter()
@@ -172,7 +178,13 @@ impl Gen {
 
     pub(super) fn endpoint_gauges(&self, pools: &Pools, out: &mut Vec<EndpointGauge>) {
         let now = Instant::now();
-        for (name, g) in self.upstream_names.iter().zip(self.groups.borrow().iter()) {
+        let groups = self.groups.borrow();
+        for ((name, g), spec) in self
+            .upstream_names
+            .iter()
+            .zip(groups.iter())
+            .zip(&self.upstreams)
+        {
             for e in &g.eps {
                 out.push(EndpointGauge {
                     upstream: name.clone(),
@@ -180,7 +192,7 @@ impl Gen {
                     in_flight: e.in_flight,
                     ejected: e.ejected_until.is_some_and(|t| now < t),
                     active_down: e.active_down,
-                    idle: pools.idle(&e.addr) as u32,
+                    idle: pools.idle(&spec.pool_key(e.addr, e.entry)) as u32,
                 });
             }
         }

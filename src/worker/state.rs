@@ -11,10 +11,9 @@ use crate::metrics::{RequestRecord, StatsDelta, WorkerGauges};
 use crate::msg::{ToControl, ToWorker};
 use crate::policy::jwt::{Claims, JwtError, JwtState};
 use crate::snapshot::Snapshot;
-use crate::upstream::pool::{Pools, UpConn};
+use crate::upstream::pool::{PoolKey, Pools, UpConn};
 use bytes::BytesMut;
 use std::cell::{Cell, RefCell};
-use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -214,8 +213,8 @@ impl Worker {
     }
 
     /// Takes an idle pooled connection.
-    pub fn pool_take(&self, addr: SocketAddr, now: Instant) -> Option<UpConn> {
-        self.pools.borrow_mut().take(addr, now)
+    pub fn pool_take(&self, key: PoolKey, now: Instant) -> Option<UpConn> {
+        self.pools.borrow_mut().take(key, now)
     }
 
     /// Returns a connection to the pool.
@@ -246,9 +245,9 @@ impl Worker {
         self.pools.borrow_mut().recycle(buf);
     }
 
-    /// Idle pooled connections to `addr`.
-    pub fn pool_idle(&self, addr: &SocketAddr) -> usize {
-        self.pools.borrow().idle(addr)
+    /// Idle pooled connections of `key`.
+    pub fn pool_idle(&self, key: &PoolKey) -> usize {
+        self.pools.borrow().idle(key)
     }
 
     /// Verifies a bearer token with verifier `verifier` of `gen` (`Snapshot::jwt` index), through this
