@@ -37,6 +37,9 @@ pub struct Snapshot {
     /// Each listener's rustls config (None: plain TCP), in listener order; workers take copies with
     /// their own session caches (`tls::server::for_worker`).
     pub tls: Arc<[Option<Arc<rustls::ServerConfig>>]>,
+    /// Every listener's identity header names (lowercase): a client's copies are removed on every
+    /// request, whatever listener it came in on.
+    pub identity_headers: Arc<[Box<str>]>,
 }
 
 impl Snapshot {
@@ -130,8 +133,17 @@ impl Snapshot {
                 }
             });
         }
+        let mut identity_headers: Vec<Box<str>> = Vec::new();
+        for t in config.listeners.iter().filter_map(|l| l.tls.as_ref()) {
+            for h in [&t.subject_header, &t.san_header].into_iter().flatten() {
+                if !identity_headers.iter().any(|x| **x == **h) {
+                    identity_headers.push(h.as_str().into());
+                }
+            }
+        }
         let routes = RouteTable::compile(&config);
         Ok(Snapshot {
+            identity_headers: identity_headers.into(),
             tls: tls.into(),
             generation,
             chains: Arc::new(Chains::compile(

@@ -1157,3 +1157,84 @@ fn bad_tls_config_is_refused_naming_the_problem() {
         &["a.test"],
     );
 }
+
+// ---------------------------------------------------------------- review fixes
+
+/// Routes are not tied to listeners: a client of a plain listener (or of a TLS listener without
+/// identity headers) must not pass a forged identity header to an upstream that trusts them.
+#[test]
+fn identity_headers_forged_on_another_listener_are_dropped() {
+    let be = backend();
+    let s = gateway(
+        &be,
+        &tls_listener(
+            "mtls",
+            &mtls_tls(
+                "optional",
+                "identity_headers = { subject = \"x-client-subject\", san = \"x-client-san\" }\n",
+            ),
+        ),
+        "",
+    );
+    let plain = s.addrs()[0];
+    let r = http_get(
+        plain,
+        "/forged",
+        &[
+            ("x-client-subject", "CN=alice,O=Sluice Test"),
+            ("x-client-san", "DNS:alice.clients.test"),
+        ],
+    );
+    assert_eq!(r.status, 200);
+    let seen = be.last_request();
+    assert!(
+        !seen.has_header("x-client-subject") && !seen.has_header("x-client-san"),
+        "{}",
+        seen.head_text()
+    );
+}
+
+/// A session from a listener without client certificates must not resume on one that requires
+/// them: the resumed handshake would skip the certificate check.
+#[test]
+fn sessions_do_not_resume_across_listeners() {
+    let be = backend();
+    let s = gateway(
+        &be,
+        &format!(
+            "{}\n{}",
+            tls_listener("open", &certificates(&[cert("a.test")])),
+            tls_listener("mtls", &mtls_tls("required", ""))
+        ),
+        "",
+    );
+    let (open, mtls) = (s.addrs()[1], s.addrs()[2]);
+    for flag in ["-tls1_2", "-tls1_3"] {
+        let dir = temp_dir();
+        let sess = dir.path().join("session.pem");
+        let first = SClient::new(open, Some("a.test"))
+            .verify()
+            .args(&[flag])
+            .sess_out(&sess)
+            .run();
+        assert!(first.ok(), "{first}");
+        // The same listener resumes it...
+        let again = SClient::new(open, Some("a.test"))
+            .verify()
+            .args(&[flag])
+            .sess_in(&sess)
+            .run();
+        assert!(again.ok() && again.resumed, "{again}");
+        // ...the mTLS one does not, and without a certificate refuses.
+        let other = SClient::new(mtls, Some("a.test"))
+            .verify()
+            .args(&[flag])
+            .sess_in(&sess)
+            .run();
+        assert!(!other.resumed, "{flag}: resumed across listeners: {other}");
+        assert!(
+            !other.ok() || other.http_status != Some(200),
+            "{flag}: no certificate passed: {other}"
+        );
+    }
+}

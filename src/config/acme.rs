@@ -294,18 +294,7 @@ pub(super) fn acme(
                 "http-01 is answered on a plain HTTP listener (port 80) and every listener has tls: add one, or use \"tls-alpn-01\"",
             ))
         }
-        Challenge::TlsAlpn01 => {
-            if let Some(ListenerAcme { name: lname, .. }) = listeners
-                .iter()
-                .find(|l| l.acme.is_some() && !l.tls)
-            {
-                return Err(cx.err(
-                    format!("listeners.{lname}.acme.names"),
-                    "tls-alpn-01 is answered by the TLS listener that lists the names: add `tls = {}` to this listener, or use \"http-01\"",
-                ));
-            }
-        }
-        Challenge::Http01 => {}
+        Challenge::TlsAlpn01 | Challenge::Http01 => {}
     }
     let renew_before = nonzero(cx, "acme.renew_before", raw.renew_before)?;
     let retry = nonzero(cx, "acme.retry", raw.retry)?;
@@ -318,6 +307,15 @@ pub(super) fn acme(
     }
     let check_interval = nonzero(cx, "acme.check_interval", raw.check_interval)?;
     let order_timeout = nonzero(cx, "acme.order_timeout", raw.order_timeout)?;
+    // The names are the certificates of the listener that lists them: one without tls serves none.
+    if let Some(ListenerAcme { name: lname, .. }) =
+        listeners.iter().find(|l| l.acme.is_some() && !l.tls)
+    {
+        return Err(cx.err(
+            format!("listeners.{lname}.acme.names"),
+            "the certificates are served by the listener that lists the names, and it has no tls: add `tls = {}` to it",
+        ));
+    }
     Ok(Some(Acme {
         directory: raw.directory,
         contact,
@@ -457,7 +455,7 @@ mod tests {
             ),
             (
                 format!("{acme}challenge = \"tls-alpn-01\"\n{state}{listener}{names}"),
-                "listeners.a.acme.names: tls-alpn-01 is answered by the TLS listener",
+                "listeners.a.acme.names: the certificates are served by the listener",
             ),
             (
                 format!("{acme}{state}{listener}tls = {{}}\n{names}"),

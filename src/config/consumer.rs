@@ -42,12 +42,26 @@ pub struct MtlsToml {
     pub subject: Vec<String>,
 }
 
-/// A SAN as compared: DNS names in lowercase; URIs and e-mail addresses exact.
+/// A SAN as compared, typed as `tls::identity` writes a certificate's: `DNS:name` (lowercase),
+/// `URI:uri`, `email:address`. Written with one of those prefixes (any case), or bare: with `:` a URI,
+/// with `@` an e-mail address, else a DNS name.
 pub fn normalise_san(s: &str) -> String {
-    if s.contains(':') || s.contains('@') {
-        s.to_string()
+    let lower = s.to_ascii_lowercase();
+    if let Some(v) = lower.strip_prefix("dns:") {
+        return format!("DNS:{v}");
+    }
+    if lower.starts_with("uri:") {
+        return format!("URI:{}", &s[4..]);
+    }
+    if lower.starts_with("email:") {
+        return format!("email:{}", &s[6..]);
+    }
+    if s.contains(':') {
+        format!("URI:{s}")
+    } else if s.contains('@') {
+        format!("email:{s}")
     } else {
-        s.to_ascii_lowercase()
+        format!("DNS:{lower}")
     }
 }
 

@@ -113,6 +113,11 @@ pub struct ListenerTls {
     pub san_header: Option<String>,
     /// Also negotiate ALPN `acme-tls/1`: the listener answers ACME TLS-ALPN-01 validations.
     pub acme_alpn: bool,
+    /// Sessions resume only where this is the same: the listener's name, its client
+    /// authentication mode and a digest of its `client_ca` bundle. A ticket or session id issued on
+    /// a listener without client certificates (or with other CAs, or before a reload that changed
+    /// them) must not skip the client-certificate check of another.
+    pub resumption_key: String,
 }
 
 /// An upstream's TLS, validated and loaded.
@@ -242,10 +247,45 @@ fn roots(cx: &Ctx, key: &str, path: &str) -> Result<Arc<rustls::RootCertStore>, 
     Ok(Arc::new(store))
 }
 
+/// Entries of a per-worker session cache at most (rustls allocates them up front).
+const MAX_SESSION_CACHE: usize = 1_000_000;
+
+/// Header names sluice writes or strips itself: an identity header may not be one of them.
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "trailer",
+    "expect",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-request-id",
+    "traceparent",
+];
+
 fn header_name(cx: &Ctx, key: &str, name: &Option<String>) -> Result<Option<String>, ConfigError> {
     match name {
         None => Ok(None),
-        Some(n) if super::is_token(n) => Ok(Some(n.to_ascii_lowercase())),
+        Some(n) if super::is_token(n) => {
+            let n = n.to_ascii_lowercase();
+            if RESERVED_HEADERS.contains(&n.as_str()) {
+                return Err(cx.err(
+                    key,
+                    format!(
+                        "{n:?} is a header sluice writes or strips itself; choose another name"
+                    ),
+                ));
+            }
+            Ok(Some(n))
+        }
         Some(n) => Err(cx.err(key, format!("expected a header name, got {n:?}"))),
     }
 }
@@ -347,12 +387,39 @@ pub(super) fn listener_tls(
                     ))
                 }
             };
-            Some((roots(cx, &format!("{base}.client_ca"), path)?, mode))
+            Some((roots(cx, &format!("{base}.client_ca"), path)?, mode, path))
         }
     };
+    let resumption_key = match &client_ca {
+        None => format!("{listener}\0none"),
+        Some((_, mode, path)) => {
+            use sha2::Digest;
+            let pem = read_file(cx, &format!("{base}.client_ca"), path)?;
+            format!(
+                "{listener}\0{mode:?}\0{}",
+                crate::hex::encode(&sha2::Sha256::digest(&pem))
+            )
+        }
+    };
+    let client_ca = client_ca.map(|(r, m, _)| (r, m));
     let ih = &t.identity_headers;
     let subject_header = header_name(cx, &format!("{base}.identity_headers.subject"), &ih.subject)?;
     let san_header = header_name(cx, &format!("{base}.identity_headers.san"), &ih.san)?;
+    if subject_header.is_some() && subject_header == san_header {
+        return Err(cx.err(
+            format!("{base}.identity_headers"),
+            "`subject` and `san` must be different headers",
+        ));
+    }
+    if t.session_cache > MAX_SESSION_CACHE {
+        return Err(cx.err(
+            format!("{base}.session_cache"),
+            format!(
+                "expected at most {MAX_SESSION_CACHE} entries, got {}",
+                t.session_cache
+            ),
+        ));
+    }
     if (subject_header.is_some() || san_header.is_some()) && client_ca.is_none() {
         return Err(cx.err(
             format!("{base}.identity_headers"),
@@ -370,6 +437,7 @@ pub(super) fn listener_tls(
         subject_header,
         san_header,
         acme_alpn: false,
+        resumption_key,
     })
 }
 
@@ -420,22 +488,91 @@ pub(super) fn upstream_tls(
     })
 }
 
-/// A subject in one spelling: attributes in the order written, `NAME=value` joined by `,`, names
-/// upper-case, spaces around `=` and `,` dropped. Values stay exact.
+/// A subject in one spelling: attributes in the order written, `NAME=value` joined by `,` (the
+/// attributes of one multi-valued RDN by `+`), names upper-case, spaces around `=`, `,` and `+`
+/// dropped. Values keep their RFC 4514 escapes (`\,` `\+` `\=` ...), which `tls::identity` writes
+/// for such characters in a certificate, so `CN=a\,O=b` (one attribute) never equals `CN=a,O=b`.
 pub fn normalise_subject(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
-    for (i, part) in s.split(',').enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        match part.split_once('=') {
+    let mut part = String::new();
+    let mut escaped = false;
+    let flush = |part: &mut String, out: &mut String, sep: Option<char>| {
+        match split_unescaped(part, '=') {
             Some((n, v)) => {
                 out.push_str(&n.trim().to_ascii_uppercase());
                 out.push('=');
-                out.push_str(v.trim());
+                out.push_str(trim_unescaped(v));
             }
             None => out.push_str(part.trim()),
         }
+        if let Some(c) = sep {
+            out.push(c);
+        }
+        part.clear();
+    };
+    for c in s.chars() {
+        if escaped {
+            part.push(c);
+            escaped = false;
+        } else if c == '\\' {
+            part.push(c);
+            escaped = true;
+        } else if c == ',' || c == '+' {
+            flush(&mut part, &mut out, Some(c));
+        } else {
+            part.push(c);
+        }
+    }
+    flush(&mut part, &mut out, None);
+    out
+}
+
+/// `s` split at the first `c` that is not escaped.
+fn split_unescaped(s: &str, c: char) -> Option<(&str, &str)> {
+    let mut escaped = false;
+    for (i, ch) in s.char_indices() {
+        if escaped {
+            escaped = false;
+        } else if ch == '\\' {
+            escaped = true;
+        } else if ch == c {
+            return Some((&s[..i], &s[i + c.len_utf8()..]));
+        }
+    }
+    None
+}
+
+/// `v` without leading spaces and without trailing spaces that are not escaped.
+fn trim_unescaped(v: &str) -> &str {
+    let v = v.trim_start();
+    let mut end = v.len();
+    while end > 0 && v.as_bytes()[end - 1] == b' ' {
+        // An odd run of backslashes before the space escapes it.
+        let slashes = v.as_bytes()[..end - 1]
+            .iter()
+            .rev()
+            .take_while(|&&b| b == b'\\')
+            .count();
+        if slashes % 2 == 1 {
+            break;
+        }
+        end -= 1;
+    }
+    &v[..end]
+}
+
+/// Escapes an attribute value as RFC 4514 §2.4 does, for `normalise_subject`'s spelling.
+pub fn escape_dn_value(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    let last = v.chars().count().saturating_sub(1);
+    for (i, c) in v.chars().enumerate() {
+        let special = matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';' | '=')
+            || (i == 0 && (c == '#' || c == ' '))
+            || (i == last && c == ' ');
+        if special {
+            out.push('\\');
+        }
+        out.push(c);
     }
     out
 }

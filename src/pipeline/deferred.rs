@@ -218,10 +218,17 @@ async fn ext_auth(
     req.extend_from_slice(b"\r\n");
     for h in &head.headers {
         let (n, v) = head.header(h);
-        if cfg
-            .forward_headers
+        // A client's copy of an identity header is no identity, for the auth service either.
+        let identity = ctx
+            .gen
+            .identity_headers
             .iter()
-            .any(|f| f.as_bytes().eq_ignore_ascii_case(n))
+            .any(|h| h.as_bytes().eq_ignore_ascii_case(n));
+        if !identity
+            && cfg
+                .forward_headers
+                .iter()
+                .any(|f| f.as_bytes().eq_ignore_ascii_case(n))
         {
             req.extend_from_slice(n);
             req.extend_from_slice(b": ");

@@ -78,7 +78,9 @@ impl Resolver {
 impl ResolvesServerCert for Resolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         if let Some(mut protocols) = hello.alpn() {
-            if protocols.any(|p| p == crate::tls::ACME_TLS_ALPN) {
+            // RFC 8737 §3: a validation offers `acme-tls/1` alone; a client that also offers HTTP
+            // is a client, and gets the listener's certificate.
+            if protocols.next() == Some(crate::tls::ACME_TLS_ALPN) && protocols.next().is_none() {
                 // A TLS-ALPN-01 validation: only the challenge certificate answers it.
                 return crate::tls::challenge_cert(hello.server_name());
             }

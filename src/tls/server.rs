@@ -2,26 +2,36 @@
 //! resumption. Built once per config generation from the loaded material (`config::tls`) and shared;
 //! each worker then takes a copy with its own session cache (`for_worker`), so resumption by session
 //! id never crosses cores, while session tickets work on any worker (the ticket keys are the
-//! process's, kept across reloads).
+//! process's, kept across reloads). Neither resumes on another listener, or after its client CAs
+//! changed (`ListenerTls::resumption_key`).
 
 use super::resolve::Resolver;
 use crate::config::tls::{ClientAuth, ListenerTls};
 use rustls::server::{ProducesTickets, ServerSessionMemoryCache, StoresServerSessions};
 use rustls::ServerConfig;
-use std::sync::{Arc, OnceLock};
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, RwLock};
 
-/// Ticket keys (rotated by rustls every few hours), one set for the process so a ticket issued by one
-/// worker, or before a reload, resumes on any.
-fn ticketer() -> Option<Arc<dyn ProducesTickets>> {
-    static T: OnceLock<Option<Arc<dyn ProducesTickets>>> = OnceLock::new();
-    T.get_or_init(|| match rustls::crypto::ring::Ticketer::new() {
-        Ok(t) => Some(t),
+/// Ticket keys (rotated by rustls every few hours) per resumption key (`ListenerTls::resumption_key`:
+/// the listener, its client authentication and CAs), one set for the process: a ticket issued by one
+/// worker, or before a reload that kept those, resumes on any; one from another listener, or from
+/// before the client CAs changed, does not decrypt and the client makes a full handshake.
+fn ticketer(key: &str) -> Option<Arc<dyn ProducesTickets>> {
+    static T: OnceLock<RwLock<HashMap<String, Arc<dyn ProducesTickets>>>> = OnceLock::new();
+    let map = T.get_or_init(Default::default);
+    if let Some(t) = map.read().unwrap_or_else(|p| p.into_inner()).get(key) {
+        return Some(t.clone());
+    }
+    match rustls::crypto::ring::Ticketer::new() {
+        Ok(t) => {
+            let mut m = map.write().unwrap_or_else(|p| p.into_inner());
+            Some(m.entry(key.to_string()).or_insert(t).clone())
+        }
         Err(e) => {
             tracing::error!(error = %e, "cannot make TLS ticket keys; resumption by ticket is off");
             None
         }
-    })
-    .clone()
+    }
 }
 
 /// The shared `ServerConfig` of a listener's TLS.
@@ -56,7 +66,7 @@ pub fn server_config(t: &ListenerTls) -> Result<Arc<ServerConfig>, String> {
         c.alpn_protocols.push(super::ACME_TLS_ALPN.to_vec());
     }
     if t.session_tickets {
-        if let Some(tk) = ticketer() {
+        if let Some(tk) = ticketer(&t.resumption_key) {
             c.ticketer = tk;
         }
     }

@@ -22,6 +22,9 @@ use std::time::{Duration, Instant};
 /// Ciphertext read size: a whole record and its overhead.
 pub const RECORD_CHUNK: usize = 16 * 1024 + 512;
 
+/// How long an alert or close_notify may wait for room in the socket.
+const ALERT_WAIT: Duration = Duration::from_secs(1);
+
 /// Plaintext handed to rustls per encryption step: bounded so its send buffer stays small.
 const WRITE_STEP: usize = 64 * 1024;
 
@@ -63,7 +66,12 @@ where
             conn.write_tls(&mut out)?;
         }
         if !out.is_empty() {
-            let (r, v) = stream.write_all(std::mem::take(&mut out)).await;
+            // Bounded like the reads: a client that stops reading must not hold the task.
+            let left = deadline.saturating_duration_since(Instant::now());
+            let sent = monoio::time::timeout(left, stream.write_all(std::mem::take(&mut out)));
+            let Ok((r, v)) = sent.await else {
+                return Err(HandshakeError::Timeout);
+            };
             out = v;
             out.clear();
             r?;
@@ -94,7 +102,7 @@ where
             // rustls queued an alert that says why: send it before giving up (best effort).
             let _ = conn.write_tls(&mut out);
             if !out.is_empty() {
-                let _ = stream.write_all(out).await;
+                let _ = monoio::time::timeout(ALERT_WAIT, stream.write_all(out)).await;
             }
             return Err(e);
         }
@@ -286,7 +294,8 @@ where
         let v = std::mem::take(&mut self.out);
         let (r, mut v) = self.wr.write_all(v).await;
         v.clear();
-        if v.capacity() > crate::io::SHRINK_ABOVE {
+        // Room for a full step of records is kept: a large body reuses it write after write.
+        if v.capacity() > 2 * WRITE_STEP {
             v = Vec::new();
         }
         self.out = v;
@@ -304,11 +313,12 @@ where
         self.flush_out().await
     }
 
-    /// Sends close_notify (a clean end the client can tell from a truncation).
+    /// Sends close_notify (a clean end the client can tell from a truncation), waiting at most
+    /// `ALERT_WAIT` for a client that no longer reads.
     pub async fn close_notify(&mut self) {
         self.conn.borrow_mut().send_close_notify();
         if self.seal(&[]).is_ok() {
-            let _ = self.flush_out().await;
+            let _ = monoio::time::timeout(ALERT_WAIT, self.flush_out()).await;
         }
     }
 }

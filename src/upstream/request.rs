@@ -20,13 +20,6 @@ pub fn parse_hex(v: &[u8]) -> Option<u64> {
         .and_then(|s| u64::from_str_radix(s, 16).ok())
 }
 
-/// Writes the request head sent upstream, with what the request's policies decided (`ctx`): header
-/// lines they add, the consumer they named, the credential to remove. `path` is the canonical path
-/// `m` was matched on. The route's `request_headers` rules run last, on what is left: their `set` and
-/// `remove` drop the client's fields (a credential already stripped stays stripped; no template can
-/// name a received header, so no rule can copy it back) and the policies' lines, then their `set` and
-/// `add` fields follow. `vars` is given when the route has header rules.
-#[allow(clippy::too_many_arguments)]
 /// Appends `v` as a header value: a certificate's text may hold any byte, and a control character
 /// must not end the field (or start another).
 fn header_safe(out: &mut Vec<u8>, v: &[u8]) {
@@ -36,6 +29,13 @@ fn header_safe(out: &mut Vec<u8>, v: &[u8]) {
     );
 }
 
+/// Writes the request head sent upstream, with what the request's policies decided (`ctx`): header
+/// lines they add, the consumer they named, the credential to remove. `path` is the canonical path
+/// `m` was matched on. The route's `request_headers` rules run last, on what is left: their `set` and
+/// `remove` drop the client's fields (a credential already stripped stays stripped; no template can
+/// name a received header, so no rule can copy it back) and the policies' lines, then their `set` and
+/// `add` fields follow. `vars` is given when the route has header rules.
+#[allow(clippy::too_many_arguments)]
 pub fn build_request_head(
     out: &mut Vec<u8>,
     head: &RequestHead,
@@ -58,7 +58,9 @@ pub fn build_request_head(
     let groups_header = cfg.consumer_headers.groups.as_bytes();
     let key_header = cfg.api_key.header.as_bytes();
     let is = |name: &[u8], want: &[u8]| name.len() == want.len() && name.eq_ignore_ascii_case(want);
-    // The listener's identity headers: only sluice writes them, from the verified certificate.
+    // Identity headers: only sluice writes them, from a verified certificate. A client's copies of
+    // any listener's identity headers are dropped, whichever listener it came in on: routes are not
+    // tied to listeners, and an upstream that trusts them must never see a forged one.
     let (subject_header, san_header) = match cfg
         .listeners
         .get(usize::from(ctx.client.listener))
@@ -71,7 +73,10 @@ pub fn build_request_head(
         None => (None, None),
     };
     let identity_named = |name: &[u8]| {
-        subject_header.is_some_and(|h| is(name, h)) || san_header.is_some_and(|h| is(name, h))
+        ctx.gen
+            .identity_headers
+            .iter()
+            .any(|h| is(name, h.as_bytes()))
     };
     // Headers an external auth service sets: a client's own copies never pass.
     let ext_copied: &[String] = match ctx
@@ -176,7 +181,13 @@ pub fn build_request_head(
                 if i > 0 {
                     out.extend_from_slice(b", ");
                 }
-                header_safe(out, san.as_bytes());
+                // A `,` inside one SAN would read as two.
+                for part in san.as_bytes().split(|&b| b == b',').enumerate() {
+                    if part.0 > 0 {
+                        out.extend_from_slice(b"%2C");
+                    }
+                    header_safe(out, part.1);
+                }
             }
             out.extend_from_slice(b"\r\n");
         }

@@ -100,11 +100,18 @@ impl Gen {
             .iter()
             .zip(&snap.config.listeners)
             .map(|(c, l)| {
-                let entries = l.tls.as_ref().map_or(0, |t| t.session_cache);
-                c.as_ref()
-                    .map(|c| crate::tls::server::for_worker(c, &session_cache(&l.name, entries)))
+                let (c, t) = (c.as_ref()?, l.tls.as_ref()?);
+                let cache = session_cache(&t.resumption_key, t.session_cache);
+                Some(crate::tls::server::for_worker(c, &cache))
             })
             .collect();
+        let keys: Vec<&str> = snap
+            .config
+            .listeners
+            .iter()
+            .filter_map(|l| l.tls.as_ref().map(|t| t.resumption_key.as_str()))
+            .collect();
+        prune_session_caches(&keys);
         Gen {
             tls,
             counting,
@@ -212,13 +219,13 @@ impl Gen {
 }
 
 thread_local! {
-    /// Each listener's session-id cache on this worker, by listener name, kept across reloads so a
-    /// reload does not cost every client a full handshake.
+    /// Each listener's session cache on this worker, by its resumption key (the listener and its
+    /// client CAs), kept across reloads so a reload does not cost every client a full handshake.
     static SESSION_CACHES: RefCell<Vec<(String, usize, Arc<dyn rustls::server::StoresServerSessions>)>> =
         const { RefCell::new(Vec::new()) };
 }
 
-/// The calling worker's session cache of listener `name` holding `entries`.
+/// The calling worker's session cache for resumption key `name` holding `entries`.
 fn session_cache(name: &str, entries: usize) -> Arc<dyn rustls::server::StoresServerSessions> {
     SESSION_CACHES.with(|c| {
         let mut c = c.borrow_mut();
@@ -230,4 +237,12 @@ fn session_cache(name: &str, entries: usize) -> Arc<dyn rustls::server::StoresSe
         c.push((name.to_string(), entries, cache.clone()));
         cache
     })
+}
+
+/// Drops the caches of listeners (or client CAs) no longer configured.
+fn prune_session_caches(keys: &[&str]) {
+    SESSION_CACHES.with(|c| {
+        c.borrow_mut()
+            .retain(|(n, _, _)| keys.contains(&n.as_str()))
+    });
 }
