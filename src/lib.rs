@@ -19,6 +19,7 @@ pub mod panic;
 pub mod worker;
 
 pub mod conn;
+pub mod tls;
 pub mod http1;
 pub mod io;
 pub mod sock;

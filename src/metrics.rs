@@ -568,6 +568,8 @@ pub struct WorkerGauges {
     pub pooled: u64,
     /// Endpoint state: (upstream, addr, in_flight, available, active-down, ejected).
     pub endpoints: Vec<EndpointGauge>,
+    /// TLS handshakes and failures by listener, since start.
+    pub tls: Vec<crate::tls::TlsCounts>,
 }
 
 /// Per-endpoint gauge from one worker.

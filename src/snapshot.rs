@@ -33,6 +33,9 @@ pub struct Snapshot {
     pub jwt: Arc<[JwtVerifier]>,
     /// Which policies apply to each listener and route.
     pub chains: Arc<Chains>,
+    /// Each listener's rustls config (None: plain TCP), in listener order; workers take copies with
+    /// their own session caches (`tls::server::for_worker`).
+    pub tls: Arc<[Option<Arc<rustls::ServerConfig>>]>,
 }
 
 impl Snapshot {
@@ -94,8 +97,24 @@ impl Snapshot {
             )?;
             jwt.push(v);
         }
+        let mut tls = Vec::with_capacity(config.listeners.len());
+        for l in &config.listeners {
+            tls.push(match &l.tls {
+                None => None,
+                Some(t) => {
+                    Some(
+                        crate::tls::server::server_config(t).map_err(|message| ConfigError {
+                            file: config.source.label(),
+                            key: format!("listeners.{}.tls", l.name),
+                            message,
+                        })?,
+                    )
+                }
+            });
+        }
         let routes = RouteTable::compile(&config);
         Ok(Snapshot {
+            tls: tls.into(),
             generation,
             chains: Arc::new(Chains::compile(
                 &config.listeners,

@@ -23,6 +23,8 @@ pub struct ListenerToml {
     /// Never these clients (CIDR list).
     #[serde(default)]
     pub ip_deny: Vec<String>,
+    /// TLS termination.
+    pub tls: Option<super::tls::ListenerTlsToml>,
 }
 
 /// A client listener.
@@ -36,6 +38,8 @@ pub struct Listener {
     pub trusted_proxies: IpList,
     /// Allow and deny lists, checked against the resolved client before routing.
     pub ip: IpRules,
+    /// TLS termination, certificates loaded.
+    pub tls: Option<std::sync::Arc<super::tls::ListenerTls>>,
 }
 
 /// Validates the `[listeners.NAME]` tables: at least one, no address twice (port 0 excepted).
@@ -60,7 +64,17 @@ pub(super) fn listeners(
             return Err(cx.err(key, format!("address {addr} is used by another listener")));
         }
         let base = || format!("listeners.{name}");
+        let tls = match &l.tls {
+            Some(t) => Some(std::sync::Arc::new(super::tls::listener_tls(
+                cx,
+                name,
+                t,
+                Vec::new(),
+            )?)),
+            None => None,
+        };
         listeners.push(Listener {
+            tls,
             name: name.clone(),
             addr,
             trusted_proxies: cidr_list(cx, &base, "trusted_proxies", &l.trusted_proxies)?,

@@ -24,6 +24,7 @@ pub mod limits;
 mod listener;
 pub mod monitoring;
 mod route;
+pub mod tls;
 mod upstream;
 pub mod usage;
 

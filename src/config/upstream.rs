@@ -80,6 +80,8 @@ pub struct UpstreamToml {
     pub health_check: Option<HealthCheckToml>,
     /// Endpoints each worker uses (a deterministic per-worker subset); absent = all of them.
     pub subset_size: Option<u32>,
+    /// TLS to the endpoints.
+    pub tls: Option<super::tls::UpstreamTlsToml>,
 }
 /// `sticky = { cookie, ttl }`.
 #[derive(Debug, Deserialize)]
@@ -282,6 +284,8 @@ pub struct HealthCheck {
 pub struct Upstream {
     /// Table name.
     pub name: String,
+    /// TLS to the endpoints, material loaded.
+    pub tls: Option<std::sync::Arc<super::tls::UpstreamTls>>,
     /// Endpoints as configured.
     pub endpoints: Vec<EndpointSpec>,
     /// Algorithm.
@@ -486,7 +490,12 @@ pub(super) fn upstream(cx: &Ctx, name: String, u: UpstreamToml) -> Result<Upstre
             Some(n as usize)
         }
     };
+    let tls = match &u.tls {
+        Some(t) => Some(std::sync::Arc::new(super::tls::upstream_tls(cx, &name, t)?)),
+        None => None,
+    };
     Ok(Upstream {
+        tls,
         subset_size,
         connect_timeout: nonzero(cx, &format!("{base}.connect_timeout"), u.connect_timeout)?,
         response_timeout: nonzero(cx, &format!("{base}.response_timeout"), u.response_timeout)?,

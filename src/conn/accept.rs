@@ -1,5 +1,5 @@
 //! Accepting: one loop per listening socket of the worker, each connection spawned as its own task
-//! on the worker's runtime and served by its driver (HTTP/1.1 today) until it closes.
+//! on the worker's runtime and served by its driver (HTTP/1.1, over TLS where the listener terminates it) until it closes.
 
 use super::h1;
 use crate::worker::Worker;
@@ -33,7 +33,22 @@ async fn accept_loop(w: Rc<Worker>, listener: monoio::net::TcpListener, index: u
                 #[cfg(not(target_os = "linux"))]
                 let _ = stream.set_nodelay(true);
                 w.count_accept();
-                monoio::spawn(h1::serve(w.clone(), stream, peer, index));
+                // The generation current at accept decides: a reload that adds TLS to a listener
+                // applies to connections accepted after it.
+                match w.snapshot().tls(usize::from(index)) {
+                    Some(cfg) => {
+                        monoio::spawn(crate::tls::serve(
+                            w.clone(),
+                            stream,
+                            peer,
+                            index,
+                            cfg.clone(),
+                        ));
+                    }
+                    None => {
+                        monoio::spawn(h1::serve(w.clone(), stream, peer, index));
+                    }
+                }
             }
             Some(Err(e)) => {
                 // EMFILE and friends: back off instead of spinning.

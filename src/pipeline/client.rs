@@ -21,6 +21,8 @@ pub struct Peer {
     pub ip: IpAddr,
     /// Index of the listener that accepted it, in `Config::listeners`.
     pub listener: u16,
+    /// It came over TLS (`X-Forwarded-Proto: https` upstream).
+    pub tls: bool,
 }
 
 /// Longest text of an address: `ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255`.
@@ -33,6 +35,8 @@ pub struct Client {
     pub ip: IpAddr,
     /// The listener the request came in on (index into `Config::listeners`).
     pub listener: u16,
+    /// The connection is TLS.
+    pub tls: bool,
     /// When X-Forwarded-For named the client: where in the received chain it stands, as (which
     /// X-Forwarded-For field line, counted from 0; the byte just after the entry in that line's
     /// trimmed value). The chain sent upstream ends there, so it ends in the client.
@@ -46,6 +50,7 @@ impl Default for Client {
         Client {
             ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             listener: 0,
+            tls: false,
             forwarded: None,
             text: [0; TEXT_MAX],
             text_len: 0,
@@ -60,6 +65,7 @@ impl Client {
         let mut c = Client {
             ip: peer.ip.to_canonical(),
             listener: peer.listener,
+            tls: peer.tls,
             ..Client::default()
         };
         if trusted.is_empty() || !trusted.contains(c.ip) {
@@ -203,6 +209,7 @@ mod tests {
         let p = Peer {
             ip: peer.parse().unwrap(),
             listener: 3,
+            tls: false,
         };
         Client::resolve(p, peer, &list, &head(xff))
     }

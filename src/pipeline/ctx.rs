@@ -93,6 +93,8 @@ pub struct Ctx {
     /// Who the request is from (the peer, or whom a trusted proxy's X-Forwarded-For names); set by
     /// `pipeline::handle` before any policy runs.
     pub client: Client,
+    /// The verified client certificate's identity (mTLS), from the connection.
+    pub peer_identity: Option<Rc<crate::pipeline::downstream::PeerIdentity>>,
     /// The authenticated consumer, if any.
     pub identity: Option<Identity>,
     /// The credential to strip before the upstream.
@@ -141,6 +143,7 @@ impl Ctx {
             claims: None,
             ext_strip: None,
             client: Client::default(),
+            peer_identity: None,
             upstream_edits: HeaderEdits::default(),
             downstream_edits: HeaderEdits::default(),
             charged: Charged::default(),

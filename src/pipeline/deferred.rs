@@ -203,7 +203,11 @@ async fn ext_auth(
         req.push(b'?');
         req.extend_from_slice(q);
     }
-    req.extend_from_slice(b"\r\nx-forwarded-proto: http\r\nx-forwarded-for: ");
+    req.extend_from_slice(if ctx.client.tls {
+        b"\r\nx-forwarded-proto: https\r\nx-forwarded-for: "
+    } else {
+        b"\r\nx-forwarded-proto: http\r\nx-forwarded-for: "
+    });
     req.extend_from_slice(client.as_bytes());
     if let Some(h) = head.host() {
         req.extend_from_slice(b"\r\nx-forwarded-host: ");

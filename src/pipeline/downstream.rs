@@ -93,10 +93,9 @@ pub trait Downstream {
     /// The peer's address and the listener it came in on. What the pipeline uses is the resolved
     /// `Ctx::client` (see `pipeline::client`), which starts from this.
     fn peer(&self) -> crate::pipeline::client::Peer;
-    /// The verified identity of the client's TLS certificate (mTLS), when the connection has one.
-    /// The slot `auth = ["mtls"]` will read: plain connections have none, and so does every
-    /// downstream until listeners terminate TLS.
-    fn peer_identity(&self) -> Option<&PeerIdentity> {
+    /// The verified identity of the client's TLS certificate (mTLS), when the connection has one:
+    /// what `auth = ["mtls"]` reads. Shared with the connection (an `Rc` clone, no copy).
+    fn peer_identity(&self) -> Option<std::rc::Rc<PeerIdentity>> {
         None
     }
     /// Marks what is sent from now on as the last bytes before the connection closes, so the reply

@@ -58,6 +58,7 @@ pub async fn handle<D: Downstream>(
     let no_proxies = crate::cidr::IpList::default();
     let trusted = trusted.map_or(&no_proxies, |l| &l.trusted_proxies);
     ctx.client = Client::resolve(peer, d.peer_ip(), trusted, head);
+    ctx.peer_identity = d.peer_identity();
     ctx.downstream_edits.add = std::mem::take(&mut bufs.edits);
     // In flight until it is counted: a drain waits for in-flight requests before the worker's last
     // report, so a request must not look finished while its record (or a panic's 500) is still to come.

@@ -27,6 +27,15 @@ pub fn parse_hex(v: &[u8]) -> Option<u64> {
 /// name a received header, so no rule can copy it back) and the policies' lines, then their `set` and
 /// `add` fields follow. `vars` is given when the route has header rules.
 #[allow(clippy::too_many_arguments)]
+/// Appends `v` as a header value: a certificate's text may hold any byte, and a control character
+/// must not end the field (or start another).
+fn header_safe(out: &mut Vec<u8>, v: &[u8]) {
+    out.extend(
+        v.iter()
+            .map(|&b| if b < 0x20 || b == 0x7f { b'?' } else { b }),
+    );
+}
+
 pub fn build_request_head(
     out: &mut Vec<u8>,
     head: &RequestHead,
@@ -49,6 +58,21 @@ pub fn build_request_head(
     let groups_header = cfg.consumer_headers.groups.as_bytes();
     let key_header = cfg.api_key.header.as_bytes();
     let is = |name: &[u8], want: &[u8]| name.len() == want.len() && name.eq_ignore_ascii_case(want);
+    // The listener's identity headers: only sluice writes them, from the verified certificate.
+    let (subject_header, san_header) = match cfg
+        .listeners
+        .get(usize::from(ctx.client.listener))
+        .and_then(|l| l.tls.as_deref())
+    {
+        Some(t) => (
+            t.subject_header.as_deref().map(str::as_bytes),
+            t.san_header.as_deref().map(str::as_bytes),
+        ),
+        None => (None, None),
+    };
+    let identity_named = |name: &[u8]| {
+        subject_header.is_some_and(|h| is(name, h)) || san_header.is_some_and(|h| is(name, h))
+    };
     // Headers an external auth service sets: a client's own copies never pass.
     let ext_copied: &[String] = match ctx
         .ext_strip
@@ -104,7 +128,8 @@ pub fn build_request_head(
                 if is(name, id_header)
                     || is(name, groups_header)
                     || (strip == Credential::KeyHeader && is(name, key_header))
-                    || ext_copied.iter().any(|c| is(name, c.as_bytes())) => {}
+                    || ext_copied.iter().any(|c| is(name, c.as_bytes()))
+                    || identity_named(name) => {}
             HeaderKind::Authorization if strip == Credential::Authorization => {}
             // Config validation keeps every other kind's names out of the rules.
             HeaderKind::Other | HeaderKind::Authorization if ruled && rules.drops(name) => {}
@@ -132,7 +157,30 @@ pub fn build_request_head(
     } else {
         out.extend_from_slice(ctx.client.as_bytes());
     }
-    out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n");
+    out.extend_from_slice(if ctx.client.tls {
+        b"\r\nx-forwarded-proto: https\r\n"
+    } else {
+        b"\r\nx-forwarded-proto: http\r\n"
+    });
+    if let Some(id) = &ctx.peer_identity {
+        if let Some(h) = subject_header {
+            out.extend_from_slice(h);
+            out.extend_from_slice(b": ");
+            header_safe(out, id.subject.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        if let (Some(h), false) = (san_header, id.sans.is_empty()) {
+            out.extend_from_slice(h);
+            out.extend_from_slice(b": ");
+            for (i, san) in id.sans.iter().enumerate() {
+                if i > 0 {
+                    out.extend_from_slice(b", ");
+                }
+                header_safe(out, san.as_bytes());
+            }
+            out.extend_from_slice(b"\r\n");
+        }
+    }
     if let Some(h) = orig_host {
         out.extend_from_slice(b"x-forwarded-host: ");
         out.extend_from_slice(h);

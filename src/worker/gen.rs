@@ -27,6 +27,8 @@ pub struct Gen {
     auth_methods: Vec<Arc<str>>,
     /// Requests are counted: for metrics, or because usage must be (the ledger, the quota figures).
     counting: bool,
+    /// This worker's rustls config per listener (None: plain), with the worker's session caches.
+    tls: Vec<Option<Arc<rustls::ServerConfig>>>,
 }
 
 impl std::ops::Deref for Gen {
@@ -87,7 +89,18 @@ impl Gen {
             || c.state.is_some()
             || c.plans.iter().any(|p| p.quota.is_some())
             || c.consumers.iter().any(|c| c.quota.is_some());
+        let tls = snap
+            .tls
+            .iter()
+            .zip(&snap.config.listeners)
+            .map(|(c, l)| {
+                let entries = l.tls.as_ref().map_or(0, |t| t.session_cache);
+                c.as_ref()
+                    .map(|c| crate::tls::server::for_worker(c, &session_cache(&l.name, entries)))
+            })
+            .collect();
         Gen {
+            tls,
             counting,
             stats: RefCell::new(GenStats::new(snap.routes.routes.len(), &sizes)),
             route_names: snap
@@ -106,6 +119,11 @@ impl Gen {
             groups: RefCell::new(groups),
             splits: RefCell::new(Vec::new()),
         }
+    }
+
+    /// This worker's rustls config of listener `i`, if it terminates TLS.
+    pub fn tls(&self, i: usize) -> Option<&Arc<rustls::ServerConfig>> {
+        self.tls.get(i).and_then(Option::as_ref)
     }
 
     /// The name of authentication method `i` (see `config::consumer::method_names`).
@@ -179,4 +197,25 @@ impl Gen {
         }
         f(&mut splits[route])
     }
+}
+
+thread_local! {
+    /// Each listener's session-id cache on this worker, by listener name, kept across reloads so a
+    /// reload does not cost every client a full handshake.
+    static SESSION_CACHES: RefCell<Vec<(String, usize, Arc<dyn rustls::server::StoresServerSessions>)>> =
+        const { RefCell::new(Vec::new()) };
+}
+
+/// The calling worker's session cache of listener `name` holding `entries`.
+fn session_cache(name: &str, entries: usize) -> Arc<dyn rustls::server::StoresServerSessions> {
+    SESSION_CACHES.with(|c| {
+        let mut c = c.borrow_mut();
+        if let Some((_, _, cache)) = c.iter().find(|(n, e, _)| n == name && *e == entries) {
+            return cache.clone();
+        }
+        c.retain(|(n, _, _)| n != name);
+        let cache = crate::tls::server::worker_cache(entries);
+        c.push((name.to_string(), entries, cache.clone()));
+        cache
+    })
 }

@@ -48,6 +48,10 @@ pub struct Worker {
     pub(super) jwt: RefCell<JwtState>,
     /// Rate limit and quota shards.
     pub limits: crate::limit::local::Local,
+    /// TLS handshakes and failures by listener, since start.
+    pub(super) tls: RefCell<Vec<crate::tls::TlsCounts>>,
+    /// (second, failures logged in it): handshake failures are logged at a bounded rate.
+    pub(super) tls_log: Cell<(u64, u32)>,
 }
 
 impl Worker {
@@ -82,7 +86,40 @@ impl Worker {
             parking: Default::default(),
             auth: Default::default(),
             jwt: RefCell::new(JwtState::default()),
+            tls: RefCell::new(Vec::new()),
+            tls_log: Cell::new((0, 0)),
         }
+    }
+
+    /// Counts a handshake outcome of listener `name`.
+    pub fn count_tls(
+        &self,
+        name: &std::sync::Arc<str>,
+        f: impl FnOnce(&mut crate::tls::TlsCounts),
+    ) {
+        let mut all = self.tls.borrow_mut();
+        let i = match all.iter().position(|c| c.listener == *name) {
+            Some(i) => i,
+            None => {
+                all.push(crate::tls::TlsCounts {
+                    listener: name.clone(),
+                    ..Default::default()
+                });
+                all.len() - 1
+            }
+        };
+        f(&mut all[i]);
+    }
+
+    /// Whether one more handshake failure may be logged this second (at most `per_second`).
+    pub fn tls_log_allowed(&self, per_second: u32) -> bool {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let (sec, n) = self.tls_log.get();
+        let n = if sec == now { n } else { 0 };
+        self.tls_log.set((now, n + 1));
+        n < per_second
     }
 
     /// The current generation (an Rc clone; connections re-fetch only when the generation changed).
@@ -171,6 +208,7 @@ impl Worker {
             cpu_ns: crate::metrics::thread_cpu_ns(),
             pooled: pools.total_idle() as u64,
             endpoints,
+            tls: self.tls.borrow().clone(),
         };
         d
     }

@@ -3,28 +3,29 @@
 //! the client (de-chunked for HTTP/1.0), and head and first body bytes leave in one `sendmsg`.
 
 use super::response::{write_head, Rewrite};
+use crate::conn::wire::{WireRead, WireWrite};
 use crate::http1::chunked::ChunkedDecoder;
 use crate::http1::encode::{self, Persist, Reply};
 use crate::http1::head::{Framing, ResponseHead};
-use crate::io::{read_more_timeout, write_front, write_vec, Timed};
+use crate::io::Timed;
 use crate::pipeline::client::Peer;
-use crate::pipeline::downstream::{Downstream, RequestBody, ResponseEdits, ResponseSink};
-use crate::sock::SockWr;
+use crate::pipeline::downstream::{
+    Downstream, PeerIdentity, RequestBody, ResponseEdits, ResponseSink,
+};
 use bytes::{Buf, BytesMut};
-use monoio::io::OwnedReadHalf;
-use monoio::net::TcpStream;
 use std::io;
+use std::rc::Rc;
 use std::time::Duration;
 
 /// Request bodies are read in pieces of this size.
 const BODY_CHUNK: usize = 64 * 1024;
 
-/// One client connection's state while it has a session (a parked connection keeps none of it).
-pub struct H1Client {
-    /// Read half of the client socket (split once per connection, so a request body and its response
-    /// can flow at the same time).
-    pub rd: OwnedReadHalf<TcpStream>,
-    pub wr: SockWr,
+/// One client connection's state while it has a session (a parked connection keeps none of it), over
+/// the read and write halves of its stream (TCP, or TLS): split once per connection, so a request
+/// body and its response can flow at the same time.
+pub struct H1Client<R, W> {
+    pub rd: R,
+    pub wr: W,
     /// Bytes read from the client and not yet consumed.
     pub buf: BytesMut,
     /// Reusable output buffer.
@@ -39,18 +40,15 @@ pub struct H1Client {
     pub minor: u8,
     /// De-chunks an upstream's chunked body for an HTTP/1.0 client.
     dechunk: Option<ChunkedDecoder>,
+    /// The verified client certificate's identity (TLS with client certificates).
+    pub identity: Option<Rc<PeerIdentity>>,
 }
 
-impl H1Client {
-    /// A session on the two halves of a client socket.
-    pub fn new(
-        rd: OwnedReadHalf<TcpStream>,
-        wr: SockWr,
-        buf: BytesMut,
-        peer_ip: Box<str>,
-        peer: Peer,
-    ) -> H1Client {
+impl<R: WireRead, W: WireWrite> H1Client<R, W> {
+    /// A session on the two halves of a client stream.
+    pub fn new(rd: R, wr: W, buf: BytesMut, peer_ip: Box<str>, peer: Peer) -> H1Client<R, W> {
         H1Client {
+            identity: None,
             rd,
             wr,
             buf,
@@ -65,24 +63,30 @@ impl H1Client {
 }
 
 /// The body half of an `H1Client`.
-pub struct H1Body<'a> {
-    rd: &'a mut OwnedReadHalf<TcpStream>,
+pub struct H1Body<'a, R> {
+    rd: &'a mut R,
     buf: &'a mut BytesMut,
 }
 
 /// The response half of an `H1Client`.
-pub struct H1Sink<'a> {
-    wr: &'a mut SockWr,
+pub struct H1Sink<'a, W> {
+    wr: &'a mut W,
     out: &'a mut Vec<u8>,
     minor: u8,
     dechunk: &'a mut Option<ChunkedDecoder>,
 }
 
-impl Downstream for H1Client {
-    type Body<'a> = H1Body<'a>;
-    type Sink<'a> = H1Sink<'a>;
+impl<R: WireRead, W: WireWrite> Downstream for H1Client<R, W> {
+    type Body<'a>
+        = H1Body<'a, R>
+    where
+        Self: 'a;
+    type Sink<'a>
+        = H1Sink<'a, W>
+    where
+        Self: 'a;
 
-    fn split(&mut self) -> (H1Body<'_>, H1Sink<'_>) {
+    fn split(&mut self) -> (H1Body<'_, R>, H1Sink<'_, W>) {
         (
             H1Body {
                 rd: &mut self.rd,
@@ -105,29 +109,33 @@ impl Downstream for H1Client {
         self.peer
     }
 
+    fn peer_identity(&self) -> Option<Rc<PeerIdentity>> {
+        self.identity.clone()
+    }
+
     fn closing(&mut self) {
         self.wr.closing();
     }
 }
 
-impl RequestBody for H1Body<'_> {
+impl<R: WireRead> RequestBody for H1Body<'_, R> {
     fn buf(&mut self) -> &mut BytesMut {
         self.buf
     }
 
     async fn read_more(&mut self, wait: Duration) -> Timed<io::Result<usize>> {
-        read_more_timeout(self.rd, self.buf, BODY_CHUNK, wait).await
+        self.rd.read_more_timeout(self.buf, BODY_CHUNK, wait).await
     }
 }
 
-impl ResponseSink for H1Sink<'_> {
+impl<W: WireWrite> ResponseSink for H1Sink<'_, W> {
     async fn interim_continue(&mut self) -> io::Result<()> {
         if self.minor == 0 {
             return Ok(());
         }
         self.out.clear();
         self.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
-        write_vec(self.wr, self.out).await
+        self.wr.write_vec(self.out).await
     }
 
     fn encode_head(&mut self, head: &ResponseHead, rw: &ResponseEdits<'_>) {
@@ -150,7 +158,7 @@ impl ResponseSink for H1Sink<'_> {
     async fn send_head(&mut self, body: &mut BytesMut, n: usize, sent: &mut u64) -> io::Result<()> {
         if self.dechunk.is_some() {
             *sent += self.out.len() as u64;
-            write_vec(self.wr, self.out).await?;
+            self.wr.write_vec(self.out).await?;
             return self.send_body(body, n, sent).await;
         }
         // Head and as much of the body as is here leave in one syscall, the body sent from the read
@@ -162,7 +170,7 @@ impl ResponseSink for H1Sink<'_> {
     async fn send_body(&mut self, body: &mut BytesMut, n: usize, sent: &mut u64) -> io::Result<()> {
         let Some(dec) = self.dechunk.as_mut() else {
             *sent += n as u64;
-            return write_front(self.wr, body, n).await;
+            return self.wr.write_front(body, n).await;
         };
         // The forwarder validated this framing already; decoding it again cannot fail.
         self.out.clear();
@@ -171,7 +179,7 @@ impl ResponseSink for H1Sink<'_> {
             .map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
         body.advance(n);
         *sent += self.out.len() as u64;
-        write_vec(self.wr, self.out).await
+        self.wr.write_vec(self.out).await
     }
 
     async fn send_reply(
@@ -190,7 +198,7 @@ impl ResponseSink for H1Sink<'_> {
         self.out.clear();
         encode::reply(self.out, reply, persist);
         *sent += self.out.len() as u64;
-        write_vec(self.wr, self.out).await
+        self.wr.write_vec(self.out).await
     }
 
     fn can_keep(&self, f: Framing) -> bool {

@@ -7,8 +7,9 @@ pub mod client;
 pub mod response;
 
 use crate::conn::park;
+use crate::conn::wire::{WireRead, WireWrite};
 use crate::http1::head::RequestHead;
-use crate::io::{read_more_timeout, read_or_park, ParkRead, Timed, HEAD_CHUNK, SHRINK_ABOVE};
+use crate::io::{ParkRead, Timed, HEAD_CHUNK, SHRINK_ABOVE};
 use crate::pipeline;
 use crate::pipeline::client::Peer;
 use crate::pipeline::ctx::{After, Buffers, Ctx};
@@ -109,6 +110,7 @@ async fn session(
         Peer {
             ip: peer.ip(),
             listener,
+            tls: false,
         },
     );
     let mut bufs = Buffers::new();
@@ -119,10 +121,46 @@ async fn session(
     parked.map(|idle_left| Parked { stream, idle_left })
 }
 
-/// Serves requests on `c` until the connection should close (None) or park (the idle time left).
-async fn serve_requests(
+/// Serves one TLS connection whose handshake is done: requests until it closes (a TLS session does
+/// not park; see `tls::stream::TlsRd`), then close_notify.
+pub async fn serve_tls<C, SD>(
     w: &Rc<Worker>,
-    c: &mut H1Client,
+    rd: crate::tls::stream::TlsRd<C>,
+    wr: crate::tls::stream::TlsWr<C>,
+    peer: SocketAddr,
+    listener: u16,
+    identity: Option<Rc<crate::pipeline::downstream::PeerIdentity>>,
+) where
+    C: std::ops::DerefMut<Target = rustls::ConnectionCommon<SD>>,
+    SD: rustls::SideData,
+{
+    let mut c = H1Client::new(
+        rd,
+        wr,
+        BytesMut::with_capacity(HEAD_CHUNK),
+        peer.ip().to_string().into_boxed_str(),
+        Peer {
+            ip: peer.ip(),
+            listener,
+            tls: true,
+        },
+    );
+    c.identity = identity;
+    let mut bufs = Buffers::new();
+    let served = crate::panic::catch(Box::pin(serve_requests(w, &mut c, &mut bufs, true))).await;
+    match served {
+        Ok(_) => c.wr.close_notify().await,
+        Err(p) => {
+            w.count_panic();
+            tracing::error!(worker = w.id, client = %peer, panic = %p, "panic on a connection; closed it");
+        }
+    }
+}
+
+/// Serves requests on `c` until the connection should close (None) or park (the idle time left).
+async fn serve_requests<R: WireRead, W: WireWrite>(
+    w: &Rc<Worker>,
+    c: &mut H1Client<R, W>,
     bufs: &mut Buffers,
     mut first: bool,
 ) -> Option<Duration> {
@@ -165,10 +203,10 @@ async fn serve_requests(
 }
 
 /// Reads until a complete head is parsed, the client goes away, or the connection should park.
-async fn read_head(
+async fn read_head<R: WireRead, W: WireWrite>(
     w: &Worker,
     gen: &Gen,
-    c: &mut H1Client,
+    c: &mut H1Client<R, W>,
     head: &mut RequestHead,
     first: bool,
 ) -> Result<Next, ProxyError> {
@@ -183,9 +221,13 @@ async fn read_head(
             return Ok(Next::Closed);
         }
         let idle = gen.http.idle_timeout;
-        if started.is_none() && !first && idle > PARK_AFTER {
+        if R::PARKS && started.is_none() && !first && idle > PARK_AFTER {
             // Between requests: wait briefly with the buffer posted, then park without it.
-            match read_or_park(&mut c.rd, &mut c.buf, HEAD_CHUNK, &mut c.cancel, PARK_AFTER).await {
+            match c
+                .rd
+                .read_or_park(&mut c.buf, HEAD_CHUNK, &mut c.cancel, PARK_AFTER)
+                .await
+            {
                 ParkRead::Read(Ok(0)) | ParkRead::Read(Err(_)) => return Ok(Next::Closed),
                 ParkRead::Read(Ok(_)) => continue,
                 ParkRead::Park => return Ok(Next::Park(idle - PARK_AFTER)),
@@ -196,7 +238,7 @@ async fn read_head(
             None if first => gen.http.header_timeout,
             None => idle,
         };
-        match read_more_timeout(&mut c.rd, &mut c.buf, HEAD_CHUNK, wait).await {
+        match c.rd.read_more_timeout(&mut c.buf, HEAD_CHUNK, wait).await {
             Timed::Done(Ok(0)) | Timed::Done(Err(_)) => {
                 return Ok(Next::Closed);
             }
