@@ -569,7 +569,7 @@ pub struct WorkerGauges {
     /// Endpoint state: (upstream, addr, in_flight, available, active-down, ejected).
     pub endpoints: Vec<EndpointGauge>,
     /// TLS handshakes and failures by listener, since start.
-    pub tls: Vec<crate::tls::TlsCounts>,
+    pub tls: Vec<TlsCounts>,
 }
 
 /// Per-endpoint gauge from one worker.
@@ -699,4 +699,14 @@ mod tests {
         assert_eq!(again.global.requests, 0);
         assert!(again.routes.is_empty());
     }
+}
+
+/// One listener's handshake counts on one worker, since start.
+#[derive(Debug, Clone, Default)]
+pub struct TlsCounts {
+    pub listener: Arc<str>,
+    /// By (TLS 1.2, 1.3) x (full, resumed).
+    pub handshakes: [[u64; 2]; 2],
+    /// By `tls::Failure::ALL`.
+    pub failures: [u64; 8],
 }

@@ -446,12 +446,14 @@ mod tests {
     }
 
     #[test]
-    fn mtls_is_reserved_until_tls_lands() {
+    fn mtls_is_a_built_in_method_mapped_by_consumers() {
         let e = load("[auth.mtls]\ntype = \"jwt\"\njwks = \"https://a/j\"\n").unwrap_err();
         assert!(e.to_string().contains("built-in"), "{e}");
-        let e = load("[routes.r]\npath = \"/*\"\nrespond = { status = 200 }\nauth = [\"mtls\"]\n")
-            .unwrap_err();
-        assert!(e.to_string().contains("routes.r.auth[0]"), "{e}");
-        assert!(e.to_string().contains("TLS"), "{e}");
+        load("[routes.r]\npath = \"/*\"\nrespond = { status = 200 }\nauth = [\"mtls\"]\n\n[consumers.a]\nmtls = { san = [\"A.Example\"], subject = [\"cn = a, O=X\"] }\n")
+            .expect("mtls route");
+        let e = load("[consumers.a]\nmtls = {}\n").unwrap_err();
+        assert!(e.to_string().contains("consumers.a.mtls"), "{e}");
+        let e = load("[consumers.a]\nmtls = { san = [\"a.example\"] }\n[consumers.b]\nmtls = { san = [\"A.example\"] }\n").unwrap_err();
+        assert!(e.to_string().contains("consumers.b.mtls.san[0]"), "{e}");
     }
 }

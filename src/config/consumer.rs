@@ -28,6 +28,27 @@ pub struct ConsumerToml {
     pub plan: Option<String>,
     /// Overrides the plan's quota, field by field.
     pub quota: Option<super::limits::QuotaToml>,
+    /// Verified client certificates that name this consumer (`auth = ["mtls"]`).
+    pub mtls: Option<MtlsToml>,
+}
+
+/// `mtls = { san = [..], subject = [..] }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MtlsToml {
+    #[serde(default)]
+    pub san: Vec<String>,
+    #[serde(default)]
+    pub subject: Vec<String>,
+}
+
+/// A SAN as compared: DNS names in lowercase; URIs and e-mail addresses exact.
+pub fn normalise_san(s: &str) -> String {
+    if s.contains(':') || s.contains('@') {
+        s.to_string()
+    } else {
+        s.to_ascii_lowercase()
+    }
 }
 
 /// `basic = { user, password_hash }`.
@@ -121,6 +142,10 @@ pub struct Consumer {
     pub plan: Option<String>,
     /// The consumer's own quota fields, over its plan's.
     pub quota: Option<super::limits::QuotaSpec>,
+    /// Client certificate SANs (normalised, `normalise_san`) and subjects
+    /// (`config::tls::normalise_subject`) that name this consumer.
+    pub mtls_sans: Vec<String>,
+    pub mtls_subjects: Vec<String>,
 }
 
 /// Where API keys are read from.
@@ -148,6 +173,8 @@ pub enum AuthMethod {
     ApiKey,
     /// `basic`.
     Basic,
+    /// `mtls`: a verified client certificate (TLS listener with `client_ca`).
+    Mtls,
     /// A named `[auth.NAME]` JWT verifier: its index in `Snapshot::jwt`, and in `Config::auth`.
     Jwt { verifier: u16, auth: u16 },
     /// A named `[auth.NAME]` external auth service: its index in `Config::auth`.
@@ -158,7 +185,7 @@ pub enum AuthMethod {
 
 /// Method names by `AuthMethod::index`: the built-ins, then each named verifier.
 pub fn method_names(cfg: &super::Config) -> Vec<std::sync::Arc<str>> {
-    let mut v: Vec<std::sync::Arc<str>> = vec!["api_key".into(), "basic".into()];
+    let mut v: Vec<std::sync::Arc<str>> = vec!["api_key".into(), "basic".into(), "mtls".into()];
     v.extend(cfg.auth.iter().map(|a| a.name.as_str().into()));
     v
 }
@@ -169,10 +196,11 @@ impl AuthMethod {
         match self {
             AuthMethod::ApiKey => 0,
             AuthMethod::Basic => 1,
+            AuthMethod::Mtls => 2,
             // At most 253 named methods (checked when auth tables are read): the index fits.
             AuthMethod::Jwt { auth, .. }
             | AuthMethod::ExtAuth { auth }
-            | AuthMethod::Introspection { auth } => (2 + auth).min(u8::MAX as u16) as u8,
+            | AuthMethod::Introspection { auth } => (3 + auth).min(u8::MAX as u16) as u8,
         }
     }
 }
@@ -331,7 +359,53 @@ pub(super) fn consumers(
             )?),
             None => None,
         };
+        let (mut mtls_sans, mut mtls_subjects) = (Vec::new(), Vec::new());
+        if let Some(m) = &c.mtls {
+            if m.san.is_empty() && m.subject.is_empty() {
+                return Err(cx.err(
+                    format!("{}.mtls", base()),
+                    "expected at least one `san` or `subject`",
+                ));
+            }
+            for (i, v) in m.san.iter().enumerate() {
+                let v = normalise_san(v.trim());
+                if v.is_empty() || !header_value_ok(&v) {
+                    return Err(cx.err(
+                        format!("{}.mtls.san[{i}]", base()),
+                        "expected a DNS name, URI or e-mail address",
+                    ));
+                }
+                if let Some(o) = out.iter().find(|o: &&Consumer| o.mtls_sans.contains(&v)) {
+                    return Err(cx.err(
+                        format!("{}.mtls.san[{i}]", base()),
+                        format!("{v:?} already names consumer {:?}", o.name),
+                    ));
+                }
+                mtls_sans.push(v);
+            }
+            for (i, v) in m.subject.iter().enumerate() {
+                let v = super::tls::normalise_subject(v);
+                if !v.contains('=') || !header_value_ok(&v) {
+                    return Err(cx.err(
+                        format!("{}.mtls.subject[{i}]", base()),
+                        "expected attributes like \"CN=alice,O=Example\"",
+                    ));
+                }
+                if let Some(o) = out
+                    .iter()
+                    .find(|o: &&Consumer| o.mtls_subjects.contains(&v))
+                {
+                    return Err(cx.err(
+                        format!("{}.mtls.subject[{i}]", base()),
+                        format!("{v:?} already names consumer {:?}", o.name),
+                    ));
+                }
+                mtls_subjects.push(v);
+            }
+        }
         out.push(Consumer {
+            mtls_sans,
+            mtls_subjects,
             name,
             api_keys,
             basic,
@@ -412,14 +486,7 @@ pub(super) fn route_access(
         let method = match m.as_str() {
             "api_key" => AuthMethod::ApiKey,
             "basic" => AuthMethod::Basic,
-            // The slot for TLS client certificates (`Downstream::peer_identity`): reserved until
-            // listeners terminate TLS, so a route cannot be written to rely on it and pass openly.
-            "mtls" => {
-                return Err(cx.err(
-                    format!("{}[{i}]", key("auth")),
-                    "\"mtls\" needs a TLS listener with client certificates, which sluice does not terminate yet",
-                ))
-            }
+            "mtls" => AuthMethod::Mtls,
             other => match named.iter().position(|a| a.name == other) {
                 Some(auth) if matches!(named[auth].kind, super::auth::AuthKind::ExtAuth(_)) => {
                     AuthMethod::ExtAuth { auth: auth as u16 }

@@ -408,6 +408,26 @@ pub(super) fn upstream_tls(
     })
 }
 
+/// A subject in one spelling: attributes in the order written, `NAME=value` joined by `,`, names
+/// upper-case, spaces around `=` and `,` dropped. Values stay exact.
+pub fn normalise_subject(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for (i, part) in s.split(',').enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        match part.split_once('=') {
+            Some((n, v)) => {
+                out.push_str(&n.trim().to_ascii_uppercase());
+                out.push('=');
+                out.push_str(v.trim());
+            }
+            None => out.push_str(part.trim()),
+        }
+    }
+    out
+}
+
 mod dflt {
     pub fn min_version() -> String {
         "1.2".into()

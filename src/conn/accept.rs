@@ -37,7 +37,7 @@ async fn accept_loop(w: Rc<Worker>, listener: monoio::net::TcpListener, index: u
                 // applies to connections accepted after it.
                 match w.snapshot().tls(usize::from(index)) {
                     Some(cfg) => {
-                        monoio::spawn(crate::tls::serve(
+                        monoio::spawn(super::tls::serve(
                             w.clone(),
                             stream,
                             peer,

@@ -5,6 +5,7 @@
 pub mod accept;
 pub mod h1;
 pub mod park;
+pub mod tls;
 pub mod wire;
 
 pub use accept::start;

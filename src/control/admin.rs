@@ -273,6 +273,7 @@ fn route(st: &AdminState, method: &[u8], path: &[u8], query: &[u8], body: &[u8])
         (b"GET", b"/alerts") => json_reply(200, alerts(st)),
         (b"GET", b"/signals") => json_reply(200, signals(st)),
         (b"GET", b"/auth") => json_reply(200, auth(st)),
+        (b"GET", b"/tls") => json_reply(200, tls(st)),
         (b"POST", b"/reload") => {
             // The main thread owns reloads; a SIGHUP to ourselves takes the same path as an operator's.
             match signal_hook::low_level::raise(signal_hook::consts::SIGHUP) {
@@ -287,7 +288,7 @@ fn route(st: &AdminState, method: &[u8], path: &[u8], query: &[u8], body: &[u8])
         (
             _,
             b"/" | b"/stats" | b"/metrics" | b"/status" | b"/workers" | b"/routes" | b"/upstreams"
-            | b"/reload" | b"/alerts" | b"/signals" | b"/auth",
+            | b"/reload" | b"/alerts" | b"/signals" | b"/auth" | b"/tls",
         ) => error(405, "method not allowed"),
         _ => error(404, "not found"),
     }
@@ -523,6 +524,44 @@ fn quantile(h: &Option<hdrhistogram::Histogram<u64>>, q: f64) -> f64 {
     h.as_ref()
         .filter(|h| !h.is_empty())
         .map_or(0.0, |h| round(h.value_at_quantile(q) as f64 / 1000.0))
+}
+
+/// `GET /tls`: the certificates each TLS listener serves in this generation, and its settings.
+fn tls(st: &AdminState) -> Value {
+    let snap = st.snapshot.borrow().clone();
+    let listeners: Vec<Value> = snap
+        .config
+        .listeners
+        .iter()
+        .filter_map(|l| {
+            let t = l.tls.as_ref()?;
+            let certs: Vec<Value> = t
+                .certificates
+                .iter()
+                .map(|c| {
+                    json!({
+                        "names": c.names,
+                        "default": c.default,
+                        "not_after": crate::control::usage::calendar::time_label(c.not_after.max(0) as u64),
+                        "serial": c.serial,
+                        "source": c.source,
+                        "file": c.cert_path,
+                    })
+                })
+                .collect();
+            Some(json!({
+                "listener": l.name,
+                "min_version": if t.tls13_only { "1.3" } else { "1.2" },
+                "alpn": t.alpn.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect::<Vec<_>>(),
+                "client_auth": t.client_ca.as_ref().map(|(_, m)| match m {
+                    crate::config::tls::ClientAuth::Required => "required",
+                    crate::config::tls::ClientAuth::Optional => "optional",
+                }),
+                "certificates": certs,
+            }))
+        })
+        .collect();
+    json!({ "config_generation": snap.generation, "listeners": listeners })
 }
 
 fn routes(st: &AdminState) -> Value {

@@ -397,6 +397,7 @@ pub fn render(store: &Store, generation: u64) -> String {
     for (name, help, kind, value) in families {
         worker_family(store, &mut o, name, help, kind, |w| value(w).to_string());
     }
+    tls_lines(store, &mut o);
     alert_lines(&mut o, &store.alerts);
     if let Some(s) = &store.signals {
         signal_lines(&mut o, s);
@@ -479,6 +480,62 @@ fn histogram(
     let _ = writeln!(o, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
     let _ = writeln!(o, "{name}_sum{{{labels}}} {}", sum_us as f64 / 1e6);
     let _ = writeln!(o, "{name}_count{{{labels}}} {count}");
+}
+
+/// TLS handshakes and failures by listener, summed over workers. Families appear once a TLS listener
+/// has seen a connection.
+fn tls_lines(store: &Store, o: &mut String) {
+    let mut by: Vec<crate::metrics::TlsCounts> = Vec::new();
+    for w in &store.workers {
+        for c in &w.gauges.tls {
+            match by.iter_mut().find(|b| b.listener == c.listener) {
+                Some(b) => {
+                    for v in 0..2 {
+                        for r in 0..2 {
+                            b.handshakes[v][r] += c.handshakes[v][r];
+                        }
+                    }
+                    for (f, n) in b.failures.iter_mut().zip(c.failures) {
+                        *f += n;
+                    }
+                }
+                None => by.push(c.clone()),
+            }
+        }
+    }
+    if by.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "# HELP sluice_tls_handshakes_total TLS handshakes completed on client listeners.\n# TYPE sluice_tls_handshakes_total counter"
+    );
+    for b in &by {
+        for (v, version) in ["1.2", "1.3"].iter().enumerate() {
+            for (r, resumed) in ["false", "true"].iter().enumerate() {
+                let _ = writeln!(
+                    o,
+                    "sluice_tls_handshakes_total{{listener=\"{}\",version=\"{version}\",resumed=\"{resumed}\"}} {}",
+                    esc(&b.listener),
+                    b.handshakes[v][r]
+                );
+            }
+        }
+    }
+    let _ = writeln!(
+        o,
+        "# HELP sluice_tls_handshake_failures_total TLS handshakes that failed, by reason.\n# TYPE sluice_tls_handshake_failures_total counter"
+    );
+    for b in &by {
+        for (f, n) in crate::tls::Failure::ALL.iter().zip(b.failures) {
+            let _ = writeln!(
+                o,
+                "sluice_tls_handshake_failures_total{{listener=\"{}\",reason=\"{}\"}} {n}",
+                esc(&b.listener),
+                f.label()
+            );
+        }
+    }
 }
 
 #[cfg(test)]

@@ -29,14 +29,7 @@ pub struct ResponseEdits<'a> {
     pub hide_backend: bool,
 }
 
-/// What a verified client certificate says of its holder, for the policy chain to map to a consumer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerIdentity {
-    /// The certificate's subject distinguished name, as text (RFC 4514).
-    pub subject: Box<str>,
-    /// Its subject alternative names (DNS names, URIs, e-mail addresses), as text.
-    pub sans: Box<[Box<str>]>,
-}
+pub use crate::tls::identity::PeerIdentity;
 
 /// Reading the rest of a request body.
 #[allow(async_fn_in_trait)] // one thread per core: no future here needs to be Send

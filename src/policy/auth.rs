@@ -120,6 +120,19 @@ fn try_basic(input: &Input<'_>, ctx: &Ctx) -> Tried {
     }
 }
 
+/// The consumer the connection's verified client certificate names (by SAN, then subject). The
+/// certificate was verified in the handshake, against the listener's `client_ca`.
+fn try_mtls(input: &Input<'_>, ctx: &Ctx) -> Tried {
+    let Some(id) = ctx.peer_identity.as_deref() else {
+        return Tried::Absent;
+    };
+    match find(input, ctx, |s| s.by_certificate(id)) {
+        Some((_, true)) => Tried::Failed(AuthOutcome::Disabled),
+        Some((who, false)) => Tried::Ok(Some(who), Credential::None),
+        None => Tried::Failed(AuthOutcome::Invalid),
+    }
+}
+
 /// The longest consumer claim taken as an anonymous identity's name.
 const MAX_ANONYMOUS_NAME: usize = 256;
 
@@ -282,6 +295,7 @@ pub fn authenticate(input: &Input<'_>, ctx: &mut Ctx) -> Outcome {
         let tried = match m {
             AuthMethod::ApiKey => try_api_key(input, ctx),
             AuthMethod::Basic => try_basic(input, ctx),
+            AuthMethod::Mtls => try_mtls(input, ctx),
             AuthMethod::Jwt { verifier, .. } => try_jwt(input, ctx, verifier),
             AuthMethod::ExtAuth { auth } => try_ext_auth(input, ctx, auth),
             AuthMethod::Introspection { auth } => try_introspection(input, ctx, auth),
@@ -372,7 +386,8 @@ fn challenge(ctx: &mut Ctx, m: AuthMethod, token_refused: bool) {
             b"Basic realm=\"sluice\", charset=\"UTF-8\"",
         ),
         // The service's own challenge goes with its 401; without an answer there is none to give.
-        AuthMethod::ExtAuth { .. } => {}
+        // A certificate is asked for in the handshake, not by a header.
+        AuthMethod::ExtAuth { .. } | AuthMethod::Mtls => {}
         // RFC 6750 §3: `invalid_token` once a token was sent and refused.
         AuthMethod::Jwt { .. } | AuthMethod::Introspection { .. } => ctx.downstream_edits.push(
             b"www-authenticate",

@@ -66,6 +66,9 @@ pub struct ConsumerSet {
     keys: HashMap<[u8; 32], KeyEntry, ahash::RandomState>,
     users: HashMap<Box<[u8]>, u32, ahash::RandomState>,
     names: HashMap<Box<str>, u32, ahash::RandomState>,
+    /// Client certificate SANs and subjects (normalised) of the file's consumers.
+    cert_sans: HashMap<Box<str>, u32, ahash::RandomState>,
+    cert_subjects: HashMap<Box<str>, u32, ahash::RandomState>,
 }
 
 impl ConsumerSet {
@@ -87,8 +90,25 @@ impl ConsumerSet {
                 plan: c.plan.as_deref(),
                 quota: c.quota,
             });
+            if let Some(i) = set.by_name(&c.name) {
+                for san in &c.mtls_sans {
+                    set.cert_sans.entry(san.as_str().into()).or_insert(i);
+                }
+                for sub in &c.mtls_subjects {
+                    set.cert_subjects.entry(sub.as_str().into()).or_insert(i);
+                }
+            }
         }
         set
+    }
+
+    /// The consumer a verified client certificate names: its first SAN that a consumer lists, else
+    /// its subject.
+    pub fn by_certificate(&self, id: &crate::tls::identity::PeerIdentity) -> Option<u32> {
+        id.sans
+            .iter()
+            .find_map(|s| self.cert_sans.get(&**s).copied())
+            .or_else(|| self.cert_subjects.get(&*id.subject).copied())
     }
 
     /// Adds a consumer. A name, key or user already in the table is skipped for the newcomer (the

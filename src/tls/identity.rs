@@ -1,7 +1,16 @@
 //! What a verified client certificate says of its holder: its subject and its subject alternative
 //! names, as text, and how a consumer's `mtls = { subject, san }` is compared with them.
 
-use crate::pipeline::downstream::PeerIdentity;
+use crate::config::tls::normalise_subject;
+
+/// What a verified client certificate says of its holder, for the policy chain to map to a consumer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerIdentity {
+    /// The certificate's subject distinguished name, as text (RFC 4514).
+    pub subject: Box<str>,
+    /// Its subject alternative names (DNS names, URIs, e-mail addresses), as text.
+    pub sans: Box<[Box<str>]>,
+}
 
 /// The identity in a leaf certificate (DER) that rustls verified; None if it does not parse.
 pub fn of(der: &[u8]) -> Option<PeerIdentity> {
@@ -35,29 +44,9 @@ pub fn of(der: &[u8]) -> Option<PeerIdentity> {
     })
 }
 
-/// A subject in one spelling: attributes in the order written, `NAME=value` joined by `,`, names
-/// upper-case, spaces around `=` and `,` dropped. Values stay exact.
-pub fn normalise_subject(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for (i, part) in s.split(',').enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        match part.split_once('=') {
-            Some((n, v)) => {
-                out.push_str(&n.trim().to_ascii_uppercase());
-                out.push('=');
-                out.push_str(v.trim());
-            }
-            None => out.push_str(part.trim()),
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::normalise_subject;
 
     #[test]
     fn subjects_compare_in_one_spelling() {

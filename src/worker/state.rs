@@ -49,7 +49,7 @@ pub struct Worker {
     /// Rate limit and quota shards.
     pub limits: crate::limit::local::Local,
     /// TLS handshakes and failures by listener, since start.
-    pub(super) tls: RefCell<Vec<crate::tls::TlsCounts>>,
+    pub(super) tls: RefCell<Vec<crate::metrics::TlsCounts>>,
     /// (second, failures logged in it): handshake failures are logged at a bounded rate.
     pub(super) tls_log: Cell<(u64, u32)>,
 }
@@ -95,13 +95,13 @@ impl Worker {
     pub fn count_tls(
         &self,
         name: &std::sync::Arc<str>,
-        f: impl FnOnce(&mut crate::tls::TlsCounts),
+        f: impl FnOnce(&mut crate::metrics::TlsCounts),
     ) {
         let mut all = self.tls.borrow_mut();
         let i = match all.iter().position(|c| c.listener == *name) {
             Some(i) => i,
             None => {
-                all.push(crate::tls::TlsCounts {
+                all.push(crate::metrics::TlsCounts {
                     listener: name.clone(),
                     ..Default::default()
                 });

@@ -1,6 +1,6 @@
 //! Integration-test harness: runs the real `sluice` binary on a temp config,
 //! in-process HTTP/1.1 backends, a scripted raw TCP origin (`raw`), a raw-socket
-//! client, and `/metrics` readers.
+//! client, `/metrics` readers, and TLS clients with the test PKI (`tls`).
 //!
 //! Sits outside the proxy: everything here talks to sluice over loopback TCP
 //! or signals. It must never leave a process or a thread running past its
@@ -17,6 +17,7 @@ pub mod client;
 pub mod idp;
 pub mod metrics;
 pub mod raw;
+pub mod tls;
 pub mod traffic;
 pub mod webhook;
 
