@@ -906,7 +906,57 @@ def table_idle(path, scenario="idle"):
 TLS_CERT_DESC = {"ecdsa": "ECDSA P-256", "rsa": "RSA 2048"}
 
 
-def table_tls(path, scenario):
+def _tls_metrics(path):
+    """{(target, listener): [full, resumed, failures]} from a scrape_tls_counts file (missing: empty)."""
+    out = {}
+    if not os.path.exists(path):
+        return out
+    with open(path) as f:
+        for line in f:
+            m = re.match(r'(\S+) sluice_tls_(handshakes|handshake_failures)_total\{([^}]*)\} (\d+)', line)
+            if not m:
+                continue
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(3)))
+            slot = out.setdefault((m.group(1), labels.get("listener")), [0, 0, 0])
+            if m.group(2) == "handshake_failures":
+                slot[2] += int(m.group(4))
+            else:
+                slot[1 if labels.get("resumed") == "true" else 0] += int(m.group(4))
+    return out
+
+
+def tls_server_check(rawdir, scenario, certs):
+    """sluice's sluice_tls_handshakes_total over the scenario beside the sum of every tlsload run
+    (warm-ups and discarded runs included) against the same listener."""
+    import glob
+    before = _tls_metrics(os.path.join(rawdir, f"{scenario}-tls-metrics.before.txt"))
+    after = _tls_metrics(os.path.join(rawdir, f"{scenario}-tls-metrics.after.txt"))
+    lines = []
+    for (t, listener), a in sorted(after.items()):
+        c = (listener or "").replace("https_", "")
+        if c not in certs:
+            continue
+        b = before.get((t, listener), [0, 0, 0])
+        srv = [a[i] - b[i] for i in range(3)]
+        cli = [0, 0, 0]
+        for f in glob.glob(os.path.join(rawdir, f"r*-{scenario}-{t}-{c}*.json")):
+            try:
+                d = parse_tlsload(f)
+            except (ValueError, KeyError):
+                continue
+            cli[0] += d.get("full") or 0
+            cli[1] += d.get("resumed") or 0
+            cli[2] += d.get("errors") or 0
+        same = srv[0] == cli[0] and srv[1] == cli[1]
+        lines.append(f"{t} {listener}: sluice counted {srv[0]} full / {srv[1]} resumed / {srv[2]} failed, "
+                     f"tlsload {cli[0]} full / {cli[1]} resumed / {cli[2]} errors — "
+                     + ("the same" if same else "DIFFERENT"))
+    if lines:
+        print("\nServer side (sluice_tls_handshakes_total and _failures_total from /metrics before and after the "
+              "scenario, warm-ups included; tlsload summed over the same runs): " + "; ".join(lines))
+
+
+def table_tls(path, scenario, rawdir=None):
     """tls_handshake / tls_resume: per certificate, each binary beside nginx with the same
     certificate; handshakes are tlsload connections (one handshake and one GET each)."""
     rows = load(path, scenario)
@@ -983,6 +1033,8 @@ def table_tls(path, scenario):
     if errs:
         warnings.append("errors, e.g. " + "; ".join(sorted({f"{r['target']}: {k} ({v.get('sample')})" for r in errs[:4]
                                                              for k, v in r["error_detail"].items()})))
+    if rawdir:
+        tls_server_check(rawdir, scenario, certs)
     for w in warnings:
         print("WARNING: " + w)
 
