@@ -142,6 +142,35 @@ def parse_wrk(path):
     return out
 
 
+def parse_tlsload(path):
+    """loadtest/tlsload's JSON: connections (each one handshake and one GET) as requests."""
+    with open(path, errors="replace") as f:
+        text = f.read()
+    data = json.loads(text[text.find("{"):])
+    errs = data.get("error_detail") or {}
+    out = {
+        "requests": data["connections"],
+        "rps": data["per_sec"],
+        "p50_ms": data.get("p50_ms"),
+        "p90_ms": data.get("p90_ms"),
+        "p99_ms": data.get("p99_ms"),
+        "non2xx": (errs.get("status") or {}).get("count", 0),
+        "socket_errors": data["errors"] - (errs.get("status") or {}).get("count", 0),
+        "errors": data["errors"],
+        "seconds": data.get("seconds"),
+        "full": data.get("full"),
+        "full_hrr": data.get("full_hrr"),
+        "resumed": data.get("resumed"),
+        "mode": data.get("mode"),
+        "threads": data.get("conns"),
+        "tls_version": data.get("tls_version"),
+        "negotiated": data.get("negotiated"),
+    }
+    if errs:
+        out["error_detail"] = errs
+    return out
+
+
 def parse_oha(path):
     with open(path, errors="replace") as f:
         text = f.read()
@@ -192,11 +221,11 @@ def record(args):
         i += 1
     tool = kv.pop("tool")
     path = kv.pop("file")
-    res = parse_wrk(path) if tool == "wrk" else parse_oha(path)
+    res = {"wrk": parse_wrk, "oha": parse_oha, "tlsload": parse_tlsload}[tool](path)
     rec = {"tool": tool, "file": os.path.basename(path)}
     for k in ("target", "scenario"):
         rec[k] = kv.get(k)
-    for k in ("binary", "variant", "path"):  # auth scenario: which sluice, which route
+    for k in ("binary", "variant", "path", "cert"):  # auth: which sluice, which route; tls_*: certificate
         if kv.get(k):
             rec[k] = kv[k]
     rec["round"] = int(kv.get("round", 0))
@@ -256,6 +285,8 @@ def record(args):
         brief += ", proxy CPU %.0f%%/%.0f%%" % (rec["proxy_user_pct"], rec["proxy_sys_pct"])
     if rec.get("foreign_cpu_pct", 0) > 5:
         brief += ", WARNING: %.0f%% CPU used by other processes" % rec["foreign_cpu_pct"]
+    if tool == "tlsload":
+        brief += ", full %s / resumed %s" % (rec.get("full"), rec.get("resumed"))
     if rejected:
         brief += f" -> rejected (over {limit}%), run again"
     print(brief)
@@ -416,6 +447,12 @@ def table(path, scenario):
                   _ratio(x["rps"], hp.get("rps")), _ratio(x["rpc"], hp.get("rpc"))]
         print("| " + " | ".join(cells) + " |")
     base_line(rows, s)
+    if scenario == "tls_keepalive" and ng:
+        for t in (t for t in order if t != "nginx"):
+            x = s[t]
+            ok = lambda k: "?" if not (x.get(k) and ng.get(k)) else ("ok" if x[k] >= ng[k] else "BELOW")
+            print(f"\nGoal (the issue): {t} ≥ nginx in keep-alive HTTPS req/s: {ok('rps')}, "
+                  f"in req per proxy CPU-s: {ok('rpc')}")
     spread = ", ".join(f"{t} {_fmt_num(s[t]['rps_min'])}–{_fmt_num(s[t]['rps_max'])}" for t in order)
     print(f"\nreq/s range over runs: {spread}")
     print("\nCPU use (medians, % of one CPU): " + "; ".join(
@@ -553,7 +590,7 @@ def rss_run(args):
 def idle(args):
     import asyncio
     import resource
-    opts, labels, _ = _opts(args, {"pids", "port", "conns", "out", "host", "settle"})
+    opts, labels, _ = _opts(args, {"pids", "port", "conns", "out", "host", "settle", "tls"})
     roots = {int(p) for p in opts["pids"].split(",") if p}
     port, conns = int(opts["port"]), int(opts["conns"])
     settle = float(opts.get("settle", 2))
@@ -567,10 +604,23 @@ def idle(args):
     host = opts.get("host", "127.0.0.1")
     req = f"GET / HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: lt-idle\r\n\r\n".encode()
     pids = tree_pids(roots)
+    # --tls NAME (tls_idle): TLS with SNI NAME, full handshakes (no session is reused), the
+    # certificate not verified (loadtest/run checked it with curl); ALPN http/1.1 as tlsload sends
+    ctx, sni, negotiated = None, opts.get("tls"), set()
+    if sni:
+        import ssl
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        ctx.set_alpn_protocols(["http/1.1"])
 
     async def one(sem):
         async with sem:
-            r, w = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 10)
+            r, w = await asyncio.wait_for(
+                asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname=sni if ctx else None), 10)
+            if ctx:
+                so = w.get_extra_info("ssl_object")
+                negotiated.add(f"{so.version()} {so.cipher()[0]}")
             w.write(req)
             head = await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 10)
             status = int(head.split(b" ", 2)[1])
@@ -609,6 +659,8 @@ def idle(args):
         "rss_before_kib": before, "rss_idle_kib": after, "rss_closed_kib": closed,
         "growth_kib": after - before, "kib_per_conn": (after - before) / opened if opened else None,
     })
+    if ctx:
+        rec["tls"] = ", ".join(sorted(negotiated))
     _append(opts["out"], rec)
     print("  %-8s r%s idle: %d/%d open (%d alive after %.0fs), RSS %.1f -> %.1f MiB: %.2f KiB/conn; after close %.1f MiB%s" % (
         rec.get("target"), rec.get("round"), opened, conns, alive, settle, before / 1024, after / 1024,
@@ -822,10 +874,10 @@ def table_bigbody(path):
           "of the kernel's own peak-RSS mark across the transfer (0 when an earlier peak was higher).")
 
 
-def table_idle(path):
-    rows = _load_extra(path, "idle")
+def table_idle(path, scenario="idle"):
+    rows = _load_extra(path, scenario)
     if not rows:
-        print("(no idle runs)")
+        print(f"(no {scenario} runs)")
         return
     by = {}
     for r in rows:
@@ -846,6 +898,145 @@ def table_idle(path):
     print("\nKiB per connection = (RSS with every connection open and idle − RSS before) / connections, "
           "after one request on each. RSS is user-space memory of the proxy's process tree; kernel "
           "socket buffers are not in it (the same for every target).")
+    tls = sorted({r["tls"] for r in rows if r.get("tls")})
+    if tls:
+        print(f"TLS as negotiated (python ssl client, a full handshake per connection): {'; '.join(tls)}.")
+
+
+TLS_CERT_DESC = {"ecdsa": "ECDSA P-256", "rsa": "RSA 2048"}
+
+
+def _tls_metrics(path):
+    """{(target, listener): [full, resumed, failures]} from a scrape_tls_counts file (missing: empty)."""
+    out = {}
+    if not os.path.exists(path):
+        return out
+    with open(path) as f:
+        for line in f:
+            m = re.match(r'(\S+) sluice_tls_(handshakes|handshake_failures)_total\{([^}]*)\} (\d+)', line)
+            if not m:
+                continue
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(3)))
+            slot = out.setdefault((m.group(1), labels.get("listener")), [0, 0, 0])
+            if m.group(2) == "handshake_failures":
+                slot[2] += int(m.group(4))
+            else:
+                slot[1 if labels.get("resumed") == "true" else 0] += int(m.group(4))
+    return out
+
+
+def tls_server_check(rawdir, scenario, certs):
+    """sluice's sluice_tls_handshakes_total over the scenario beside the sum of every tlsload run
+    (warm-ups and discarded runs included) against the same listener."""
+    import glob
+    before = _tls_metrics(os.path.join(rawdir, f"{scenario}-tls-metrics.before.txt"))
+    after = _tls_metrics(os.path.join(rawdir, f"{scenario}-tls-metrics.after.txt"))
+    lines = []
+    for (t, listener), a in sorted(after.items()):
+        c = (listener or "").replace("https_", "")
+        if c not in certs:
+            continue
+        b = before.get((t, listener), [0, 0, 0])
+        srv = [a[i] - b[i] for i in range(3)]
+        cli = [0, 0, 0]
+        for f in glob.glob(os.path.join(rawdir, f"r*-{scenario}-{t}-{c}*.json")):
+            try:
+                d = parse_tlsload(f)
+            except (ValueError, KeyError):
+                continue
+            cli[0] += d.get("full") or 0
+            cli[1] += d.get("resumed") or 0
+            cli[2] += d.get("errors") or 0
+        same = srv[0] == cli[0] and srv[1] == cli[1]
+        lines.append(f"{t} {listener}: sluice counted {srv[0]} full / {srv[1]} resumed / {srv[2]} failed, "
+                     f"tlsload {cli[0]} full / {cli[1]} resumed / {cli[2]} errors — "
+                     + ("the same" if same else "DIFFERENT"))
+    if lines:
+        print("\nServer side (sluice_tls_handshakes_total and _failures_total from /metrics before and after the "
+              "scenario, warm-ups included; tlsload summed over the same runs): " + "; ".join(lines))
+
+
+def table_tls(path, scenario, rawdir=None):
+    """tls_handshake / tls_resume: per certificate, each binary beside nginx with the same
+    certificate; handshakes are tlsload connections (one handshake and one GET each)."""
+    rows = load(path, scenario)
+    if not rows:
+        print(f"(no runs for scenario {scenario})")
+        return
+    resume = scenario == "tls_resume"
+    certs = [c for c in ("ecdsa", "rsa") if any(r.get("cert") == c for r in rows)]
+    hdr = ["target", "certificate", "handshakes/s (median)", "p50", "p99", "full / resumed", "errors",
+           "proxy CPU% user/sys", "handshakes per proxy CPU-s", "vs nginx (hs/s)", "vs nginx (hs/CPU-s)",
+           "per round vs nginx, hs/CPU-s (min–max)", "goal ≥ nginx"]
+    print("| " + " | ".join(hdr) + " |")
+    print("|" + "|".join(["---", "---"] + ["---:"] * (len(hdr) - 3) + ["---"]) + "|")
+    warnings, summ_all = [], {}
+    for c in certs:
+        crow = [dict(r, target=r.get("binary") or r["target"].rpartition("-")[0]) for r in rows if r.get("cert") == c]
+        order, s = summarize(crow)
+        summ_all[c] = (order, s)
+        ng = s.get("nginx", {})
+        ng_round = {r["round"]: r for r in crow if r["target"] == "nginx"}
+        for t in order:
+            x = s[t]
+            mine = [r for r in crow if r["target"] == t]
+            full = sum(r.get("full") or 0 for r in mine)
+            res = sum(r.get("resumed") or 0 for r in mine)
+            cpu = "-" if x["user"] is None else f"{x['user']:.0f} / {x['sys']:.0f}"
+            rs = [r["req_per_cpu_s"] / ng_round[r["round"]]["req_per_cpu_s"] for r in mine
+                  if t != "nginx" and r["round"] in ng_round and r.get("req_per_cpu_s")
+                  and ng_round[r["round"]].get("req_per_cpu_s")]
+            rng = "-" if not rs else (f"{rs[0]:.3f} (1 round)" if len(rs) == 1 else f"{min(rs):.3f}–{max(rs):.3f} ({len(rs)} rounds)")
+            if t == "nginx":
+                goal = "(reference)"
+            elif x.get("rps") and ng.get("rps") and x.get("rpc") and ng.get("rpc"):
+                goal = "hs/s " + ("ok" if x["rps"] >= ng["rps"] else "BELOW") + ", hs/CPU-s " + \
+                    ("ok" if x["rpc"] >= ng["rpc"] else "BELOW")
+            else:
+                goal = "?"
+            print("| " + " | ".join([
+                t, TLS_CERT_DESC.get(c, c), _fmt_num(x["rps"]) + (f" ({x['runs']} runs)" if x["runs"] != 1 else ""),
+                _fmt_ms(x["p50"]), _fmt_ms(x["p99"]), f"{full} / {res}", str(x["errors"]), cpu, _fmt_num(x["rpc"]),
+                _ratio(x["rps"], ng.get("rps")), _ratio(x["rpc"], ng.get("rpc")), rng, goal]) + " |")
+            # tlsload's counts are rustls' handshake_kind(): what the server accepted. In a resume
+            # run each thread's first handshake is full (it has no session yet); all others should resume.
+            later = full + res - sum(r.get("threads") or 0 for r in mine)
+            if resume and later > 0 and res < 0.98 * later:
+                warnings.append(f"{t} ({c}) resumed only {res} of the {later} handshakes after each thread's first: "
+                                "its session resumption did not work for the rest, which were full handshakes")
+            if not resume and res:
+                warnings.append(f"{t} ({c}): {res} handshakes resumed in a full-handshake run")
+        base_line(crow, s, pairs=(("rps", "hs/s", "rps", 1), ("rpc", "hs per CPU-s", "req_per_cpu_s", 1),
+                                  ("p50", "p50", "p50_ms", -1), ("p99", "p99", "p99_ms", -1)), label=f", {c}")
+    neg = {}
+    for r in rows:
+        for n in r.get("negotiated") or []:
+            key = (r.get("binary") or r["target"], r.get("cert"))
+            neg.setdefault(key, set()).add(f"{n.get('protocol')} {n.get('suite')} {n.get('group')} "
+                                           f"ALPN {n.get('alpn')}, certificate as served {n.get('cert_match')}")
+    print(f"\nEach handshake is one tlsload connection: TCP connect, TLS handshake, GET / with Connection: close, "
+          "the response read to the server's close; handshakes/s counts those that got 200. Full and resumed are "
+          "counted by the client from rustls' handshake_kind(), i.e. whether the server accepted the session it "
+          + ("offered (each thread has its own session cache; its first handshake is full)." if resume else
+             "(never: no session cache, no ticket or session id is offered).")
+          + " p50/p99: the whole connection, connect to close. Goal (the issue): ≥ nginx in handshakes/s and per proxy CPU-s.")
+    print("Negotiated: " + "; ".join(f"{b} {c}: {', '.join(sorted(v))}" for (b, c), v in sorted(neg.items())))
+    for c, (order, s) in summ_all.items():
+        print(f"\nCPU use, {c} (medians, % of one CPU): " + "; ".join(
+            f"{t}: load generator {_pct(s[t]['loadgen'])}, backend {_pct(s[t]['backend'])}, "
+            + ", ".join(f"cpu{i} busy {_pct(v)}" for i, v in enumerate(s[t]["cpus"])) for t in order))
+    noisy = [f"{t}-{c} (up to {s[t]['foreign']:.0f}%)" for c, (order, s) in summ_all.items() for t in order
+             if s[t]["foreign"] > 5]
+    if noisy:
+        warnings.append("other processes used CPU during: " + ", ".join(noisy) + " — numbers are disturbed")
+    errs = [r for r in rows if r.get("error_detail")]
+    if errs:
+        warnings.append("errors, e.g. " + "; ".join(sorted({f"{r['target']}: {k} ({v.get('sample')})" for r in errs[:4]
+                                                             for k, v in r["error_detail"].items()})))
+    if rawdir:
+        tls_server_check(rawdir, scenario, certs)
+    for w in warnings:
+        print("WARNING: " + w)
 
 
 def table_reload(path, runs_path):
@@ -1035,6 +1226,8 @@ def main(argv):
         table_bigbody(*args)
     elif cmd == "table-idle":
         table_idle(*args)
+    elif cmd == "table-tls":
+        table_tls(*args)
     elif cmd == "table-reload":
         table_reload(*args)
     elif cmd == "table-auth":
@@ -1049,7 +1242,7 @@ def main(argv):
         _append(args[1], labels)
     elif cmd == "parse":
         tool, path = args
-        print(json.dumps(parse_wrk(path) if tool == "wrk" else parse_oha(path), indent=1))
+        print(json.dumps({"wrk": parse_wrk, "oha": parse_oha, "tlsload": parse_tlsload}[tool](path), indent=1))
     else:
         print(__doc__)
         return 2
