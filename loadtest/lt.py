@@ -421,6 +421,29 @@ def summarize(rows):
     return order, summ
 
 
+QUIET_PCT = 10  # what quiet_line calls a quiet run: other processes under this % of a CPU
+
+
+def quiet_line(rows, label, unit="req"):
+    """On a shared machine: the medians over the runs that other processes left alone (under
+    QUIET_PCT of a CPU), per target, beside nginx's."""
+    by = {}
+    for r in rows:
+        if (r.get("foreign_cpu_pct") or 0) < QUIET_PCT:
+            by.setdefault(r["target"], []).append(r)
+    if not by or all(len(v) == len([r for r in rows if r["target"] == t]) for t, v in by.items()) and \
+            len(by) == len({r["target"] for r in rows}):
+        return  # every run was quiet (or none): the table says it all
+    ng = by.get("nginx", [])
+    ng_rps, ng_rpc = _median([r["rps"] for r in ng]), _median([r.get("req_per_cpu_s") for r in ng])
+    parts = []
+    for t in [t for t in ("sluice", "base", "nginx") if t in by] + sorted(t for t in by if t not in ("sluice", "base", "nginx")):
+        rps, rpc = _median([r["rps"] for r in by[t]]), _median([r.get("req_per_cpu_s") for r in by[t]])
+        parts.append(f"{t} {_fmt_num(rps)} {unit}/s, {_fmt_num(rpc)} per proxy CPU-s ({len(by[t])} runs"
+                     + (f"; vs nginx {_ratio(rps, ng_rps)} and {_ratio(rpc, ng_rpc)}" if t != "nginx" and ng else "") + ")")
+    print(f"\nQuiet runs only{label} (other processes under {QUIET_PCT}% of a CPU): " + "; ".join(parts))
+
+
 def table(path, scenario):
     rows = load(path, scenario)
     if not rows:
@@ -447,6 +470,7 @@ def table(path, scenario):
                   _ratio(x["rps"], hp.get("rps")), _ratio(x["rpc"], hp.get("rpc"))]
         print("| " + " | ".join(cells) + " |")
     base_line(rows, s)
+    quiet_line(rows, "")
     if scenario == "tls_keepalive" and ng:
         for t in (t for t in order if t != "nginx"):
             x = s[t]
@@ -1006,6 +1030,7 @@ def table_tls(path, scenario, rawdir=None):
                                 "its session resumption did not work for the rest, which were full handshakes")
             if not resume and res:
                 warnings.append(f"{t} ({c}): {res} handshakes resumed in a full-handshake run")
+        quiet_line(crow, f", {c}", unit="hs")
         base_line(crow, s, pairs=(("rps", "hs/s", "rps", 1), ("rpc", "hs per CPU-s", "req_per_cpu_s", 1),
                                   ("p50", "p50", "p50_ms", -1), ("p99", "p99", "p99_ms", -1)), label=f", {c}")
     neg = {}
@@ -1016,9 +1041,9 @@ def table_tls(path, scenario, rawdir=None):
                                            f"ALPN {n.get('alpn')}, certificate as served {n.get('cert_match')}")
     print(f"\nEach handshake is one tlsload connection: TCP connect, TLS handshake, GET / with Connection: close, "
           "the response read to the server's close; handshakes/s counts those that got 200. Full and resumed are "
-          "counted by the client from rustls' handshake_kind(), i.e. whether the server accepted the session it "
+          "counted by the client from rustls' handshake_kind(), i.e. whether the server accepted a session the client "
           + ("offered (each thread has its own session cache; its first handshake is full)." if resume else
-             "(never: no session cache, no ticket or session id is offered).")
+             "offered (none here: no session cache, so no ticket or session id is ever offered).")
           + " p50/p99: the whole connection, connect to close. Goal (the issue): ≥ nginx in handshakes/s and per proxy CPU-s.")
     print("Negotiated: " + "; ".join(f"{b} {c}: {', '.join(sorted(v))}" for (b, c), v in sorted(neg.items())))
     for c, (order, s) in summ_all.items():
