@@ -22,6 +22,9 @@ use std::time::{Duration, Instant};
 /// Ciphertext read size: a whole record and its overhead.
 pub const RECORD_CHUNK: usize = 16 * 1024 + 512;
 
+/// Plaintext of one TLS record.
+const ONE_RECORD: usize = 16 * 1024;
+
 /// How long an alert or close_notify may wait for room in the socket.
 const ALERT_WAIT: Duration = Duration::from_secs(1);
 
@@ -346,6 +349,20 @@ where
     }
 
     async fn write_two(&mut self, a: &mut Vec<u8>, buf: &mut BytesMut, n: usize) -> io::Result<()> {
+        let n = n.min(buf.len());
+        if a.len() + n <= ONE_RECORD {
+            // A head and a small body in one record: one seal, and one record for the client to
+            // open, instead of two.
+            a.extend_from_slice(&buf[..n]);
+            let r = self.seal(a);
+            a.clear();
+            r?;
+            buf.advance(n);
+            if buf.is_empty() {
+                buf.clear();
+            }
+            return self.flush_out().await;
+        }
         let r = self.seal(a);
         a.clear();
         r?;
