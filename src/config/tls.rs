@@ -250,39 +250,23 @@ fn roots(cx: &Ctx, key: &str, path: &str) -> Result<Arc<rustls::RootCertStore>, 
 /// Entries of a per-worker session cache at most (rustls allocates them up front).
 const MAX_SESSION_CACHE: usize = 1_000_000;
 
-/// Header names sluice writes or strips itself: an identity header may not be one of them.
-const RESERVED_HEADERS: &[&str] = &[
-    "host",
-    "authorization",
-    "proxy-authorization",
-    "cookie",
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "upgrade",
-    "te",
-    "trailer",
-    "expect",
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "x-request-id",
-    "traceparent",
-];
+/// Credentials a client sends: an identity header named so would let the client's own pass.
+const CREDENTIAL_HEADERS: &[&str] = &["authorization", "cookie"];
 
 fn header_name(cx: &Ctx, key: &str, name: &Option<String>) -> Result<Option<String>, ConfigError> {
     match name {
         None => Ok(None),
         Some(n) if super::is_token(n) => {
             let n = n.to_ascii_lowercase();
-            if RESERVED_HEADERS.contains(&n.as_str()) {
-                return Err(cx.err(
-                    key,
-                    format!(
-                        "{n:?} is a header sluice writes or strips itself; choose another name"
-                    ),
-                ));
+            let reserved =
+                crate::policy::headers::reserved(&n, crate::policy::headers::Side::Request)
+                    .or_else(|| {
+                        CREDENTIAL_HEADERS
+                            .contains(&n.as_str())
+                            .then_some("a client's credential")
+                    });
+            if let Some(why) = reserved {
+                return Err(cx.err(key, format!("{n:?}: {why}; choose another name")));
             }
             Ok(Some(n))
         }
