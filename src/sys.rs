@@ -127,3 +127,49 @@ pub fn would_block(e: &std::io::Error) -> bool {
 pub fn at_eof(fd: RawFd) -> bool {
     peek(fd) == Peek::Gone
 }
+
+/// A new epoll set (close-on-exec): the readiness source of a worker's parked connections.
+pub fn epoll_new() -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: a plain syscall with a constant flag; the fd it returns is ours alone.
+    let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned open by epoll_create1 and nothing else owns it.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// Watches `fd` in `ep` for one report of readability, a hang-up or an error, tagged with `token`.
+pub fn epoll_watch(ep: RawFd, fd: RawFd, token: u64) -> std::io::Result<()> {
+    let mut ev = libc::epoll_event {
+        events: (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLONESHOT) as u32,
+        u64: token,
+    };
+    // SAFETY: both fds are open and owned by the caller for the call; `ev` is a valid event on our stack.
+    let rc = unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, &mut ev) };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Stops watching `fd` in `ep` (before the fd is used elsewhere; a close removes it anyway).
+pub fn epoll_unwatch(ep: RawFd, fd: RawFd) {
+    // SAFETY: both fds are open and owned by the caller for the call; DEL ignores the event pointer.
+    unsafe {
+        libc::epoll_ctl(ep, libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut());
+    }
+}
+
+/// The tokens of what is ready in `ep` now, without waiting: appended to `out`, at most `max`.
+pub fn epoll_ready(ep: RawFd, out: &mut Vec<u64>, max: usize) {
+    let mut events = [libc::epoll_event { events: 0, u64: 0 }; 64];
+    let want = max.min(events.len()) as i32;
+    // SAFETY: `ep` is an open epoll fd owned by the caller; `events` is valid for `want` entries.
+    let n = unsafe { libc::epoll_wait(ep, events.as_mut_ptr(), want, 0) };
+    for ev in events.iter().take(n.max(0) as usize) {
+        let token = ev.u64;
+        out.push(token);
+    }
+}

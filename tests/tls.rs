@@ -17,6 +17,7 @@ use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
+use std::thread;
 use std::time::{Duration, Instant};
 
 const HANDSHAKES: &str = "sluice_tls_handshakes_total";
@@ -757,6 +758,45 @@ fn an_mtls_identity_is_a_consumer_checked_by_the_allow_list() {
         seen,
         "no refused request reaches the backend"
     );
+}
+
+#[test]
+fn idle_tls_connections_park_and_keep_their_session_and_identity() {
+    // Past the 50 ms park delay a TLS connection gives back its task and buffers and waits in the
+    // worker's parked table: the next request must find the same session (no new handshake) and
+    // the same verified identity.
+    let be = backend();
+    let s = mtls_consumers(
+        &be,
+        "[consumers.alice]\nmtls = { san = [\"alice.clients.test\"], subject = [] }\n",
+        "allow = [\"alice\"]",
+    );
+    let mut alice = PyTlsClient::connect_as(tls_addr(&s), "a.test", "alice");
+    let mut anon = PyTlsClient::connect(tls_addr(&s), "a.test");
+    assert_eq!(alice.get("/one"), Ok((200, "ok /one".into())));
+    assert_eq!(anon.get("/one").map(|r| r.0), Ok(401));
+    metrics_until(&s, "both connections parked", |t| {
+        metric_where(t, "sluice_worker_parked_connections", &[]) == 2.0
+            && metric_where(t, HANDSHAKES, &[("listener", "https")]) == 2.0
+    });
+    for round in 0..3 {
+        assert_eq!(
+            alice.get(&format!("/again{round}")),
+            Ok((200, format!("ok /again{round}"))),
+            "round {round}"
+        );
+        assert_eq!(
+            be.last_request().header("x-consumer-id"),
+            Some("alice"),
+            "the identity survives parking"
+        );
+        assert_eq!(anon.get("/again").map(|r| r.0), Ok(401), "round {round}");
+        thread::sleep(Duration::from_millis(150));
+    }
+    metrics_until(&s, "no new handshake after parking", |t| {
+        metric_where(t, "sluice_worker_parked_connections", &[]) == 2.0
+            && metric_where(t, HANDSHAKES, &[("listener", "https")]) == 2.0
+    });
 }
 
 #[test]

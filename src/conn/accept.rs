@@ -1,5 +1,7 @@
 //! Accepting: one loop per listening socket of the worker, each connection spawned as its own task
-//! on the worker's runtime and served by its driver (HTTP/1.1, over TLS where the listener terminates it) until it closes.
+//! on the worker's runtime and served by its driver (HTTP/1.1, over TLS where the listener terminates
+//! it) until it closes or parks; and one loop that hands parked connections back to their driver
+//! when they become readable (`conn::park`).
 
 use super::h1;
 use crate::worker::Worker;
@@ -16,6 +18,30 @@ pub fn start(w: &Rc<Worker>, listeners: Vec<std::net::TcpListener>) {
                 monoio::spawn(accept_loop(w.clone(), l, index as u16));
             }
             Err(e) => tracing::error!(worker = w.id, error = %e, "cannot use listener"),
+        }
+    }
+    monoio::spawn(resume_loop(w.clone()));
+}
+
+async fn resume_loop(w: Rc<Worker>) {
+    let mut ready = Vec::new();
+    loop {
+        let watching = monoio::select! {
+            r = w.parking.take_ready(&mut ready) => r,
+            _ = w.stopped() => false,
+        };
+        for entry in ready.drain(..) {
+            if entry.session.is_some() {
+                monoio::spawn(super::tls::resume(w.clone(), entry));
+            } else {
+                monoio::spawn(h1::resume(w.clone(), entry));
+            }
+        }
+        if !watching {
+            // Draining, or nothing can report readiness: what is parked would only wait for its
+            // deadline, so it closes now.
+            w.parking.close_all();
+            return;
         }
     }
 }

@@ -1,7 +1,9 @@
 //! A connection on a TLS listener: the handshake (bounded by `header_timeout`, its failures counted
 //! by reason and logged at a bounded rate), then HTTP/1.1 over the session (`h1::serve_tls`).
 
-use super::h1;
+use super::{h1, park};
+use crate::pipeline::downstream::PeerIdentity;
+use std::os::fd::AsRawFd;
 use crate::tls::{identity, stream, Failure};
 use crate::worker::Worker;
 use rustls::ServerConnection;
@@ -61,5 +63,51 @@ pub async fn serve(
         .and_then(|leaf| identity::of(leaf.as_ref()))
         .map(Rc::new);
     let (rd, wr) = stream::split(stream, conn, inbuf);
-    h1::serve_tls(&w, rd, wr, peer, listener, identity).await;
+    let parked = h1::serve_tls(&w, rd, wr, peer, listener, identity.clone(), true).await;
+    park(&w, parked, peer, listener, identity);
+}
+
+/// A parked TLS connection's session: what `conn::park` holds for it.
+struct Session {
+    conn: ServerConnection,
+    identity: Option<Rc<PeerIdentity>>,
+}
+
+/// Parks a TLS connection that went idle (`h1::serve_tls` gave its halves back).
+fn park(
+    w: &Rc<Worker>,
+    parked: Option<h1::TlsParked<ServerConnection>>,
+    peer: SocketAddr,
+    listener: u16,
+    identity: Option<Rc<PeerIdentity>>,
+) {
+    let Some((rd, wr, idle_left)) = parked else {
+        return;
+    };
+    let Some((stream, conn)) = stream::unsplit(rd, wr) else {
+        return;
+    };
+    let entry = park::Entry {
+        stream,
+        peer,
+        listener,
+        session: Some(Box::new(Session { conn, identity })),
+    };
+    // Refused only where the kernel refuses the registration: the connection closes.
+    let _ = w.parking.park(entry, Instant::now() + idle_left);
+}
+
+/// Serves a parked TLS connection that became readable, as a new task.
+pub async fn resume(w: Rc<Worker>, entry: park::Entry) {
+    let _conn = w.begin_connection();
+    let Some(session) = entry.session.and_then(|s| s.downcast::<Session>().ok()) else {
+        return;
+    };
+    if w.is_draining() || crate::sys::at_eof(entry.stream.as_raw_fd()) {
+        return;
+    }
+    let Session { conn, identity } = *session;
+    let (rd, wr) = stream::split(entry.stream, conn, bytes::BytesMut::new());
+    let parked = h1::serve_tls(&w, rd, wr, entry.peer, entry.listener, identity.clone(), false).await;
+    park(&w, parked, entry.peer, entry.listener, identity);
 }

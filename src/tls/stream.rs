@@ -204,8 +204,9 @@ where
     C: DerefMut<Target = ConnectionCommon<SD>>,
     SD: SideData,
 {
-    // rustls may hold decrypted bytes the socket's readability would not announce.
-    const PARKS: bool = false;
+    // Parks only when drained (`read_or_park`): rustls may hold decrypted bytes that the socket's
+    // readability would not announce.
+    const PARKS: bool = true;
 
     async fn read_more(&mut self, buf: &mut BytesMut, _chunk: usize) -> io::Result<usize> {
         loop {
@@ -250,11 +251,44 @@ where
         &mut self,
         buf: &mut BytesMut,
         chunk: usize,
-        _cancel: &mut Canceller,
-        _after: Duration,
+        cancel: &mut Canceller,
+        after: Duration,
     ) -> ParkRead {
-        ParkRead::Read(self.read_more(buf, chunk).await)
+        if !self.is_drained() {
+            return ParkRead::Read(self.read_more(buf, chunk).await);
+        }
+        match crate::io::read_or_park(&mut self.rd, &mut self.inbuf, RECORD_CHUNK, cancel, after)
+            .await
+        {
+            ParkRead::Park => {
+                // What an idle session keeps is its keys and state, not a record's worth of buffer.
+                self.inbuf = BytesMut::new();
+                ParkRead::Park
+            }
+            ParkRead::Read(Ok(0)) => {
+                self.eof = true;
+                ParkRead::Read(self.read_more(buf, chunk).await)
+            }
+            ParkRead::Read(Ok(_)) => {
+                if let Err(e) = feed(&mut **self.conn.borrow_mut(), &mut self.inbuf) {
+                    return ParkRead::Read(Err(to_io(e)));
+                }
+                ParkRead::Read(self.read_more(buf, chunk).await)
+            }
+            ParkRead::Read(Err(e)) => ParkRead::Read(Err(e)),
+        }
     }
+}
+
+/// The socket and the session of a split TLS connection, back together (to park them). None if a
+/// half is still shared, which the drivers never do.
+pub fn unsplit<C>(rd: TlsRd<C>, wr: TlsWr<C>) -> Option<(TcpStream, C)> {
+    let TlsRd { rd, conn, .. } = rd;
+    let TlsWr { wr, conn: other, .. } = wr;
+    drop(other);
+    let stream = rd.reunite(wr.into_inner()).ok()?;
+    let conn = Rc::try_unwrap(conn).ok()?.into_inner();
+    Some((stream, conn))
 }
 
 fn to_io(e: HandshakeError) -> io::Error {

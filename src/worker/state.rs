@@ -198,7 +198,8 @@ impl Worker {
         d.gauges = WorkerGauges {
             driver: self.driver.get(),
             cpu: self.cpu.get(),
-            connections: self.connections.get() as u64,
+            // A parked connection has no task and so no guard; it is open all the same.
+            connections: (self.connections.get() + self.parking.parked()) as u64,
             parked: self.parking.parked() as u64,
             in_flight: self.in_flight.get() as u64,
             accepted: self.accepted.get(),

@@ -493,6 +493,8 @@ import socket, ssl, sys
 host, port, name, cafile = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 try:
     ctx = ssl.create_default_context(cafile=cafile)
+    if len(sys.argv) > 6:
+        ctx.load_cert_chain(sys.argv[5], sys.argv[6])
     ctx.set_alpn_protocols(["http/1.1"])
     raw = socket.create_connection((host, port), timeout=10)
     s = ctx.wrap_socket(raw, server_hostname=name)
@@ -533,6 +535,19 @@ pub struct PyTlsClient {
 impl PyTlsClient {
     /// Connects to `addr` with SNI `name`, verifying against the server CA.
     pub fn connect(addr: SocketAddr, name: &str) -> PyTlsClient {
+        Self::start(addr, name, &[])
+    }
+
+    /// `connect`, presenting client certificate `who` (`alice` = alice.crt + alice.key).
+    pub fn connect_as(addr: SocketAddr, name: &str, who: &str) -> PyTlsClient {
+        Self::start(
+            addr,
+            name,
+            &[pki_file(&format!("{who}.crt")), pki_file(&format!("{who}.key"))],
+        )
+    }
+
+    fn start(addr: SocketAddr, name: &str, cert: &[String]) -> PyTlsClient {
         let mut child = Command::new("python3")
             .args([
                 "-c",
@@ -542,6 +557,7 @@ impl PyTlsClient {
                 name,
                 &pki_file("ca.crt"),
             ])
+            .args(cert)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -31,46 +31,56 @@ use std::time::{Duration, Instant};
 /// Long enough that a connection under load never parks between requests.
 pub const PARK_AFTER: Duration = Duration::from_millis(50);
 
-/// Serves one client connection until it closes.
-// An async block rather than an async fn: an async fn keeps its arguments twice in its state, and this
-// state is what a parked connection costs.
-#[allow(clippy::manual_async_fn)]
+/// Serves one client connection until it closes or parks.
 /// `listener` is the index of the listener that accepted it (in `Config::listeners`).
 pub fn serve(
     w: Rc<Worker>,
-    mut stream: TcpStream,
+    stream: TcpStream,
     peer: SocketAddr,
     listener: u16,
 ) -> impl Future<Output = ()> {
+    serve_from(w, stream, peer, listener, true)
+}
+
+/// Serves a parked connection that became readable (`conn::park`), as a new task.
+pub fn resume(w: Rc<Worker>, entry: park::Entry) -> impl Future<Output = ()> {
+    serve_from(w, entry.stream, entry.peer, entry.listener, false)
+}
+
+// An async block rather than an async fn: an async fn keeps its arguments twice in its state.
+#[allow(clippy::manual_async_fn)]
+fn serve_from(
+    w: Rc<Worker>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    listener: u16,
+    first: bool,
+) -> impl Future<Output = ()> {
     async move {
         let _conn = w.begin_connection();
-        let mut first = true;
-        loop {
-            // Boxed: the session (buffers, parsed heads, the proxy's state) is most of what a connection
-            // costs, and a parked connection keeps none of it.
-            // A bug anywhere in the session ends this connection alone (see `crate::panic`).
-            let served =
-                crate::panic::catch(Box::pin(session(&w, stream, peer, listener, first))).await;
-            let Parked {
-                stream: parked,
-                idle_left,
-            } = match served {
-                Ok(Some(p)) => p,
-                Ok(None) => return,
-                Err(p) => {
-                    w.count_panic();
-                    tracing::error!(worker = w.id, client = %peer, panic = %p, "panic on a connection; closed it");
-                    return;
-                }
-            };
-            stream = parked;
-            first = false;
-            let deadline = Instant::now() + idle_left;
-            if !park::wait_readable(&w.parking, &stream, deadline).await
-                || w.is_draining()
-                || crate::sys::at_eof(stream.as_raw_fd())
-            {
-                return;
+        // Readable may mean the peer's EOF, and a draining worker takes no new requests.
+        if !first && (w.is_draining() || crate::sys::at_eof(stream.as_raw_fd())) {
+            return;
+        }
+        // Boxed: the session (buffers, parsed heads, the proxy's state) is most of what a connection
+        // costs while it is served. A bug anywhere in it ends this connection alone (`crate::panic`).
+        let served =
+            crate::panic::catch(Box::pin(session(&w, stream, peer, listener, first))).await;
+        match served {
+            Ok(Some(Parked { stream, idle_left })) => {
+                let entry = park::Entry {
+                    stream,
+                    peer,
+                    listener,
+                    session: None,
+                };
+                // Refused only where the kernel refuses the registration: the connection closes.
+                let _ = w.parking.park(entry, Instant::now() + idle_left);
+            }
+            Ok(None) => {}
+            Err(p) => {
+                w.count_panic();
+                tracing::error!(worker = w.id, client = %peer, panic = %p, "panic on a connection; closed it");
             }
         }
     }
@@ -121,8 +131,15 @@ async fn session(
     parked.map(|idle_left| Parked { stream, idle_left })
 }
 
-/// Serves one TLS connection whose handshake is done: requests until it closes (a TLS session does
-/// not park; see `tls::stream::TlsRd`), then close_notify.
+/// A TLS connection's halves between requests, and how long it may stay idle.
+pub type TlsParked<C> = (
+    crate::tls::stream::TlsRd<C>,
+    crate::tls::stream::TlsWr<C>,
+    Duration,
+);
+
+/// Serves one TLS connection whose handshake is done (`first`) or that was parked: requests until it
+/// closes (then close_notify) or parks (its halves come back, for `conn::tls` to park the session).
 pub async fn serve_tls<C, SD>(
     w: &Rc<Worker>,
     rd: crate::tls::stream::TlsRd<C>,
@@ -130,14 +147,16 @@ pub async fn serve_tls<C, SD>(
     peer: SocketAddr,
     listener: u16,
     identity: Option<Rc<crate::pipeline::downstream::PeerIdentity>>,
-) where
+    first: bool,
+) -> Option<TlsParked<C>>
+where
     C: std::ops::DerefMut<Target = rustls::ConnectionCommon<SD>>,
     SD: rustls::SideData,
 {
     let mut c = H1Client::new(
         rd,
         wr,
-        BytesMut::with_capacity(HEAD_CHUNK),
+        BytesMut::new(),
         peer.ip().to_string().into_boxed_str(),
         Peer {
             ip: peer.ip(),
@@ -147,14 +166,16 @@ pub async fn serve_tls<C, SD>(
     );
     c.identity = identity;
     let mut bufs = Buffers::new();
-    let served = crate::panic::catch(Box::pin(serve_requests(w, &mut c, &mut bufs, true))).await;
+    let served = crate::panic::catch(Box::pin(serve_requests(w, &mut c, &mut bufs, first))).await;
     match served {
-        Ok(_) => c.wr.close_notify().await,
+        Ok(Some(idle_left)) => return Some((c.rd, c.wr, idle_left)),
+        Ok(None) => c.wr.close_notify().await,
         Err(p) => {
             w.count_panic();
             tracing::error!(worker = w.id, client = %peer, panic = %p, "panic on a connection; closed it");
         }
     }
+    None
 }
 
 /// Serves requests on `c` until the connection should close (None) or park (the idle time left).
