@@ -173,3 +173,22 @@ pub fn epoll_ready(ep: RawFd, out: &mut Vec<u64>, max: usize) {
         out.push(token);
     }
 }
+
+/// The descriptor of `stream`, owned: what a parked connection keeps of its socket. monoio panics
+/// here if an operation still holds the socket, so callers make sure none does.
+pub fn into_owned_fd(stream: monoio::net::TcpStream) -> std::os::fd::OwnedFd {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let fd = stream.into_raw_fd();
+    // SAFETY: `into_raw_fd` gave up monoio's ownership of this open descriptor, so it is ours alone.
+    unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }
+}
+
+/// Gives memory that the allocator holds free back to the kernel (glibc keeps freed memory below the
+/// top of its heaps resident). Takes time in proportion to the heap, so it is called rarely.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim takes no pointers; it only walks the allocator's own state, under its locks.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}

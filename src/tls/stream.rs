@@ -284,7 +284,9 @@ where
 /// half is still shared, which the drivers never do.
 pub fn unsplit<C>(rd: TlsRd<C>, wr: TlsWr<C>) -> Option<(TcpStream, C)> {
     let TlsRd { rd, conn, .. } = rd;
-    let TlsWr { wr, conn: other, .. } = wr;
+    let TlsWr {
+        wr, conn: other, ..
+    } = wr;
     drop(other);
     let stream = rd.reunite(wr.into_inner()).ok()?;
     let conn = Rc::try_unwrap(conn).ok()?.into_inner();

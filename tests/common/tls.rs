@@ -543,7 +543,10 @@ impl PyTlsClient {
         Self::start(
             addr,
             name,
-            &[pki_file(&format!("{who}.crt")), pki_file(&format!("{who}.key"))],
+            &[
+                pki_file(&format!("{who}.crt")),
+                pki_file(&format!("{who}.key")),
+            ],
         )
     }
 

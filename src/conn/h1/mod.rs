@@ -43,8 +43,12 @@ pub fn serve(
 }
 
 /// Serves a parked connection that became readable (`conn::park`), as a new task.
-pub fn resume(w: Rc<Worker>, entry: park::Entry) -> impl Future<Output = ()> {
-    serve_from(w, entry.stream, entry.peer, entry.listener, false)
+pub async fn resume(w: Rc<Worker>, entry: park::Entry) {
+    let std = std::net::TcpStream::from(entry.fd);
+    match TcpStream::from_std(std) {
+        Ok(stream) => serve_from(w, stream, entry.peer, entry.listener, false).await,
+        Err(e) => tracing::debug!(worker = w.id, error = %e, "cannot resume a parked connection"),
+    }
 }
 
 // An async block rather than an async fn: an async fn keeps its arguments twice in its state.
@@ -67,9 +71,9 @@ fn serve_from(
         let served =
             crate::panic::catch(Box::pin(session(&w, stream, peer, listener, first))).await;
         match served {
-            Ok(Some(Parked { stream, idle_left })) => {
+            Ok(Some(Parked { fd, idle_left })) => {
                 let entry = park::Entry {
-                    stream,
+                    fd,
                     peer,
                     listener,
                     session: None,
@@ -98,7 +102,7 @@ enum Next {
 
 /// A connection between sessions: the socket alone, and how long it may stay idle.
 struct Parked {
-    stream: TcpStream,
+    fd: std::os::fd::OwnedFd,
     idle_left: Duration,
 }
 
@@ -128,7 +132,11 @@ async fn session(
     // Reunited rather than dropped as halves: monoio shuts the write side down when a write half is
     // dropped, a syscall per connection that the close, which sends the FIN anyway, makes unnecessary.
     let stream = c.rd.reunite(c.wr.into_inner()).ok()?;
-    parked.map(|idle_left| Parked { stream, idle_left })
+    let idle_left = parked?;
+    // Inside the session, so that monoio's check that no operation still holds the socket is caught
+    // like any other bug of a session (none can: the last read finished before parking).
+    let fd = crate::sys::into_owned_fd(stream);
+    Some(Parked { fd, idle_left })
 }
 
 /// A TLS connection's halves between requests, and how long it may stay idle.
