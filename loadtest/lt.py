@@ -26,6 +26,12 @@ Standard library only. Subcommands:
                              markdown tables for the extra scenarios
   hs256-token --key-file F --sub S [--iss I] [--aud A] [--ttl SECONDS]
                              an HS256 JWT signed with the secret in F (auth scenario, jwt variant)
+  ctx PID...                 voluntary and involuntary context switches, summed over every thread
+                             (/proc/P/task/T/status) of PIDs and their descendants: "vol invol"
+  net                        the machine's TCP counters the counts scenario uses (the ones `nstat -az`
+                             shows, read from /proc/net/snmp and /proc/net/netstat): "Name=N,..."
+  table-counts F             markdown table for the counts scenario (per request: syscalls, io_uring
+                             SQEs/CQEs, TCP segments, context switches, CPU)
 Tables with both `sluice` and `base` (loadtest/run --baseline) get a line with the ratios sluice/base.
 """
 import json
@@ -272,6 +278,8 @@ def record(args):
         rec["cpu_busy_pct"] = [round(100 * b / e, 1) if e else None for b, e in (delta(i) for i in range(ncpu))]
     if kv.get("loadgen_cpu"):
         rec["loadgen_cpu_pct"] = 100 * float(kv["loadgen_cpu"]) / wall
+    if kv.get("perf") or kv.get("net_before") or kv.get("ctx_before"):
+        counts_fields(rec, kv)
     limit = kv.get("reject_noisy")
     rejected = bool(limit) and float(limit) > 0 and rec.get("foreign_cpu_pct", 0) > float(limit)
     if rejected:
@@ -1190,6 +1198,245 @@ def table_auth(path):
               " — numbers are disturbed; rerun on a quiet machine.")
 
 
+# ---------------------------------------------------------------- counts scenario
+
+def ctx_switches(roots):
+    """(voluntary, involuntary) context switches summed over every thread of roots' process trees."""
+    vol = inv = 0
+    for pid in tree_pids(roots):
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/status") as f:
+                    for line in f:
+                        if line.startswith("voluntary_ctxt_switches:"):
+                            vol += int(line.split()[1])
+                        elif line.startswith("nonvoluntary_ctxt_switches:"):
+                            inv += int(line.split()[1])
+            except OSError:
+                pass
+    return vol, inv
+
+
+# (file, table, counter): what the counts scenario takes from the kernel's SNMP counters
+NET_COUNTERS = (("/proc/net/snmp", "Tcp", "OutSegs"), ("/proc/net/snmp", "Tcp", "InSegs"),
+                ("/proc/net/snmp", "Tcp", "RetransSegs"), ("/proc/net/snmp", "Tcp", "OutRsts"),
+                ("/proc/net/snmp", "Tcp", "ActiveOpens"), ("/proc/net/snmp", "Tcp", "PassiveOpens"),
+                ("/proc/net/netstat", "TcpExt", "TCPOrigDataSent"), ("/proc/net/netstat", "TcpExt", "TCPPureAcks"),
+                ("/proc/net/netstat", "TcpExt", "TCPHPAcks"), ("/proc/net/netstat", "TcpExt", "TCPHPHits"),
+                ("/proc/net/netstat", "TcpExt", "DelayedACKs"), ("/proc/net/netstat", "TcpExt", "TCPDelivered"))
+
+
+def net_counters():
+    """{Table+Name: value} for NET_COUNTERS (e.g. TcpOutSegs, TcpExtTCPOrigDataSent), nstat's names."""
+    tables = {}
+    for path in sorted({p for p, _, _ in NET_COUNTERS}):
+        with open(path) as f:
+            lines = f.read().splitlines()
+        # pairs of lines: "Tcp: Name Name ..." then "Tcp: 1 2 ..."
+        for names, vals in zip(lines[0::2], lines[1::2]):
+            t, _, rest = names.partition(":")
+            tables[t] = dict(zip(rest.split(), (int(v) for v in vals.partition(":")[2].split())))
+    return {t + n: tables.get(t, {}).get(n) for _, t, n in NET_COUNTERS}
+
+
+def parse_perf_csv(path):
+    """perf stat -x, --per-thread output: ({event: total}, {thread comm: {event: count}})."""
+    total, threads = {}, {}
+    with open(path, errors="replace") as f:
+        for line in f:
+            parts = line.rstrip("\n").split(",")
+            if len(parts) < 4 or not parts[0] or parts[0].startswith("#"):
+                continue
+            thread, value, event = parts[0], parts[1], parts[3]
+            if not value.strip().isdigit():
+                continue  # "<not counted>" / "<not supported>"
+            comm = thread.rpartition("-")[0] or thread  # "sluice-w0-1234" -> "sluice-w0"
+            total[event] = total.get(event, 0) + int(value)
+            th = threads.setdefault(comm, {})
+            th[event] = th.get(event, 0) + int(value)
+    return total, threads
+
+
+# syscall tracepoints grouped for the "by kind" table (syscalls:sys_enter_NAME)
+SYSCALL_KINDS = (("io_uring_enter", ("io_uring_enter",)),
+                 ("epoll_wait", ("epoll_wait", "epoll_pwait", "epoll_pwait2")),
+                 ("read/recv", ("read", "readv", "recvfrom", "recvmsg")),
+                 ("write/send", ("write", "writev", "sendto", "sendmsg", "sendfile64")),
+                 # nginx makes one of each per proxied request (a one-off `perf trace -s` of its worker)
+                 ("getsockopt", ("getsockopt",)), ("getpid", ("getpid",)))
+
+
+def counts_fields(rec, kv):
+    """Per-request counts for a counts-scenario record: perf events of the proxy, its context
+    switches, and the machine's TCP segments, each divided by the requests oha completed."""
+    n = rec.get("requests") or 0
+    per = (lambda v: v / n if n and v is not None else None)
+    if kv.get("perf"):
+        total, threads = parse_perf_csv(kv["perf"])
+        rec["perf"] = total
+        rec["perf_threads"] = threads
+        rec["syscalls_per_req"] = per(total.get("raw_syscalls:sys_enter"))
+        rec["uring_enter_per_req"] = per(total.get("syscalls:sys_enter_io_uring_enter"))
+        rec["sqe_per_req"] = per(total.get("io_uring:io_uring_submit_req"))
+        rec["cqe_per_req"] = per(total.get("io_uring:io_uring_complete"))
+        rec["perf_cs_per_req"] = per(total.get("context-switches"))
+        kinds, named = {}, 0
+        for kind, names in SYSCALL_KINDS:
+            c = sum(total.get("syscalls:sys_enter_" + x, 0) for x in names)
+            kinds[kind] = per(c)
+            named += c
+        if total.get("raw_syscalls:sys_enter") is not None:
+            kinds["other"] = per(total["raw_syscalls:sys_enter"] - named)
+        rec["syscall_kinds_per_req"] = kinds
+        rec["thread_syscalls_per_req"] = {c: per(e.get("raw_syscalls:sys_enter")) for c, e in threads.items()}
+    cb, ca = kv.get("ctx_before", "").split(), kv.get("ctx_after", "").split()
+    if len(cb) == 2 and len(ca) == 2:
+        rec["ctx_vol"] = int(ca[0]) - int(cb[0])
+        rec["ctx_invol"] = int(ca[1]) - int(cb[1])
+        rec["ctx_vol_per_req"] = per(rec["ctx_vol"])
+        rec["ctx_invol_per_req"] = per(rec["ctx_invol"])
+    nb, na = kv.get("net_before"), kv.get("net_after")
+    if nb and na:
+        b = dict((k, int(v)) for k, _, v in (x.partition("=") for x in nb.split(",")) if v.lstrip("-").isdigit())
+        a = dict((k, int(v)) for k, _, v in (x.partition("=") for x in na.split(",")) if v.lstrip("-").isdigit())
+        d = {k: a[k] - b[k] for k in a if k in b}
+        rec["net"] = d
+        out, data = d.get("TcpOutSegs"), d.get("TcpExtTCPOrigDataSent")
+        rec["out_segs_per_req"] = per(out)
+        rec["in_segs_per_req"] = per(d.get("TcpInSegs"))
+        rec["data_segs_per_req"] = per(data)
+        rec["nondata_segs_per_req"] = per(out - data) if out is not None and data is not None else None
+        # received side, as the kernel classifies it: TCPPureAcks = ACKs without data on the slow path;
+        # TCPHPAcks = ACKs on the fast path that advanced snd_una, with or without data (tcp_ack())
+        rec["tcp_pure_acks_per_req"] = per(d.get("TcpExtTCPPureAcks"))
+        rec["tcp_hp_acks_per_req"] = per(d.get("TcpExtTCPHPAcks"))
+        rec["delayed_acks_per_req"] = per(d.get("TcpExtDelayedACKs"))
+    if n and rec.get("proxy_user_s") is not None:
+        rec["user_us_per_req"] = 1e6 * rec["proxy_user_s"] / n
+        rec["sys_us_per_req"] = 1e6 * rec["proxy_sys_s"] / n
+
+
+COUNTS_PATHS = ("plain", "api_key", "tls")
+COUNTS_DESC = {"plain": "plain: GET /", "api_key": "api_key: GET /key/bench + X-API-Key",
+               "tls": "tls: GET / over HTTPS (ECDSA, keep-alive)"}
+
+
+def _counts_split(r):
+    b, v = r.get("binary"), r.get("variant")
+    if not b or not v:
+        b, _, v = r["target"].rpartition("-")
+    return b, v
+
+
+def _fmt_per(v, digits=2):
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def table_counts(path):
+    """counts scenario: per request, medians over rounds, per target and path."""
+    rows = load(path, "counts")
+    if not rows:
+        print("(no runs for scenario counts)")
+        return
+    by = {}
+    for r in rows:
+        b, v = _counts_split(r)
+        by.setdefault((b, v), []).append(r)
+    binaries = [b for b in ("sluice", "base", "nginx", "direct") if any(k[0] == b for k in by)]
+    binaries += sorted({k[0] for k in by} - set(binaries))
+    keys = [(b, v) for v in COUNTS_PATHS for b in binaries if (b, v) in by]
+    keys += sorted(k for k in by if k not in keys)
+    med = lambda rs, f: _median([r.get(f) for r in rs])
+    rate = rows[0].get("rate")
+    hdr = ["path", "target", "runs", "req/s" + (f" (rate {rate:,})" if rate else ""), "syscalls/req",
+           "io_uring_enter/req", "SQEs/req", "CQEs/req", "TCP segs out/req (machine)", "data segs/req",
+           "pure ACK + ctl segs/req", "ctx switches/req vol / invol", "proxy CPU µs/req user", "proxy CPU µs/req sys"]
+    print("| " + " | ".join(hdr) + " |")
+    print("|" + "|".join(["---", "---"] + ["---:"] * (len(hdr) - 2)) + "|")
+    for k in keys:
+        rs = by[k]
+        b, v = k
+        proxy = b != "direct"
+        cells = [v, b, str(len(rs)), _fmt_num(med(rs, "rps")),
+                 _fmt_per(med(rs, "syscalls_per_req")) if proxy else "-",
+                 _fmt_per(med(rs, "uring_enter_per_req")) if proxy else "-",
+                 _fmt_per(med(rs, "sqe_per_req")) if proxy else "-",
+                 _fmt_per(med(rs, "cqe_per_req")) if proxy else "-",
+                 _fmt_per(med(rs, "out_segs_per_req")), _fmt_per(med(rs, "data_segs_per_req")),
+                 _fmt_per(med(rs, "nondata_segs_per_req")),
+                 (f"{_fmt_per(med(rs, 'ctx_vol_per_req'), 3)} / {_fmt_per(med(rs, 'ctx_invol_per_req'), 3)}" if proxy else "-"),
+                 _fmt_per(med(rs, "user_us_per_req"), 1) if proxy else "-",
+                 _fmt_per(med(rs, "sys_us_per_req"), 1) if proxy else "-"]
+        print("| " + " | ".join(cells) + " |")
+    # syscalls by kind, and per thread
+    kinds = [k for k, _ in SYSCALL_KINDS] + ["other"]
+    print("\nSyscalls of the proxy per request by kind (medians; perf stat -e syscalls:sys_enter_NAME; other = "
+          "raw_syscalls:sys_enter minus the named ones), perf's context-switches event (a cross-check of the /proc "
+          "column), and more TCP counters of the whole machine:\n")
+    print("| path | target | " + " | ".join(kinds) + " | perf context-switches/req | TCP in segs/req | TCPPureAcks/req | TCPHPAcks/req | DelayedACKs/req |")
+    print("|---|---|" + "---:|" * (len(kinds) + 5))
+    for k in keys:
+        rs = by[k]
+        b, v = k
+        if b == "direct":
+            kc = ["-"] * len(kinds)
+            print(f"| {v} | {b} | " + " | ".join(kc) + f" | - | {_fmt_per(med(rs, 'in_segs_per_req'))} | "
+                  f"{_fmt_per(med(rs, 'tcp_pure_acks_per_req'))} | {_fmt_per(med(rs, 'tcp_hp_acks_per_req'))} | "
+                  f"{_fmt_per(med(rs, 'delayed_acks_per_req'), 3)} |")
+            continue
+        kc = [_fmt_per(_median([(r.get("syscall_kinds_per_req") or {}).get(x) for r in rs])) for x in kinds]
+        print(f"| {v} | {b} | " + " | ".join(kc) + f" | {_fmt_per(med(rs, 'perf_cs_per_req'), 3)} | "
+              f"{_fmt_per(med(rs, 'in_segs_per_req'))} | {_fmt_per(med(rs, 'tcp_pure_acks_per_req'))} | "
+              f"{_fmt_per(med(rs, 'tcp_hp_acks_per_req'))} | {_fmt_per(med(rs, 'delayed_acks_per_req'), 3)} |")
+    parts = []
+    for k in keys:
+        rs = by[k]
+        comms = sorted({c for r in rs for c in (r.get("thread_syscalls_per_req") or {})})
+        if not comms or k[0] == "direct":
+            continue
+        vals = [(c, _median([(r.get("thread_syscalls_per_req") or {}).get(c) for r in rs])) for c in comms]
+        parts.append(f"{k[0]} {k[1]}: " + ", ".join(f"{c} {v:.2f}" for c, v in vals if v is not None))
+    if parts:
+        print("\nSyscalls per request by thread (comm): " + "; ".join(parts) + ".")
+    # the same rate without perf attached: the fixed scenario of the same invocation
+    fixed = [r for r in load(path, "fixed") if r.get("rate") == rate]
+    if fixed:
+        _, fs = summarize(fixed)
+        cmp = []
+        for b in binaries:
+            if b in fs and (b, "plain") in by and fs[b].get("uspr") is not None:
+                fr = [r for r in fixed if r["target"] == b]
+                fu = _median([1e6 * r["proxy_user_s"] / r["requests"] for r in fr if r.get("requests")])
+                fsys = _median([1e6 * r["proxy_sys_s"] / r["requests"] for r in fr if r.get("requests")])
+                cu, csys = med(by[(b, "plain")], "user_us_per_req"), med(by[(b, "plain")], "sys_us_per_req")
+                cmp.append(f"{b}: user {fu:.1f} / sys {fsys:.1f} µs/req without perf (fixed, {fs[b]['runs']} runs, "
+                           f"{_fmt_num(fs[b]['rps'])} req/s) vs {_fmt_per(cu, 1)} / {_fmt_per(csys, 1)} with perf (counts plain)")
+        if cmp:
+            print("\nThe cost of counting (perf's tracepoints run in the proxy's syscalls and count as its sys time): "
+                  + "; ".join(cmp) + ".")
+    slow = [f"{b}-{v} ({_fmt_num(min(r['rps'] or 0 for r in rs))} req/s)" for (b, v), rs in by.items()
+            if any(r.get("rate") and (r["rps"] or 0) < 0.97 * r["rate"] for r in rs)]
+    if slow:
+        print(f"\nWARNING: the rate ({rate} req/s) was not held by: " + ", ".join(slow) +
+              " — per-request counts at a lower rate are not comparable (less batching); try a lower --rate.")
+    errs = [f"{b}-{v} ({sum(r['errors'] for r in rs)})" for (b, v), rs in by.items() if any(r["errors"] for r in rs)]
+    if errs:
+        print("WARNING: errors (non-2xx or socket errors) in: " + ", ".join(errs) + "; see raw/.")
+    noisy = [f"{b}-{v} (up to {max(r.get('foreign_cpu_pct') or 0 for r in rs):.0f}%)" for (b, v), rs in by.items()
+             if max(r.get("foreign_cpu_pct") or 0 for r in rs) > 5]
+    if noisy:
+        print("WARNING: other processes used CPU during: " + ", ".join(noisy) +
+              " — CPU and the machine-wide TCP counters are disturbed; rerun on a quiet machine.")
+    print("\nCPU use (medians, % of one CPU): " + "; ".join(
+        f"{b}-{v}: proxy {_pct((med(by[(b, v)], 'proxy_user_pct') or 0) + (med(by[(b, v)], 'proxy_sys_pct') or 0)) if b != 'direct' else '-'}, "
+        f"load generator {_pct(med(by[(b, v)], 'loadgen_cpu_pct'))}, backend {_pct(med(by[(b, v)], 'backend_cpu_pct'))}"
+        for b, v in keys))
+
+
 def hs256_token(args):
     """hs256-token --key-file F --sub S [--iss I] [--aud A] [--ttl SECONDS]: a compact JWS (HS256) signed
     with the secret in F (whitespace trimmed, as sluice reads a key_file without a PEM block)."""
@@ -1259,6 +1506,12 @@ def main(argv):
         table_auth(*args)
     elif cmd == "hs256-token":
         return hs256_token(args)
+    elif cmd == "ctx":
+        print(*ctx_switches({int(a) for a in args}))
+    elif cmd == "net":
+        print(",".join(f"{k}={v}" for k, v in net_counters().items()))
+    elif cmd == "table-counts":
+        table_counts(*args)
     elif cmd == "record-wrk":
         # record-wrk FILE OUT k=v...: parse a wrk output and append it with labels
         res = parse_wrk(args[0])
